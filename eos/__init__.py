@@ -1,12 +1,57 @@
-"""eos: exactly-once consume-transform-produce for Apache Kafka."""
+"""eos: exactly-once consume-transform-produce for Apache Kafka.
+
+Subclass :class:`Processor`, hand it to an :class:`Application`, call
+``run()``: every input record's outputs, state changes and offset commit
+become visible together, exactly once, or not at all.
+"""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+
+from eos import errors
+from eos.app import Application
+from eos.config import Config
+from eos.errors import (
+    ConfigError,
+    EosError,
+    ProcessingError,
+    ProducerFencedError,
+    SerializationError,
+    StateError,
+    TransactionError,
+)
+from eos.processor import Context, Processor
+from eos.record import Record, TopicPartition
+from eos.serde import BytesSerde, JsonSerde, Serde, StringSerde
+from eos.state.base import Store
+from eos.stats import AppState
 
 try:
     __version__ = version("eos-kafka")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "AppState",
+    "Application",
+    "BytesSerde",
+    "Config",
+    "ConfigError",
+    "Context",
+    "EosError",
+    "JsonSerde",
+    "ProcessingError",
+    "Processor",
+    "ProducerFencedError",
+    "Record",
+    "SerializationError",
+    "Serde",
+    "StateError",
+    "Store",
+    "StringSerde",
+    "TopicPartition",
+    "TransactionError",
+    "__version__",
+    "errors",
+]

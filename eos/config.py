@@ -1,0 +1,680 @@
+"""Application configuration and the librdkafka settings derived from it.
+
+:class:`Config` is validated once, at construction: a bad value raises
+:class:`~eos.errors.ConfigError` naming the setting, the value and what is
+allowed. Its ``consumer_settings()``, ``producer_settings()`` and
+``admin_settings()`` are the one place where eos settings become librdkafka
+dictionaries; the settings a processing guarantee depends on (see
+:data:`OWNED_KEYS`) cannot be overridden by pass-through client settings.
+
+A config can also be read from a Java-style ``.properties`` file with the
+Kafka Streams spelling of the settings (``application.id``,
+``commit.interval.ms``, ``producer.``/``consumer.`` prefixes, ...): see
+:meth:`Config.from_properties` and :meth:`Config.from_mapping`.
+
+Secret client settings (passwords, private keys, JAAS and OAuth
+configuration) never appear in ``repr(config)`` or in error messages; use
+:func:`redacted` before logging any client dictionary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Final, Literal, TypeAlias
+
+from eos.errors import ConfigError
+from eos.serde import Serde, resolve_serde
+
+__all__ = [
+    "DEFAULT_COMMIT_INTERVAL_MS",
+    "DEFAULT_INSTANCE_ID",
+    "DEFAULT_LINGER_MS",
+    "DEFAULT_MAX_BATCH_RECORDS",
+    "DEFAULT_METRICS_BIND_ADDRESS",
+    "DEFAULT_POLL_TIMEOUT_S",
+    "DEFAULT_PROCESSING_ERROR_POLICY",
+    "DEFAULT_PROCESSING_GUARANTEE",
+    "DEFAULT_SHUTDOWN_TIMEOUT_S",
+    "DEFAULT_STATE_DIR",
+    "DEFAULT_TRANSACTIONAL_RETRY_BACKOFF_MS",
+    "DEFAULT_TRANSACTION_TIMEOUT_MS",
+    "ERROR_POLICIES",
+    "GUARANTEES",
+    "OWNED_KEYS",
+    "ClientValue",
+    "Config",
+    "ErrorPolicy",
+    "Guarantee",
+    "parse_properties",
+    "redacted",
+]
+
+Guarantee: TypeAlias = Literal["exactly_once_v2", "at_least_once", "at_most_once"]
+"""Processing guarantee: each input record's effects become visible exactly
+once (transactions), at least once (commit offsets after producing), or at
+most once (commit offsets before processing)."""
+
+ErrorPolicy: TypeAlias = Literal["fail", "skip", "dead_letter"]
+"""What happens when the processor or a deserializer raises for a record."""
+
+ClientValue: TypeAlias = str | int | float | bool
+"""A librdkafka setting value."""
+
+GUARANTEES: Final[tuple[Guarantee, ...]] = ("exactly_once_v2", "at_least_once", "at_most_once")
+ERROR_POLICIES: Final[tuple[ErrorPolicy, ...]] = ("fail", "skip", "dead_letter")
+
+DEFAULT_PROCESSING_GUARANTEE: Final[Guarantee] = "exactly_once_v2"
+DEFAULT_COMMIT_INTERVAL_MS: Final = 100
+"""Kafka Streams' default under exactly-once: short transactions keep
+end-to-end latency low for read_committed readers downstream."""
+DEFAULT_TRANSACTION_TIMEOUT_MS: Final = 60_000
+DEFAULT_MAX_BATCH_RECORDS: Final = 10_000
+DEFAULT_INSTANCE_ID: Final = "0"
+DEFAULT_STATE_DIR: Final = "./state"
+DEFAULT_PROCESSING_ERROR_POLICY: Final[ErrorPolicy] = "fail"
+DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 30.0
+DEFAULT_METRICS_BIND_ADDRESS: Final = "127.0.0.1"
+DEFAULT_POLL_TIMEOUT_S: Final = 0.1
+"""How long one ``consume()`` call waits for records. It bounds how late a
+due commit or a stop request is noticed when input is idle; it is not a
+setting because nothing is gained by tuning it."""
+DEFAULT_LINGER_MS: Final = 5
+DEFAULT_TRANSACTIONAL_RETRY_BACKOFF_MS: Final = 10
+"""``retry.backoff.ms`` for the transactional producer. The coordinator
+answers CONCURRENT_TRANSACTIONS while the previous commit is still being
+completed, and librdkafka retries after ``retry.backoff.ms`` (default 100 ms),
+which dominates back-to-back short transactions (confluent-kafka-python issue
+967; Kafka lowered its own backoff for this in KAFKA-5477)."""
+
+OWNED_KEYS: Final = (
+    "isolation.level",
+    "enable.auto.commit",
+    "transactional.id",
+    "enable.idempotence",
+    "enable.auto.offset.store",
+    "group.id",
+)
+"""librdkafka settings the processing guarantee depends on; setting them in
+``producer_config``/``consumer_config`` is a ConfigError."""
+
+_OWNED_BY: Final[Mapping[str, str]] = {
+    "isolation.level": "processing_guarantee",
+    "enable.auto.commit": "processing_guarantee",
+    "enable.auto.offset.store": "processing_guarantee",
+    "enable.idempotence": "processing_guarantee",
+    "transactional.id": "application_id and instance_id",
+    "group.id": "application_id",
+}
+# Pass-through keys that would silently bypass a validated field.
+_FIELD_KEYS: Final[Mapping[str, str]] = {
+    "bootstrap.servers": "bootstrap_servers",
+    "metadata.broker.list": "bootstrap_servers",
+    "transaction.timeout.ms": "transaction_timeout_ms",
+}
+
+# Property-file name of each field, for parsing and for error messages.
+_PROPERTIES: Final[Mapping[str, str]] = {
+    "application.id": "application_id",
+    "bootstrap.servers": "bootstrap_servers",
+    "input.topics": "input_topics",
+    "processing.guarantee": "processing_guarantee",
+    "instance.id": "instance_id",
+    "key.serde": "key_serde",
+    "value.serde": "value_serde",
+    "commit.interval.ms": "commit_interval_ms",
+    "max.batch.records": "max_batch_records",
+    "transaction.timeout.ms": "transaction_timeout_ms",
+    "processing.error.policy": "processing_error_policy",
+    "dead.letter.topic": "dead_letter_topic",
+    "state.dir": "state_dir",
+    "shutdown.timeout.ms": "shutdown_timeout_s",
+    "metrics.port": "metrics_port",
+    "metrics.bind.address": "metrics_bind_address",
+}
+_PROPERTY_OF: Final[Mapping[str, str]] = {
+    **{f: p for p, f in _PROPERTIES.items()},
+    "producer_config": "producer.*",
+    "consumer_config": "consumer.*",
+}
+_REQUIRED: Final = ("application.id", "bootstrap.servers", "input.topics")
+_GUARANTEE_SPELLINGS: Final[Mapping[str, Guarantee]] = {
+    **{g: g for g in GUARANTEES},
+    **{g.replace("_", "-"): g for g in GUARANTEES},
+}
+
+_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
+_TOPIC_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_SECRET_MARKERS: Final = (
+    "password",
+    "secret",
+    "passphrase",
+    "jaas.config",
+    "oauthbearer.config",
+    "key.pem",
+    "private.key",
+    "keystore.key",
+    "user.info",
+)
+_CONNECTION_KEYS: Final = ("security.protocol", "client.dns.lookup")
+_CONNECTION_PREFIXES: Final = ("sasl.", "ssl.", "socket.")
+_REDACTED: Final = "[redacted]"
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def redacted(conf: Mapping[str, object]) -> dict[str, object]:
+    """Return a copy of a client configuration that is safe to log.
+
+    Values of secret settings (any key containing ``password``, ``secret``,
+    ``passphrase``, ``jaas.config``, ``oauthbearer.config``, ``key.pem``,
+    ``private.key``, ``keystore.key`` or ``user.info``) are replaced by
+    ``"[redacted]"``. Certificates (``ssl.certificate.pem``, ``ssl.ca.pem``)
+    are public and kept.
+
+    Args:
+        conf: A librdkafka-style settings mapping.
+
+    Returns:
+        A new dict with the same keys.
+    """
+    return {k: _REDACTED if _is_secret(k) else v for k, v in conf.items()}
+
+
+def _invalid(name: str, value: object, allowed: str) -> ConfigError:
+    prop = _PROPERTY_OF.get(name)
+    label = f"{name} ({prop})" if prop else name
+    return ConfigError(f"invalid {label}: {value!r}; {allowed}", key=name)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _invalid(name, value, f"must be an integer >= {minimum}")
+
+
+def _check_topic(name: str, topic: object) -> None:
+    if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic) or topic in (".", ".."):
+        raise _invalid(
+            name, topic, "a topic name is 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..')"
+        )
+
+
+def _reject_owned(key: str, where: str) -> None:
+    # Name the key only, never its value: it might be anything.
+    lowered = key.strip().lower()
+    if lowered in _OWNED_BY:
+        raise ConfigError(
+            f"{key!r} may not be set {where}: eos sets it from {_OWNED_BY[lowered]} "
+            "so that the processing guarantee holds",
+            key=key,
+        )
+    if lowered in _FIELD_KEYS:
+        raise ConfigError(
+            f"{key!r} may not be set {where}: set Config.{_FIELD_KEYS[lowered]} instead",
+            key=key,
+        )
+
+
+def _client_config(name: str, value: object) -> types.MappingProxyType[str, ClientValue]:
+    if not isinstance(value, Mapping):
+        raise _invalid(name, value, "must be a mapping of librdkafka settings")
+    for key in value:
+        if not isinstance(key, str):
+            raise _invalid(name, key, "setting names must be str")
+        _reject_owned(key, f"in {name}")
+    # A read-only copy: later changes to the caller's dict cannot reach a frozen config.
+    return types.MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class Config:
+    """Everything an eos application needs to know, validated at construction.
+
+    Attributes:
+        application_id: Names the consumer group, the transactional ids and
+            the changelog topics. ``[A-Za-z0-9._-]`` only. Changing it starts
+            the application from scratch.
+        bootstrap_servers: Comma-separated ``host:port`` list.
+        input_topics: Topics to consume. Any sequence, or one topic as a
+            bare ``str``; stored as a tuple.
+        processing_guarantee: ``"exactly_once_v2"`` (default),
+            ``"at_least_once"`` or ``"at_most_once"``.
+        instance_id: Distinguishes instances of one application; makes the
+            transactional id ``<application_id>-<instance_id>``, which must be
+            stable across restarts of the same instance and unique among
+            running ones. ``[A-Za-z0-9._-]`` only.
+        key_serde: ``"bytes"``, ``"string"``/``"str"``, ``"json"`` or a
+            :class:`~eos.serde.Serde`; the original spec is kept.
+        value_serde: Same, for values.
+        commit_interval_ms: How often the open transaction (or the offsets)
+            is committed.
+        max_batch_records: Most records consumed per poll, and most
+            processed in one transaction before it is committed.
+        transaction_timeout_ms: The broker aborts a transaction open longer
+            than this; under exactly_once_v2 it must be >= commit_interval_ms.
+        processing_error_policy: ``"fail"``, ``"skip"`` or ``"dead_letter"``
+            for records whose processing or deserialization raises.
+        dead_letter_topic: Where ``"dead_letter"`` sends failed records.
+            Required by that policy; must not be an input topic.
+        state_dir: Directory of the local state stores.
+        shutdown_timeout_s: How long a stop may take before it is forced.
+        metrics_port: Port of the Prometheus endpoint (0 picks a free one),
+            or ``None`` for none.
+        metrics_bind_address: Address the Prometheus endpoint binds to.
+        producer_config: librdkafka settings passed to the producer; may not
+            contain :data:`OWNED_KEYS`, ``bootstrap.servers`` or
+            ``transaction.timeout.ms``. Stored read-only; masked in ``repr``.
+        consumer_config: Same, for the consumer.
+    """
+
+    application_id: str
+    bootstrap_servers: str
+    input_topics: Sequence[str]
+    processing_guarantee: Guarantee = DEFAULT_PROCESSING_GUARANTEE
+    instance_id: str = DEFAULT_INSTANCE_ID
+    key_serde: str | Serde = "bytes"
+    value_serde: str | Serde = "bytes"
+    commit_interval_ms: int = DEFAULT_COMMIT_INTERVAL_MS
+    max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
+    transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS
+    processing_error_policy: ErrorPolicy = DEFAULT_PROCESSING_ERROR_POLICY
+    dead_letter_topic: str | None = None
+    state_dir: str = DEFAULT_STATE_DIR
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
+    metrics_port: int | None = None
+    metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS
+    producer_config: Mapping[str, ClientValue] = field(default_factory=dict, repr=False, hash=False)
+    consumer_config: Mapping[str, ClientValue] = field(default_factory=dict, repr=False, hash=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # the dataclass is frozen
+        for name in ("application_id", "instance_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+                raise _invalid(name, value, "must be non-empty, of A-Z a-z 0-9 . _ - only")
+        if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
+            raise _invalid(
+                "bootstrap_servers", self.bootstrap_servers, "must be a non-empty host:port list"
+            )
+
+        topics: object = self.input_topics
+        if isinstance(topics, str):
+            topics = (topics,)
+        if not isinstance(topics, Sequence) or not topics:
+            raise _invalid("input_topics", topics, "must be a non-empty sequence of topic names")
+        topics = tuple(topics)
+        for topic in topics:
+            _check_topic("input_topics", topic)
+        if len(set(topics)) != len(topics):
+            raise _invalid("input_topics", topics, "each topic may be listed once")
+        set_(self, "input_topics", topics)
+
+        if self.processing_guarantee not in GUARANTEES:
+            hint = " (exactly_once v1 is gone from Kafka: use 'exactly_once_v2')"
+            raise _invalid(
+                "processing_guarantee",
+                self.processing_guarantee,
+                f"allowed: {', '.join(map(repr, GUARANTEES))}"
+                + (hint if str(self.processing_guarantee).startswith("exactly") else ""),
+            )
+        resolve_serde(self.key_serde, what="key_serde")
+        resolve_serde(self.value_serde, what="value_serde")
+
+        _check_int("commit_interval_ms", self.commit_interval_ms, 1)
+        _check_int("max_batch_records", self.max_batch_records, 1)
+        _check_int("transaction_timeout_ms", self.transaction_timeout_ms, 1)
+        if (
+            self.processing_guarantee == "exactly_once_v2"
+            and self.transaction_timeout_ms < self.commit_interval_ms
+        ):
+            raise _invalid(
+                "transaction_timeout_ms",
+                self.transaction_timeout_ms,
+                f"must be >= commit_interval_ms ({self.commit_interval_ms}) under exactly_once_v2, "
+                "or the broker aborts transactions before they are due to commit",
+            )
+
+        if self.processing_error_policy not in ERROR_POLICIES:
+            raise _invalid(
+                "processing_error_policy",
+                self.processing_error_policy,
+                f"allowed: {', '.join(map(repr, ERROR_POLICIES))}",
+            )
+        if self.dead_letter_topic is not None:
+            _check_topic("dead_letter_topic", self.dead_letter_topic)
+            if self.dead_letter_topic in topics:
+                raise _invalid(
+                    "dead_letter_topic",
+                    self.dead_letter_topic,
+                    "must not be one of input_topics (failed records would be read again)",
+                )
+        elif self.processing_error_policy == "dead_letter":
+            raise _invalid(
+                "dead_letter_topic", None, "required when processing_error_policy='dead_letter'"
+            )
+
+        if not isinstance(self.state_dir, str) or not self.state_dir:
+            raise _invalid("state_dir", self.state_dir, "must be a non-empty path")
+        timeout = self.shutdown_timeout_s
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise _invalid("shutdown_timeout_s", timeout, "must be a number of seconds > 0")
+        set_(self, "shutdown_timeout_s", float(timeout))
+        port = self.metrics_port
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
+        ):
+            raise _invalid("metrics_port", port, "must be None or an integer 0-65535")
+        if not isinstance(self.metrics_bind_address, str) or not self.metrics_bind_address:
+            raise _invalid(
+                "metrics_bind_address", self.metrics_bind_address, "must be a non-empty address"
+            )
+
+        set_(self, "producer_config", _client_config("producer_config", self.producer_config))
+        set_(self, "consumer_config", _client_config("consumer_config", self.consumer_config))
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = redacted(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"Config({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # MappingProxyType does not pickle; rebuild from plain dicts (revalidating).
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self)}
+        kwargs["producer_config"] = dict(self.producer_config)
+        kwargs["consumer_config"] = dict(self.consumer_config)
+        return (_config_from_kwargs, (kwargs,))
+
+    @property
+    def transactional_id(self) -> str:
+        """``<application_id>-<instance_id>``: stable per instance, so a restart
+        fences its previous incarnation. Also the prefix of the client ids."""
+        return f"{self.application_id}-{self.instance_id}"
+
+    def resolved_key_serde(self) -> Serde:
+        """Return the key serde object (built-ins by name are shared instances)."""
+        return resolve_serde(self.key_serde, what="key_serde")
+
+    def resolved_value_serde(self) -> Serde:
+        """Return the value serde object (built-ins by name are shared instances)."""
+        return resolve_serde(self.value_serde, what="value_serde")
+
+    def consumer_settings(self) -> dict[str, ClientValue]:
+        """Return a fresh librdkafka consumer configuration.
+
+        ``client.id`` (``<transactional_id>-consumer``) and
+        ``auto.offset.reset`` (``earliest``) are defaults ``consumer_config``
+        may change; the owned keys are always set by eos.
+        """
+        settings: dict[str, ClientValue] = {
+            "client.id": f"{self.transactional_id}-consumer",
+            "auto.offset.reset": "earliest",
+        }
+        settings.update(self.consumer_config)
+        settings["bootstrap.servers"] = self.bootstrap_servers
+        settings["group.id"] = self.application_id
+        # The engine stores and commits offsets itself (in the transaction under
+        # exactly_once_v2), so nothing may be committed behind its back.
+        settings["enable.auto.commit"] = False
+        settings["enable.auto.offset.store"] = False
+        # Under every guarantee only committed upstream data is processed: an
+        # aborted upstream transaction must never produce effects here.
+        settings["isolation.level"] = "read_committed"
+        return settings
+
+    def producer_settings(self) -> dict[str, ClientValue]:
+        """Return a fresh librdkafka producer configuration.
+
+        Every guarantee gets an idempotent producer with ``acks=all``;
+        exactly_once_v2 adds ``transactional.id`` and
+        ``transaction.timeout.ms``. ``client.id``, ``linger.ms`` and (for
+        exactly_once_v2) ``retry.backoff.ms`` are defaults ``producer_config``
+        may change. ``acks`` is a default too, so a conflicting user value
+        reaches librdkafka, which rejects it, instead of being dropped.
+        """
+        settings: dict[str, ClientValue] = {
+            "client.id": f"{self.transactional_id}-producer",
+            "acks": "all",
+            "linger.ms": DEFAULT_LINGER_MS,
+        }
+        eos = self.processing_guarantee == "exactly_once_v2"
+        if eos:
+            # Back-to-back transactions hit CONCURRENT_TRANSACTIONS retries that
+            # wait retry.backoff.ms each (confluent-kafka-python#967, KAFKA-5477).
+            settings["retry.backoff.ms"] = DEFAULT_TRANSACTIONAL_RETRY_BACKOFF_MS
+        settings.update(self.producer_config)
+        settings["bootstrap.servers"] = self.bootstrap_servers
+        settings["enable.idempotence"] = True
+        if eos:
+            settings["transactional.id"] = self.transactional_id
+            settings["transaction.timeout.ms"] = self.transaction_timeout_ms
+        return settings
+
+    def admin_settings(self) -> dict[str, ClientValue]:
+        """Return a fresh librdkafka admin client configuration.
+
+        ``bootstrap.servers`` plus the connection and security settings of
+        ``producer_config`` (``security.protocol``, ``client.dns.lookup``,
+        ``sasl.*``, ``ssl.*``, ``socket.*``), so the admin client reaches the
+        cluster the same way the producer does.
+        """
+        settings: dict[str, ClientValue] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": f"{self.transactional_id}-admin",
+        }
+        for key, value in self.producer_config.items():
+            if key in _CONNECTION_KEYS or key.startswith(_CONNECTION_PREFIXES):
+                settings[key] = value
+        return settings
+
+    @classmethod
+    def from_mapping(cls, props: Mapping[str, str], **overrides: object) -> Config:
+        """Build a config from Kafka-style string properties.
+
+        Keys (all values are strings): ``application.id``,
+        ``bootstrap.servers``, ``input.topics`` (comma-separated),
+        ``processing.guarantee`` (``exactly_once_v2``, ``at_least_once``,
+        ``at_most_once``, or the same with ``-``), ``instance.id``,
+        ``key.serde``, ``value.serde``, ``commit.interval.ms``,
+        ``max.batch.records``, ``transaction.timeout.ms``,
+        ``processing.error.policy``, ``dead.letter.topic``, ``state.dir``,
+        ``shutdown.timeout.ms``, ``metrics.port``, ``metrics.bind.address``.
+
+        ``producer.X`` sets librdkafka setting ``X`` on the producer and
+        ``consumer.X`` on the consumer. Any other dotted key is a librdkafka
+        setting for both clients, as Kafka Streams applies unprefixed client
+        settings to all its clients; a prefixed setting wins over the
+        unprefixed one. An undotted key that is not an eos key is an error
+        (most likely a typo).
+
+        Args:
+            props: The properties.
+            **overrides: Config field values (Python names) that win over
+                ``props``; a mapping override replaces the whole mapping.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: A key is unknown, required, or its value is invalid.
+        """
+        kwargs: dict[str, Any] = {}
+        shared: dict[str, ClientValue] = {}
+        prefixed: dict[str, dict[str, ClientValue]] = {"producer.": {}, "consumer.": {}}
+        for raw_key, raw_value in props.items():
+            key = raw_key.strip()
+            value = raw_value.strip()
+            name = _PROPERTIES.get(key)
+            if name is not None:
+                kwargs[name] = _parse_property(key, name, value)
+                continue
+            prefix = key[: key.find(".") + 1]
+            if prefix in prefixed:
+                if not key[len(prefix) :]:
+                    raise ConfigError(f"{key!r} names no setting", key=key)
+                prefixed[prefix][key[len(prefix) :]] = value
+            elif prefix:
+                _reject_owned(key, "as a client setting")
+                shared[key] = value
+            else:
+                raise ConfigError(
+                    f"unknown setting {key!r}: not an eos setting; write librdkafka settings "
+                    f"as producer.{key} / consumer.{key}",
+                    key=key,
+                )
+        kwargs["producer_config"] = {**shared, **prefixed["producer."]}
+        kwargs["consumer_config"] = {**shared, **prefixed["consumer."]}
+
+        field_names = {f.name for f in fields(cls)}
+        for name in overrides:
+            if name not in field_names:
+                raise ConfigError(f"unknown Config field {name!r} in overrides", key=name)
+        kwargs.update(overrides)
+        for prop in _REQUIRED:
+            if _PROPERTIES[prop] not in kwargs:
+                raise ConfigError(f"{prop} is required", key=_PROPERTIES[prop])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_properties(cls, path: str | os.PathLike[str], **overrides: object) -> Config:
+        """Read a Java-style ``.properties`` file and build a config from it.
+
+        See :func:`parse_properties` for the syntax and :meth:`from_mapping`
+        for the keys.
+
+        Args:
+            path: The file, read as UTF-8.
+            **overrides: Config field values that win over the file.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: The file cannot be read, or a setting is invalid.
+        """
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read properties file {os.fspath(path)!r}: {exc}") from exc
+        return cls.from_mapping(parse_properties(text), **overrides)
+
+
+def _config_from_kwargs(kwargs: dict[str, Any]) -> Config:
+    return Config(**kwargs)
+
+
+def _parse_int(key: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"invalid {key}: {value!r}; must be an integer", key=key) from None
+
+
+def _parse_property(key: str, name: str, value: str) -> object:
+    if name == "input_topics":
+        return tuple(t for t in (part.strip() for part in value.split(",")) if t)
+    if name == "processing_guarantee":
+        return _GUARANTEE_SPELLINGS.get(value, value)
+    if name in ("commit_interval_ms", "max_batch_records", "transaction_timeout_ms"):
+        return _parse_int(key, value)
+    if name == "shutdown_timeout_s":
+        return _parse_int(key, value) / 1000
+    if name == "metrics_port":
+        return _parse_int(key, value) if value else None
+    if name == "dead_letter_topic":
+        return value or None
+    return value
+
+
+_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
+_PROPERTY_WS: Final = " \t\f"
+_ESCAPES: Final[Mapping[str, str]] = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+
+def _continues(line: str) -> bool:
+    # An odd number of trailing backslashes escapes the line break.
+    return (len(line) - len(line.rstrip("\\"))) % 2 == 1
+
+
+def _unescape(text: str, lineno: int, key: str | None) -> str:
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        i += 1
+        if c != "\\":
+            out.append(c)
+        elif i < n and text[i] == "u":
+            digits = text[i + 1 : i + 5]
+            if len(digits) != 4 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+                where = f"key {key!r}" if key is not None else "a key"
+                raise ConfigError(f"line {lineno}: malformed \\uXXXX escape in {where}", key=key)
+            out.append(chr(int(digits, 16)))
+            i += 5
+        elif i < n:
+            out.append(_ESCAPES.get(text[i], text[i]))
+            i += 1
+    return "".join(out)
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Parse Java ``.properties`` text.
+
+    Supports ``#`` and ``!`` comment lines, blank lines, ``key=value``,
+    ``key: value`` and ``key value``, a backslash at the end of a line to
+    continue it on the next (whose leading whitespace is dropped), and the
+    escapes ``\\t \\n \\r \\f \\uXXXX`` and ``\\<char>``. Keys and values are
+    stripped of surrounding whitespace; a later duplicate key wins.
+
+    Args:
+        text: The file contents.
+
+    Returns:
+        The properties in file order.
+
+    Raises:
+        ConfigError: A ``\\u`` escape is malformed.
+    """
+    props: dict[str, str] = {}
+    lines = _LINE_BREAK.split(text)
+    i = 0
+    while i < len(lines):
+        lineno = i + 1
+        line = lines[i].lstrip(_PROPERTY_WS)
+        i += 1
+        if not line or line[0] in "#!":
+            continue
+        while _continues(line):
+            line = line[:-1]
+            if i < len(lines):
+                line += lines[i].lstrip(_PROPERTY_WS)
+                i += 1
+            else:
+                break
+        end = 0
+        while end < len(line) and line[end] not in "=:" + _PROPERTY_WS:
+            end += 2 if line[end] == "\\" else 1
+        key = _unescape(line[:end], lineno, None).strip()
+        rest = line[end:].lstrip(_PROPERTY_WS)
+        if rest[:1] in ("=", ":") and rest:
+            rest = rest[1:].lstrip(_PROPERTY_WS)
+        props[key] = _unescape(rest, lineno, key).strip()
+    return props

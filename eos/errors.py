@@ -1,0 +1,217 @@
+"""The exceptions eos raises.
+
+Every exception eos raises on purpose derives from :class:`EosError`, so one
+``except eos.EosError`` catches them all::
+
+    EosError
+    ├── ConfigError                  a setting is missing or invalid (also a ValueError)
+    ├── SerializationError           a key or value could not be (de)serialized
+    ├── ProcessingError              the user's processor raised; wraps that exception
+    ├── StateError                   a state store could not be opened, restored or used
+    └── TransactionError             a Kafka transactional call failed; keeps .kafka_error
+        ├── RetriableTransactionError    retry the same call
+        ├── AbortableTransactionError    abort, rewind, redo the batch
+        └── FatalTransactionError        this producer can never commit again
+            └── ProducerFencedError      another instance took over this transactional.id
+
+Transaction errors are classified only by ``KafkaError.retriable()``,
+``txn_requires_abort()`` and ``fatal()``; this module never imports
+``confluent_kafka``, so ``kafka_error`` is typed as ``object``.
+
+All exceptions here survive ``pickle`` (multiprocessing workers send them to
+the parent), provided the objects they carry (``cause``, ``kafka_error``) do.
+"""
+
+from __future__ import annotations
+
+import copyreg
+from typing import Literal
+
+__all__ = [
+    "AbortableTransactionError",
+    "ConfigError",
+    "EosError",
+    "FatalTransactionError",
+    "ProcessingError",
+    "ProducerFencedError",
+    "RetriableTransactionError",
+    "SerializationError",
+    "StateError",
+    "TransactionError",
+]
+
+Part = Literal["key", "value"]
+Operation = Literal["serialize", "deserialize"]
+
+
+class EosError(Exception):
+    """Base class of every error eos raises on purpose.
+
+    Catch it to handle any eos failure; the subclasses say what went wrong and
+    what to do about it.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exception's own __reduce__ calls ``cls(*self.args)``, which fails for
+        # subclasses with keyword-only constructor arguments. Rebuild through
+        # __new__ (which sets .args) and restore the attributes from __dict__.
+        return (copyreg.__newobj__, (type(self), *self.args), self.__dict__)  # type: ignore[attr-defined]
+
+
+class ConfigError(EosError, ValueError):
+    """A configuration value is missing or invalid.
+
+    Raised by :class:`eos.config.Config` at construction, by
+    ``Config.from_mapping``/``Config.from_properties`` while parsing, and by
+    :func:`eos.serde.resolve_serde`. The message names the setting, the bad
+    value (never for secret settings) and what is allowed. Fix the setting and
+    start again; retrying cannot help.
+
+    Attributes:
+        key: The offending setting, if one setting is to blame.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class SerializationError(EosError):
+    """A record's key or value could not be serialized or deserialized.
+
+    Raised by the built-in serdes and by
+    :func:`eos.serde.serialize_or_raise`/:func:`eos.serde.deserialize_or_raise`,
+    which wrap whatever a serde raised and fill in which part of the record
+    and which topic were involved. The engine routes deserialization errors
+    through ``processing_error_policy``. The operator should check that the
+    configured serde matches the data on the topic (or fix the producer that
+    wrote it), or choose the ``skip``/``dead_letter`` policy.
+
+    Attributes:
+        part: ``"key"`` or ``"value"``; ``None`` only while a built-in serde's
+            error has not yet been wrapped by the ``*_or_raise`` helpers.
+        operation: ``"serialize"`` or ``"deserialize"``.
+        topic: The topic the record came from or was going to, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        part: Part | None,
+        operation: Operation,
+        topic: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.part = part
+        self.operation = operation
+        self.topic = topic
+
+
+class ProcessingError(EosError):
+    """The user's processor raised while processing a record.
+
+    Raised by the engine under ``processing_error_policy="fail"``, chained
+    (``from``) to the user's exception, after the open transaction was aborted
+    so nothing from the failed batch is visible downstream. The operator
+    should fix the processor (or the input record at the named position) and
+    restart; the record is processed again from the last committed offset.
+
+    Attributes:
+        topic: Topic of the record being processed.
+        partition: Partition of the record.
+        offset: Offset of the record.
+        cause: The exception the processor raised.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        cause: BaseException,
+    ) -> None:
+        if message is None:
+            detail = str(cause)
+            name = type(cause).__name__
+            message = f"processing failed at {topic}[{partition}]@{offset}: " + (
+                f"{name}: {detail}" if detail else name
+            )
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.cause = cause
+
+
+class StateError(EosError):
+    """A state store could not be opened, restored or used.
+
+    Raised by the state stores and the changelog restorer: the store is
+    closed, its partition is not assigned to this instance, or the stored
+    changelog offset lies outside the changelog (topic recreated or
+    compacted). The message names the fix; for offset mismatches it is to
+    stop the instance, wipe that store's directory under ``state_dir`` and
+    start again so the store is rebuilt from its changelog.
+    """
+
+
+class TransactionError(EosError):
+    """A Kafka transactional call failed.
+
+    Raised by the transaction wrapper; the subclass says which of the three
+    outcomes applies. A bare ``TransactionError`` means the failure could not
+    be classified: treat it as fatal and look at ``kafka_error``.
+
+    Attributes:
+        kafka_error: The ``confluent_kafka.KafkaError`` behind the failure,
+            or ``None`` if there was none (for example a timeout of ours).
+    """
+
+    def __init__(self, message: str, kafka_error: object | None = None) -> None:
+        super().__init__(message)
+        self.kafka_error = kafka_error
+
+
+class RetriableTransactionError(TransactionError):
+    """A transactional call failed transiently (``KafkaError.retriable()``).
+
+    Raised by the transaction wrapper only once its retry deadline has
+    passed; before that the same call is retried with the same arguments.
+    The operator should check broker availability and the transaction
+    coordinator's health.
+    """
+
+
+class AbortableTransactionError(TransactionError):
+    """The open transaction must be aborted (``KafkaError.txn_requires_abort()``).
+
+    Raised by the transaction wrapper; the engine handles it by aborting,
+    dropping store overlays, rewinding every assigned partition to its
+    committed offset and processing the batch again. It reaches the operator
+    only if aborting itself fails; then check the broker logs.
+    """
+
+
+class FatalTransactionError(TransactionError):
+    """The producer is in a fatal state (``KafkaError.fatal()``) and is unusable.
+
+    Raised by the transaction wrapper; the engine stops at once without
+    processing the rest of the polled batch. Nothing from the open
+    transaction becomes visible. The operator should restart the instance
+    and look at ``kafka_error`` for the cause.
+    """
+
+
+class ProducerFencedError(FatalTransactionError):
+    """Another producer with the same ``transactional.id`` has taken over.
+
+    Raised by the transaction wrapper when the broker fences this producer
+    (``_FENCED`` / ``PRODUCER_FENCED`` / ``INVALID_PRODUCER_EPOCH``). It
+    usually means a second instance runs with the same application_id and
+    instance_id, or this instance was paused past ``transaction.timeout.ms``
+    and was replaced. Stop this instance; make sure each running instance has
+    a distinct ``instance_id``.
+    """

@@ -1,0 +1,186 @@
+"""The user-facing processing API: :class:`Processor` and :class:`Context`.
+
+A processor is called once per input record, on the engine's single
+processing thread, inside a Kafka transaction the engine owns. It never
+commits: everything it sends and every store write it makes becomes visible
+atomically with the input offsets, or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from eos.errors import SerializationError, StateError
+from eos.record import Headers, Record, TopicPartition
+from eos.serde import BytesSerde, Serde
+
+if TYPE_CHECKING:
+    from eos.state.base import Store
+    from eos.state.transaction import StoreTransaction
+
+__all__ = ["Context", "Processor"]
+
+Produce = Callable[..., None]
+"""``produce(topic, value, key[, partition=..., headers=...])``, as confluent-kafka's."""
+
+
+class Processor:
+    """Base class for user processing logic.
+
+    Lifecycle, all on the processing thread:
+
+    1. ``on_assign(partitions, ctx)`` after the engine was given input
+       partitions and their stores are restored;
+    2. ``process(record, ctx)`` for every record, in offset order per partition;
+    3. ``on_revoke(partitions)`` before partitions leave this instance (their
+       last transaction is already committed or aborted);
+    4. ``close()`` once, when the application stops.
+
+    ``process`` may raise: the engine applies ``processing_error_policy``
+    (fail, skip or dead-letter) and, when anything of the failed record was
+    already sent, aborts and replays the batch so no partial output survives.
+    A processor may be called again for the same record after an abort, so it
+    must keep no side effects outside ``ctx`` (no external writes).
+
+    Class attribute ``stores`` lists the state stores it uses
+    (``[eos.Store("counts")]``); ``ctx.store(name)`` opens them.
+    """
+
+    stores: ClassVar[Sequence[Store]] = ()
+
+    def process(self, record: Record, ctx: Context) -> None:
+        """Handle one record. Send outputs with ``ctx.send``; use ``ctx.store``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    def on_assign(self, partitions: list[TopicPartition], ctx: Context) -> None:  # noqa: B027
+        """Called after partitions were assigned (and their stores restored)."""
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:  # noqa: B027
+        """Called before partitions are taken away (committed or aborted already)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Called once when the application stops."""
+
+
+class Context:
+    """What a processor can do: send records, use stores, see the current record.
+
+    One context lives as long as the engine; ``ctx.record`` changes per record.
+    Not thread-safe; use it only from ``process`` and the hooks.
+
+    Attributes:
+        record: The record being processed (None outside ``process``).
+        application_id: The application's id.
+    """
+
+    __slots__ = (
+        "_key_serialize",
+        "_on_full",
+        "_produce",
+        "_stores",
+        "_value_serialize",
+        "application_id",
+        "record",
+        "sends",
+    )
+
+    def __init__(
+        self,
+        *,
+        application_id: str,
+        produce: Produce,
+        key_serde: Serde,
+        value_serde: Serde,
+        stores: Callable[[str, int], StoreTransaction] | None = None,
+        on_full: Callable[[], None] | None = None,
+    ) -> None:
+        self.application_id = application_id
+        self.record: Record | None = None
+        self.sends = 0
+        self._produce = produce
+        self._key_serialize = _fast_serializer(key_serde)
+        self._value_serialize = _fast_serializer(value_serde)
+        self._stores = stores
+        self._on_full = on_full
+
+    @property
+    def topic(self) -> str | None:
+        """Topic of the current record."""
+        return None if self.record is None else self.record.topic
+
+    @property
+    def partition(self) -> int | None:
+        """Partition of the current record."""
+        return None if self.record is None else self.record.partition
+
+    def send(
+        self,
+        topic: str,
+        value: object,
+        key: object = None,
+        headers: Headers | dict[str, bytes] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Send a record to ``topic`` inside the current transaction.
+
+        Key and value are serialized with the application's serdes (``bytes``
+        passes through). The record becomes visible when the engine commits.
+
+        Raises:
+            SerializationError: the key or value cannot be serialized.
+        """
+        kser = self._key_serialize
+        vser = self._value_serialize
+        try:
+            kb = key if kser is None else kser(key)
+        except Exception as exc:
+            raise _wrap(exc, "key", topic) from exc
+        try:
+            vb = value if vser is None else vser(value)
+        except Exception as exc:
+            raise _wrap(exc, "value", topic) from exc
+        self.sends += 1
+        while True:
+            try:
+                if headers is None and partition is None:
+                    self._produce(topic, vb, kb)
+                elif partition is None:
+                    self._produce(topic, vb, kb, headers=headers)
+                elif headers is None:
+                    self._produce(topic, vb, kb, partition=partition)
+                else:
+                    self._produce(topic, vb, kb, partition=partition, headers=headers)
+                return
+            except BufferError:
+                # The producer queue is full: let librdkafka drain, then retry.
+                if self._on_full is None:
+                    raise
+                self._on_full()
+
+    def store(self, name: str) -> StoreTransaction:
+        """The store partition ``name`` for the current record's partition.
+
+        Raises:
+            StateError: no such store, or called outside ``process``.
+        """
+        record = self.record
+        if record is None or self._stores is None:
+            raise StateError(f"ctx.store({name!r}) is only available while processing a record")
+        return self._stores(name, record.partition)
+
+
+def _fast_serializer(serde: Serde) -> Callable[[object], bytes | None] | None:
+    """None for the bytes serde: ``send`` then skips serialization entirely."""
+    return None if isinstance(serde, BytesSerde) else serde.serialize
+
+
+def _wrap(exc: Exception, part: Literal["key", "value"], topic: str) -> SerializationError:
+    if isinstance(exc, SerializationError) and exc.topic is not None:
+        return exc
+    return SerializationError(
+        f"cannot serialize {part} for topic {topic!r}: {type(exc).__name__}: {exc}",
+        part=part,
+        operation="serialize",
+        topic=topic,
+    )

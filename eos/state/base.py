@@ -1,0 +1,227 @@
+"""Store declarations and the backend contract for one store partition.
+
+A processor declares its stores with :class:`Store`. At assignment the engine
+opens one backend per (store, input partition) with :func:`open_backend`; the
+backend implements :class:`StateStore`, a bytes-in, bytes-out ordered
+key-value map that also keeps the changelog checkpoint. Serialization and the
+per-transaction overlay live one level up, in :mod:`eos.state.transaction`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from eos.errors import ConfigError, StateError
+from eos.serde import Serde, resolve_serde
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "DEFAULT_SERDE",
+    "StateStore",
+    "Store",
+    "StoreBackendFactory",
+    "open_backend",
+]
+
+DEFAULT_BACKEND = "rocksdb"
+DEFAULT_SERDE = "json"
+BACKENDS = ("rocksdb", "memory")
+
+# The name becomes a directory under state_dir and part of the changelog topic
+# name, so it is restricted to characters that are safe in both.
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+# Kafka topic names are at most 249 characters; the changelog topic adds the
+# application id around the store name, so the store name gets a smaller share.
+_MAX_NAME_LEN = 200
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """The backend contract for ONE store partition: ordered bytes to bytes.
+
+    Lifecycle: the engine opens a store partition on assignment (through
+    :func:`open_backend`), restores it from its changelog starting at
+    :meth:`changelog_offset`, serves reads during transactions, applies each
+    committed transaction with :meth:`write`, and calls :meth:`close` on
+    revocation or shutdown. Every method other than ``close`` raises
+    :class:`~eos.errors.StateError` once the store is closed.
+
+    Ordering: keys compare as unsigned bytes (RocksDB's default bytewise
+    comparator, and Python's ``bytes`` ordering), whatever the key serde.
+
+    Threading: a store partition is used by one thread at a time (the engine's
+    processing thread). Implementations need not be thread-safe.
+
+    Blocking: calls may do local disk I/O; none waits on the network.
+    """
+
+    def get(self, key: bytes) -> bytes | None:
+        """Return the value stored under ``key``, or ``None`` when absent."""
+        ...
+
+    def iterate(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield ``(key, value)`` pairs with ``start <= key < end`` in key order.
+
+        Args:
+            start: Inclusive lower bound; ``None`` for the first key.
+            end: Exclusive upper bound; ``None`` for past the last key.
+            reverse: Yield from the highest key down instead.
+
+        The store must not be written or closed while an iterator from it is
+        still in use.
+        """
+        ...
+
+    def write(self, changes: Mapping[bytes, bytes | None], changelog_offset: int) -> None:
+        """Apply puts and deletes and store the checkpoint, atomically.
+
+        Either all of ``changes`` and the new checkpoint become visible (and
+        durable, for persistent backends) or none of them do.
+
+        Args:
+            changes: ``key -> value`` puts; a ``None`` value deletes the key.
+            changelog_offset: The changelog offset to restore from next time
+                (the offset after the last changelog record these changes
+                include). Must be ``>= 0``.
+        """
+        ...
+
+    def changelog_offset(self) -> int | None:
+        """Return the stored checkpoint, or ``None`` if none was ever written.
+
+        This is the changelog offset to restore FROM next: every changelog
+        record below it is already reflected in the store.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources. Calling it again does nothing."""
+        ...
+
+    def wipe(self) -> None:
+        """Delete all data and the checkpoint, leaving the store open and empty.
+
+        Used when local state cannot be trusted (for example a checkpoint beyond
+        the changelog's end) and must be rebuilt from the changelog.
+        """
+        ...
+
+
+StoreBackendFactory = Callable[[str, str, int], StateStore]
+"""A custom backend: ``factory(path, store_name, partition) -> StateStore``.
+
+``path`` is the directory reserved for this store partition under the
+application's state directory; the factory may create it.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Declares a state store that a processor uses (public as ``eos.Store``).
+
+    Attributes:
+        name: Store name: letters, digits, ``.``, ``_`` and ``-`` (not ``.`` or
+            ``..``). Names the local directory and the changelog topic
+            ``<application_id>-<name>-changelog``.
+        backend: ``"rocksdb"`` (persistent, the default), ``"memory"`` (restored
+            in full from the changelog on every start) or a
+            :data:`StoreBackendFactory` for a custom backend.
+        key_serde: Serde name (``"json"``, ``"string"``, ``"bytes"``) or object.
+            Range queries and iteration follow the order of the SERIALIZED keys.
+        value_serde: Serde name or object for values.
+
+    Raises:
+        ConfigError: If the name, backend or a serde name is invalid.
+    """
+
+    name: str
+    backend: str | StoreBackendFactory = DEFAULT_BACKEND
+    key_serde: str | Serde = DEFAULT_SERDE
+    value_serde: str | Serde = DEFAULT_SERDE
+
+    def __post_init__(self) -> None:
+        name = self.name
+        if (
+            not isinstance(name, str)
+            or _NAME_RE.fullmatch(name) is None
+            or name in (".", "..")
+            or len(name) > _MAX_NAME_LEN
+        ):
+            raise ConfigError(
+                f"invalid store name {name!r}: use 1-{_MAX_NAME_LEN} characters from "
+                "A-Z a-z 0-9 . _ - (and not '.' or '..')",
+                key="store.name",
+            )
+        backend = self.backend
+        if isinstance(backend, str):
+            if backend not in BACKENDS:
+                raise ConfigError(
+                    f"invalid backend {backend!r} for store {name!r}: "
+                    f"use one of {', '.join(map(repr, BACKENDS))} or a factory callable",
+                    key="store.backend",
+                )
+        elif not callable(backend):
+            raise ConfigError(
+                f"invalid backend {backend!r} for store {name!r}: "
+                f"use one of {', '.join(map(repr, BACKENDS))} or a factory callable",
+                key="store.backend",
+            )
+        # Resolve once here only to reject unknown serde names at declaration
+        # time rather than at the first assignment.
+        self.serdes()
+
+    def serdes(self) -> tuple[Serde, Serde]:
+        """Return the resolved ``(key_serde, value_serde)`` pair."""
+        return (
+            resolve_serde(self.key_serde, what="store.key_serde"),
+            resolve_serde(self.value_serde, what="store.value_serde"),
+        )
+
+
+def open_backend(spec: Store, path: str, partition: int) -> StateStore:
+    """Open the backend for one partition of a store.
+
+    Args:
+        spec: The store declaration.
+        path: Directory for this store partition (for example
+            ``<state_dir>/<store>/<partition>``). Created if needed by
+            persistent backends; ignored by the memory backend.
+        partition: The input partition this store partition belongs to.
+
+    Returns:
+        An open :class:`StateStore`.
+
+    Raises:
+        StateError: If the store cannot be opened (for example another process
+            holds the RocksDB lock) or a custom factory returns something that
+            is not a :class:`StateStore`.
+    """
+    backend = spec.backend
+    if backend == "memory":
+        from eos.state.memory import MemoryStore
+
+        return MemoryStore(spec.name, partition)
+    if backend == "rocksdb":
+        # Imported here so that importing eos.state does not load the native
+        # RocksDB library for applications that only use memory stores.
+        from eos.state.rocksdb import RocksDBStore
+
+        return RocksDBStore(path, spec.name, partition)
+    if isinstance(backend, str):  # unreachable after Store validation
+        raise StateError(f"unknown backend {backend!r} for store {spec.name!r}")
+    store = backend(path, spec.name, partition)
+    if not isinstance(store, StateStore):
+        raise StateError(
+            f"backend factory for store {spec.name!r} returned {type(store).__name__}, "
+            "which does not implement StateStore"
+        )
+    return store

@@ -1,0 +1,399 @@
+"""The per-transaction write overlay over one store partition.
+
+During a Kafka transaction every store write goes to an in-memory overlay
+(which reads see) and, through a callback, to the changelog topic in the same
+Kafka transaction. The backend is written only after the Kafka transaction
+committed, in one batch together with the changelog checkpoint, so local state
+never holds uncommitted writes. After an abort the overlay is simply dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+
+from eos.errors import StateError
+from eos.serde import Serde
+from eos.state.base import StateStore
+
+__all__ = ["ChangelogWriter", "StoreTransaction", "TransactionState"]
+
+ChangelogWriter = Callable[[bytes, bytes | None], None]
+"""``changelog(key_bytes, value_bytes_or_None)``: produce one changelog record.
+
+``None`` is a tombstone. Called once per store write, before the overlay is
+updated, inside the caller's Kafka transaction.
+"""
+
+
+class TransactionState(enum.Enum):
+    """Lifecycle of a :class:`StoreTransaction`.
+
+    ``STARTED -> [PREPARED ->] COMPLETE``, or ``-> FAILED`` from either of the
+    first two. ``COMPLETE`` and ``FAILED`` are final.
+    """
+
+    STARTED = "started"
+    """Reads and writes allowed."""
+    PREPARED = "prepared"
+    """Changelog produced; reads allowed, writes refused, awaiting commit."""
+    COMPLETE = "complete"
+    """Overlay written to the backend with its checkpoint."""
+    FAILED = "failed"
+    """Aborted, or the backend write failed; the overlay is gone."""
+
+
+_STARTED = TransactionState.STARTED
+_PREPARED = TransactionState.PREPARED
+_COMPLETE = TransactionState.COMPLETE
+_FAILED = TransactionState.FAILED
+
+_TRANSITIONS: dict[TransactionState, frozenset[TransactionState]] = {
+    _STARTED: frozenset({_PREPARED, _COMPLETE, _FAILED}),
+    _PREPARED: frozenset({_COMPLETE, _FAILED}),
+    _COMPLETE: frozenset(),
+    _FAILED: frozenset(),
+}
+
+
+class StoreTransaction:
+    """One store partition as seen by one Kafka transaction.
+
+    This is what ``ctx.store(name)`` returns. It behaves like a mutable mapping
+    of deserialized keys to deserialized values (``get``, ``[]``, ``in``,
+    ``del``, ``keys``/``values``/``items``, iteration) plus ordered
+    :meth:`range` scans.
+
+    Ordering: iteration and :meth:`range` follow the order of the SERIALIZED
+    key bytes (unsigned), not of the Python keys. With the JSON serde,
+    ``10`` sorts before ``9`` (``b"10" < b"9"``) and strings sort after numbers
+    (``b'"a"' > b"9"``); use a serde with an order-preserving encoding (for
+    example fixed-width big-endian integers) when numeric ranges matter.
+
+    Writes: each ``txn[key] = value`` or ``del txn[key]`` serializes once,
+    calls ``changelog(key_bytes, value_bytes)`` (``None`` for a delete) and
+    records the bytes in the overlay. A value that serializes to ``None``
+    is a delete, as in Kafka Streams.
+
+    Lifecycle (engine side): create one per store partition per Kafka
+    transaction; optionally :meth:`prepare` once the changelog is produced;
+    then :meth:`commit` with the changelog checkpoint after the Kafka
+    transaction committed, or :meth:`abort` if it did not. A finished
+    transaction cannot be reused (there is no ``reset``): create a fresh one,
+    which also makes any reference a user kept from an earlier transaction
+    fail loudly instead of writing outside a transaction.
+
+    Iteration: iterators see the overlay as it was when the iterator was
+    created; writing to the transaction while iterating is allowed. ``len()``
+    is not supported (it would need a full scan).
+
+    Threading: not thread-safe; used by the processing thread only.
+
+    Args:
+        store: The backend partition. Only read until :meth:`commit`.
+        key_serde: Serde for keys.
+        value_serde: Serde for values.
+        changelog: Called for every write, see :data:`ChangelogWriter`.
+        name: Label for error messages, for example ``"order-counts[2]"``.
+    """
+
+    __slots__ = (
+        "_changelog",
+        "_key_deserialize",
+        "_key_serialize",
+        "_name",
+        "_overlay",
+        "_readable",
+        "_state",
+        "_store",
+        "_value_deserialize",
+        "_value_serialize",
+        "_writable",
+    )
+
+    def __init__(
+        self,
+        store: StateStore,
+        key_serde: Serde,
+        value_serde: Serde,
+        changelog: ChangelogWriter,
+        *,
+        name: str = "store",
+    ) -> None:
+        self._store = store
+        # Bound methods, looked up once: these run on every record.
+        self._key_serialize = key_serde.serialize
+        self._key_deserialize = key_serde.deserialize
+        self._value_serialize = value_serde.serialize
+        self._value_deserialize = value_serde.deserialize
+        self._changelog = changelog
+        self._name = name
+        self._overlay: dict[bytes, bytes | None] = {}
+        self._state = _STARTED
+        self._readable = True
+        self._writable = True
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreTransaction({self._name}, {self._state.value}, "
+            f"pending_writes={len(self._overlay)})"
+        )
+
+    # -- state machine -------------------------------------------------------
+
+    @property
+    def state(self) -> TransactionState:
+        """The current lifecycle state."""
+        return self._state
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the transaction holds writes not yet committed."""
+        return bool(self._overlay)
+
+    def _check_transition(self, to: TransactionState) -> None:
+        current = self._state
+        if to not in _TRANSITIONS[current]:
+            raise StateError(
+                f"store transaction {self._name}: cannot go from {current.value} to {to.value}"
+            )
+
+    def _transition(self, to: TransactionState) -> None:
+        # The one place that changes state; the access flags follow from it.
+        self._check_transition(to)
+        self._state = to
+        self._readable = to is _STARTED or to is _PREPARED
+        self._writable = to is _STARTED
+
+    def _refused(self, action: str) -> StateError:
+        state = self._state
+        if state is _PREPARED:
+            why = "it is prepared for commit and no longer accepts writes"
+        else:
+            why = (
+                f"it is {state.value}; stores are only usable inside the transaction that "
+                "handed them out (call ctx.store() again, do not keep the object)"
+            )
+        return StateError(f"cannot {action} store {self._name}: {why}")
+
+    def prepare(self) -> None:
+        """Freeze the overlay once its changelog records have been produced.
+
+        Optional. Further writes raise :class:`~eos.errors.StateError`; reads
+        still work.
+        """
+        self._transition(_PREPARED)
+
+    def commit(self, changelog_offset: int) -> None:
+        """Write the overlay and the checkpoint to the backend in one batch.
+
+        Call only after the Kafka transaction carrying the changelog records
+        committed. The checkpoint is written even when the overlay is empty.
+
+        Args:
+            changelog_offset: Changelog offset to restore from next (one past
+                the last changelog record of this store partition that is
+                committed).
+
+        Raises:
+            StateError: If the transaction is finished, or the backend write
+                failed (the transaction is then ``FAILED``; local state is
+                unchanged and can be rebuilt from the changelog).
+        """
+        self._check_transition(_COMPLETE)
+        try:
+            self._store.write(self._overlay, changelog_offset)
+        except Exception as exc:
+            self._overlay = {}
+            self._transition(_FAILED)
+            if isinstance(exc, StateError):
+                raise
+            raise StateError(f"committing store {self._name} failed: {exc}") from exc
+        self._overlay = {}
+        self._transition(_COMPLETE)
+
+    def abort(self) -> None:
+        """Drop the overlay; the transaction becomes ``FAILED``.
+
+        Aborting a ``FAILED`` transaction again does nothing.
+
+        Raises:
+            StateError: If the transaction already committed.
+        """
+        if self._state is _FAILED:
+            return
+        self._transition(_FAILED)
+        self._overlay = {}
+
+    # -- writes --------------------------------------------------------------
+
+    def __setitem__(self, key: object, value: object) -> None:
+        if not self._writable:
+            raise self._refused("write to")
+        key_bytes = self._key_serialize(key)
+        if key_bytes is None:
+            raise StateError(f"store {self._name}: key {key!r} serialized to None")
+        value_bytes = self._value_serialize(value)
+        # Changelog first: if producing fails, the overlay does not claim a
+        # write that the changelog lacks.
+        self._changelog(key_bytes, value_bytes)
+        self._overlay[key_bytes] = value_bytes
+
+    def __delitem__(self, key: object) -> None:
+        if not self._writable:
+            raise self._refused("delete from")
+        key_bytes = self._key_serialize(key)
+        if key_bytes is None:
+            raise StateError(f"store {self._name}: key {key!r} serialized to None")
+        overlay = self._overlay
+        if key_bytes in overlay:
+            present = overlay[key_bytes] is not None
+        else:
+            present = self._store.get(key_bytes) is not None
+        if not present:
+            raise KeyError(key)
+        self._changelog(key_bytes, None)
+        overlay[key_bytes] = None
+
+    # -- point reads ---------------------------------------------------------
+
+    def _lookup(self, key: object) -> bytes | None:
+        if not self._readable:
+            raise self._refused("read from")
+        key_bytes = self._key_serialize(key)
+        if key_bytes is None:
+            raise StateError(f"store {self._name}: key {key!r} serialized to None")
+        overlay = self._overlay
+        if key_bytes in overlay:
+            return overlay[key_bytes]
+        return self._store.get(key_bytes)
+
+    def get(self, key: object, default: object = None) -> object:
+        """Return the value for ``key``, or ``default`` when absent."""
+        value_bytes = self._lookup(key)
+        if value_bytes is None:
+            return default
+        return self._value_deserialize(value_bytes)
+
+    def __getitem__(self, key: object) -> object:
+        value_bytes = self._lookup(key)
+        if value_bytes is None:
+            raise KeyError(key)
+        return self._value_deserialize(value_bytes)
+
+    def __contains__(self, key: object) -> bool:
+        return self._lookup(key) is not None
+
+    # -- ordered reads -------------------------------------------------------
+
+    def range(
+        self,
+        start: object = None,
+        end: object = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[object, object]]:
+        """Iterate ``(key, value)`` pairs with ``start <= key < end``.
+
+        Bounds are user keys, serialized with the key serde and compared as
+        bytes (see the class docstring about ordering). ``None`` means
+        unbounded, so a ``None`` key cannot be used as a bound.
+
+        Args:
+            start: Inclusive lower bound, or ``None``.
+            end: Exclusive upper bound, or ``None``.
+            reverse: Iterate from the highest key down.
+        """
+        start_bytes = None if start is None else self._bound(start)
+        end_bytes = None if end is None else self._bound(end)
+        return self._decode_items(self._merged(start_bytes, end_bytes, reverse))
+
+    def items(self) -> Iterator[tuple[object, object]]:
+        """Iterate all ``(key, value)`` pairs in serialized-key order."""
+        return self._decode_items(self._merged(None, None, False))
+
+    def keys(self) -> Iterator[object]:
+        """Iterate all keys in serialized-key order."""
+        return self._decode_keys(self._merged(None, None, False))
+
+    def values(self) -> Iterator[object]:
+        """Iterate all values in serialized-key order."""
+        return self._decode_values(self._merged(None, None, False))
+
+    def __iter__(self) -> Iterator[object]:
+        return self.keys()
+
+    def _bound(self, key: object) -> bytes:
+        key_bytes = self._key_serialize(key)
+        if key_bytes is None:
+            raise StateError(f"store {self._name}: range bound {key!r} serialized to None")
+        return key_bytes
+
+    def _merged(
+        self, start: bytes | None, end: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        # Runs eagerly (not a generator) so that the state check and the
+        # overlay snapshot happen when the caller asks for the iterator.
+        if not self._readable:
+            raise self._refused("read from")
+        base = self._store.iterate(start, end, reverse)
+        if not self._overlay:
+            return base
+        pending = sorted(
+            (
+                item
+                for item in self._overlay.items()
+                if (start is None or item[0] >= start) and (end is None or item[0] < end)
+            ),
+            reverse=reverse,
+        )
+        if not pending:
+            return base
+        return _merge(base, pending, reverse)
+
+    def _decode_items(
+        self, items: Iterator[tuple[bytes, bytes]]
+    ) -> Iterator[tuple[object, object]]:
+        key_deserialize = self._key_deserialize
+        value_deserialize = self._value_deserialize
+        for key_bytes, value_bytes in items:
+            yield key_deserialize(key_bytes), value_deserialize(value_bytes)
+
+    def _decode_keys(self, items: Iterator[tuple[bytes, bytes]]) -> Iterator[object]:
+        key_deserialize = self._key_deserialize
+        for key_bytes, _ in items:
+            yield key_deserialize(key_bytes)
+
+    def _decode_values(self, items: Iterator[tuple[bytes, bytes]]) -> Iterator[object]:
+        value_deserialize = self._value_deserialize
+        for _, value_bytes in items:
+            yield value_deserialize(value_bytes)
+
+
+def _merge(
+    base: Iterator[tuple[bytes, bytes]],
+    pending: list[tuple[bytes, bytes | None]],
+    reverse: bool,
+) -> Iterator[tuple[bytes, bytes]]:
+    """Merge two key-ordered streams; ``pending`` wins ties, ``None`` hides."""
+    index = 0
+    count = len(pending)
+    for base_key, base_value in base:
+        # Emit overlay entries that come before this base key.
+        while index < count:
+            key, value = pending[index]
+            if (key > base_key) if reverse else (key < base_key):
+                index += 1
+                if value is not None:
+                    yield key, value
+            else:
+                break
+        if index < count and pending[index][0] == base_key:
+            value = pending[index][1]
+            index += 1
+            if value is not None:
+                yield base_key, value
+            continue
+        yield base_key, base_value
+    for key, value in pending[index:]:
+        if value is not None:
+            yield key, value

@@ -1,0 +1,318 @@
+"""The per-transaction overlay: reads, writes, changelog, commit, abort, lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from eos.errors import StateError
+from eos.serde import resolve_serde
+from eos.state import (
+    MemoryStore,
+    StateStore,
+    Store,
+    StoreTransaction,
+    TransactionState,
+    open_backend,
+)
+
+Changelog = list[tuple[bytes, bytes | None]]
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def base(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    store = open_backend(Store("txn", backend=request.param), str(tmp_path / "txn"), 0)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def changelog() -> Changelog:
+    return []
+
+
+def make_txn(base: StateStore, changelog: Changelog, serde: str = "string") -> StoreTransaction:
+    return StoreTransaction(
+        base,
+        resolve_serde(serde),
+        resolve_serde(serde),
+        lambda key, value: changelog.append((key, value)),
+        name="txn[0]",
+    )
+
+
+@pytest.fixture
+def txn(base: StateStore, changelog: Changelog) -> StoreTransaction:
+    """A string-serde transaction over a base holding a=1, c=3, e=5 at checkpoint 10."""
+    base.write({b"a": b"1", b"c": b"3", b"e": b"5"}, 10)
+    return make_txn(base, changelog)
+
+
+def test_reads_see_own_writes_before_commit(txn: StoreTransaction, base: StateStore) -> None:
+    """A write is visible through the transaction at once but not in the backend."""
+    txn["b"] = "2"
+    txn["a"] = "one"
+    assert txn["b"] == "2"
+    assert txn.get("a") == "one"
+    assert "b" in txn
+    assert base.get(b"b") is None
+    assert base.get(b"a") == b"1"
+
+
+def test_reads_fall_through_to_backend(txn: StoreTransaction) -> None:
+    """Keys the transaction did not touch read from the backend."""
+    assert txn["c"] == "3"
+    assert txn.get("missing") is None
+    assert txn.get("missing", "dflt") == "dflt"
+    assert "missing" not in txn
+    with pytest.raises(KeyError):
+        txn["missing"]
+
+
+def test_delete_hides_backend_key(txn: StoreTransaction) -> None:
+    """Deleting a backend key hides it from reads, membership and iteration."""
+    del txn["c"]
+    assert "c" not in txn
+    assert txn.get("c", "gone") == "gone"
+    with pytest.raises(KeyError):
+        txn["c"]
+    assert list(txn) == ["a", "e"]
+
+
+def test_delete_missing_key_raises_keyerror_without_changelog(
+    txn: StoreTransaction, changelog: Changelog
+) -> None:
+    """Deleting an absent (or already deleted) key is a KeyError and produces no tombstone."""
+    with pytest.raises(KeyError):
+        del txn["missing"]
+    del txn["a"]
+    with pytest.raises(KeyError):
+        del txn["a"]
+    assert changelog == [(b"a", None)]
+
+
+def test_write_after_delete_restores_key(txn: StoreTransaction) -> None:
+    """A key deleted and then written again in the same transaction is present."""
+    del txn["a"]
+    txn["a"] = "again"
+    assert txn["a"] == "again"
+    assert next(txn.items()) == ("a", "again")
+
+
+def test_iteration_merges_overlay_and_backend_in_order(txn: StoreTransaction) -> None:
+    """Iteration interleaves overlay and backend keys in byte order, overlay winning."""
+    txn["b"] = "2"
+    txn["c"] = "three"
+    del txn["e"]
+    txn["f"] = "6"
+    txn["0"] = "zero"
+    assert list(txn.items()) == [("0", "zero"), ("a", "1"), ("b", "2"), ("c", "three"), ("f", "6")]
+    assert list(txn.keys()) == ["0", "a", "b", "c", "f"]
+    assert list(txn.values()) == ["zero", "1", "2", "three", "6"]
+    assert list(txn) == ["0", "a", "b", "c", "f"]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(None, None), ("a", "e"), ("b", None), (None, "c"), ("bb", "f"), ("c", "c")],
+)
+def test_range_matches_dict_model(
+    txn: StoreTransaction, start: str | None, end: str | None, reverse: bool
+) -> None:
+    """range() equals a sorted, bounded view of a dict model, in both directions."""
+    model = {"a": "1", "c": "3", "e": "5"}
+    for key, value in [("b", "2"), ("c", "three"), ("d", "4"), ("z", "26")]:
+        txn[key] = value
+        model[key] = value
+    del txn["e"]
+    del model["e"]
+    expected = sorted(
+        (k, v)
+        for k, v in model.items()
+        if (start is None or k >= start) and (end is None or k < end)
+    )
+    if reverse:
+        expected.reverse()
+    assert list(txn.range(start, end, reverse=reverse)) == expected
+
+
+def test_iteration_sees_snapshot_and_allows_writes(txn: StoreTransaction) -> None:
+    """Writing while iterating is allowed; the running iterator keeps its starting view."""
+    txn["b"] = "2"
+    seen = []
+    for key in txn:
+        seen.append(key)
+        txn["bb"] = "new"
+    assert seen == ["a", "b", "c", "e"]
+    assert "bb" in txn
+
+
+def test_changelog_gets_exact_bytes_and_tombstones(base: StateStore, changelog: Changelog) -> None:
+    """Each write calls the changelog once with the serialized key and value; deletes send None."""
+    txn = make_txn(base, changelog, serde="json")
+    txn["k"] = {"n": 1}
+    txn[7] = [1, 2]
+    del txn["k"]
+    txn["v"] = None  # a value serializing to None is a delete, as in Kafka Streams
+    assert changelog == [
+        (b'"k"', b'{"n":1}'),
+        (b"7", b"[1,2]"),
+        (b'"k"', None),
+        (b'"v"', None),
+    ]
+    assert "v" not in txn
+
+
+def test_changelog_failure_leaves_overlay_unchanged(base: StateStore) -> None:
+    """If producing the changelog record fails, the overlay does not record the write."""
+
+    def failing(key: bytes, value: bytes | None) -> None:
+        raise BufferError("queue full")
+
+    txn = StoreTransaction(base, resolve_serde("string"), resolve_serde("string"), failing)
+    with pytest.raises(BufferError):
+        txn["k"] = "v"
+    assert "k" not in txn
+    assert not txn.dirty
+
+
+def test_commit_writes_overlay_and_checkpoint(txn: StoreTransaction, base: StateStore) -> None:
+    """commit() applies puts and deletes to the backend with the checkpoint, then completes."""
+    txn["b"] = "2"
+    del txn["a"]
+    txn.commit(17)
+    assert txn.state is TransactionState.COMPLETE
+    assert base.changelog_offset() == 17
+    assert list(base.iterate()) == [(b"b", b"2"), (b"c", b"3"), (b"e", b"5")]
+
+
+def test_commit_without_writes_still_advances_checkpoint(
+    txn: StoreTransaction, base: StateStore
+) -> None:
+    """A transaction with no writes still stores the checkpoint it is given."""
+    assert not txn.dirty
+    txn.commit(11)
+    assert base.changelog_offset() == 11
+
+
+def test_abort_drops_everything(txn: StoreTransaction, base: StateStore) -> None:
+    """abort() leaves the backend data and checkpoint exactly as before."""
+    txn["b"] = "2"
+    del txn["a"]
+    txn.abort()
+    assert txn.state is TransactionState.FAILED
+    assert not txn.dirty
+    assert list(base.iterate()) == [(b"a", b"1"), (b"c", b"3"), (b"e", b"5")]
+    assert base.changelog_offset() == 10
+
+
+def test_dirty_tracks_pending_writes(txn: StoreTransaction) -> None:
+    """dirty is False until the first write and False again after commit."""
+    assert not txn.dirty
+    txn["x"] = "1"
+    assert txn.dirty
+    txn.commit(11)
+    assert not txn.dirty
+
+
+USES: dict[str, Callable[[StoreTransaction], object]] = {
+    "get": lambda t: t.get("a"),
+    "getitem": lambda t: t["a"],
+    "contains": lambda t: "a" in t,
+    "setitem": lambda t: t.__setitem__("a", "x"),
+    "delitem": lambda t: t.__delitem__("a"),
+    "items": lambda t: t.items(),
+    "keys": lambda t: t.keys(),
+    "iter": lambda t: iter(t),
+    "range": lambda t: t.range("a", "z"),
+    "prepare": lambda t: t.prepare(),
+    "commit": lambda t: t.commit(99),
+}
+
+
+@pytest.mark.parametrize("finish", ["commit", "abort"])
+@pytest.mark.parametrize("use", list(USES))
+def test_finished_transaction_refuses_use(
+    txn: StoreTransaction, base: StateStore, finish: str, use: str
+) -> None:
+    """Every read, write or transition on a committed or aborted transaction is a StateError."""
+    if finish == "commit":
+        txn.commit(11)
+    else:
+        txn.abort()
+    with pytest.raises(StateError):
+        USES[use](txn)
+    assert base.changelog_offset() == (11 if finish == "commit" else 10)
+
+
+def test_abort_after_commit_is_refused_and_abort_is_idempotent(
+    base: StateStore, changelog: Changelog
+) -> None:
+    """A committed transaction cannot be aborted; aborting an aborted one does nothing."""
+    committed = make_txn(base, changelog)
+    committed.commit(1)
+    with pytest.raises(StateError, match="complete"):
+        committed.abort()
+    aborted = make_txn(base, changelog)
+    aborted.abort()
+    aborted.abort()
+    assert aborted.state is TransactionState.FAILED
+
+
+def test_prepared_refuses_writes_allows_reads_and_commit(
+    txn: StoreTransaction, base: StateStore
+) -> None:
+    """After prepare() writes are refused but reads and commit still work."""
+    txn["b"] = "2"
+    txn.prepare()
+    assert txn.state is TransactionState.PREPARED
+    with pytest.raises(StateError, match="prepared"):
+        txn["x"] = "1"
+    with pytest.raises(StateError, match="prepared"):
+        del txn["a"]
+    assert txn["b"] == "2"
+    assert list(txn) == ["a", "b", "c", "e"]
+    txn.commit(12)
+    assert base.get(b"b") == b"2"
+
+
+class _BrokenStore(MemoryStore):
+    def write(self, changes: Mapping[bytes, bytes | None], changelog_offset: int) -> None:
+        raise OSError("disk full")
+
+
+def test_failed_backend_write_fails_transaction(changelog: Changelog) -> None:
+    """A backend error during commit is a StateError and leaves the transaction FAILED."""
+    txn = make_txn(_BrokenStore(), changelog)
+    txn["k"] = "v"
+    with pytest.raises(StateError, match="disk full"):
+        txn.commit(1)
+    assert txn.state is TransactionState.FAILED
+    with pytest.raises(StateError):
+        txn.get("k")
+
+
+def test_key_serializing_to_none_is_state_error(base: StateStore, changelog: Changelog) -> None:
+    """A None key (which the JSON serde maps to no bytes) cannot be stored or read."""
+    txn = make_txn(base, changelog, serde="json")
+    with pytest.raises(StateError, match="serialized to None"):
+        txn[None] = 1
+    with pytest.raises(StateError, match="serialized to None"):
+        txn.get(None)
+    assert changelog == []
+
+
+def test_json_keys_iterate_in_serialized_byte_order(base: StateStore, changelog: Changelog) -> None:
+    """With the JSON serde, keys order by their JSON bytes: 10 before 9, numbers before strings."""
+    txn = make_txn(base, changelog, serde="json")
+    for key in [9, "a", 10, 100, -1]:
+        txn[key] = key
+    txn.commit(5)
+    txn = make_txn(base, changelog, serde="json")
+    txn[2] = 2
+    # '"' (0x22) and '-' (0x2d) sort before digits; then b"10" < b"100" < b"2" < b"9".
+    assert list(txn.keys()) == ["a", -1, 10, 100, 2, 9]
+    assert list(txn.range(10, 9)) == [(10, 10), (100, 100), (2, 2)]
