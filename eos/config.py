@@ -417,15 +417,22 @@ class Config:
     def consumer_settings(self) -> dict[str, ClientValue]:
         """Return a fresh librdkafka consumer configuration.
 
-        ``client.id`` (``<transactional_id>-consumer``) and
-        ``auto.offset.reset`` (``earliest``) are defaults ``consumer_config``
-        may change; the owned keys are always set by eos.
+        ``client.id`` (``<transactional_id>-consumer``),
+        ``auto.offset.reset`` (``earliest``) and ``group.instance.id``
+        (``<application_id>-<instance_id>``: static membership, so a restarted
+        instance takes its partitions back at once instead of waiting for the
+        old member's session to time out) are defaults ``consumer_config`` may
+        change; ``group.instance.id=""`` turns static membership off. The owned
+        keys are always set by eos.
         """
         settings: dict[str, ClientValue] = {
             "client.id": f"{self.transactional_id}-consumer",
             "auto.offset.reset": "earliest",
+            "group.instance.id": self.transactional_id,
         }
         settings.update(self.consumer_config)
+        if settings.get("group.instance.id") in ("", None):
+            del settings["group.instance.id"]
         settings["bootstrap.servers"] = self.bootstrap_servers
         settings["group.id"] = self.application_id
         # The engine stores and commits offsets itself (in the transaction under

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -126,6 +127,12 @@ class Engine:
         self._kdes = _fast_deserializer(key_serde)
         self._vdes = _fast_deserializer(value_serde)
         self._ctx: Context | None = None
+        # Test-only fault injection: commit attempts (1-based) that fail as if
+        # the broker had answered with an abortable error.
+        self._commit_attempts = 0
+        self._inject_failures = frozenset(
+            int(n) for n in os.environ.get("EOS_TEST_FAIL_COMMITS", "").split(",") if n.strip()
+        )
         self._key_serde = key_serde
         self._value_serde = value_serde
 
@@ -485,6 +492,12 @@ class Engine:
             # (2) the input positions join the transaction, fenced by group generation.
             if offsets:
                 txn.send_offsets(offsets, self.consumer.consumer_group_metadata())
+            self._commit_attempts += 1
+            if self._commit_attempts in self._inject_failures:
+                raise AbortableTransactionError(
+                    f"injected failure of commit attempt {self._commit_attempts} "
+                    "(EOS_TEST_FAIL_COMMITS)"
+                )
             # (3) commit: flushes, then outputs + changelog + offsets become visible.
             txn.commit()
         except AbortableTransactionError as exc:

@@ -1,0 +1,230 @@
+"""Small Kafka helpers for tests, examples and benchmarks.
+
+Create uniquely named topics, produce test records, and read a topic back to
+its end with a ``read_committed`` (or ``read_uncommitted``) consumer, which is
+how every guarantee in this project is checked.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+__all__ = [
+    "ReadRecord",
+    "committed_offsets",
+    "create_topic",
+    "produce",
+    "read_topic",
+    "unique_name",
+    "wait_caught_up",
+    "watermarks",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRecord:
+    """One record read back from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp: int
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A topic or group name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topic(
+    bootstrap_servers: str,
+    name: str,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    config: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> str:
+    """Create ``name`` and wait until its leaders are known; return the name."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    futures = admin.create_topics(
+        [NewTopic(name, partitions, replication_factor, config=dict(config or {}))],
+        operation_timeout=timeout,
+    )
+    for future in futures.values():
+        future.result(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=5).topics.get(name)
+        if (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 for p in topic.partitions.values())
+        ):
+            return name
+        time.sleep(0.1)
+    raise TimeoutError(f"topic {name} has no leaders after {timeout}s")
+
+
+def produce(
+    bootstrap_servers: str,
+    topic: str,
+    records: Iterable[tuple[bytes | str | None, bytes | str | None]],
+    *,
+    partition: int | None = None,
+    config: Mapping[str, object] | None = None,
+) -> int:
+    """Produce ``(key, value)`` pairs (idempotent, acks=all) and flush; return the count."""
+    settings: dict[str, object] = {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "linger.ms": 5,
+    }
+    settings.update(config or {})
+    producer = Producer(settings)
+    failures: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, _msg: object) -> None:
+        if error is not None:
+            failures.append(error)
+
+    count = 0
+    for key, value in records:
+        while True:
+            try:
+                if partition is None:
+                    producer.produce(topic, value, key, on_delivery=on_delivery)
+                else:
+                    producer.produce(topic, value, key, partition, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+        if count % 10000 == 0:
+            producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining or failures:
+        raise KafkaException(
+            failures[0] if failures else KafkaError(KafkaError._MSG_TIMED_OUT)
+        )
+    return count
+
+
+def watermarks(bootstrap_servers: str, topic: str) -> dict[int, tuple[int, int]]:
+    """``{partition: (low, high)}`` of ``topic``."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers, "group.id": unique_name("wm")}
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in metadata.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    isolation_level: str = "read_committed",
+    timeout: float = 60.0,
+) -> list[ReadRecord]:
+    """Read every partition of ``topic`` from the start to its current end.
+
+    The end is each partition's high watermark taken now; a partition is done
+    when the consumer reports end-of-partition at or past it (transaction
+    markers take offsets, so the last data record is not at ``high - 1``).
+
+    Raises:
+        TimeoutError: the end was not reached in ``timeout`` seconds (for
+            ``read_committed``, an open transaction holds the end back).
+    """
+    ends = {p: high for p, (_low, high) in watermarks(bootstrap_servers, topic).items()}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": unique_name("reader"),
+            "isolation.level": isolation_level,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    records: list[ReadRecord] = []
+    pending = {p for p, high in ends.items() if high > 0}
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in pending])
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"read_topic({topic}) did not reach the end of partitions {sorted(pending)} "
+                    f"in {timeout}s"
+                )
+            for msg in consumer.consume(1000, 0.5):
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() >= ends[msg.partition()]:
+                            pending.discard(msg.partition())
+                        continue
+                    raise KafkaException(error)
+                records.append(
+                    ReadRecord(
+                        topic,
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key(),
+                        msg.value(),
+                        tuple(msg.headers() or ()),
+                        msg.timestamp()[1],
+                    )
+                )
+    finally:
+        consumer.close()
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records
+
+
+def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, int]:
+    """``{partition: committed offset}`` of consumer group ``group`` on ``topic`` (-1 if none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed(
+            [TopicPartition(topic, p) for p in partitions], timeout=10
+        )
+        return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(
+    bootstrap_servers: str, group: str, topic: str, *, timeout: float = 120.0
+) -> None:
+    """Block until ``group`` has committed up to the end of every partition of ``topic``.
+
+    The end is the high watermark (for an input topic written without
+    transactions, the offset after its last record).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        ends = {p: high for p, (_low, high) in watermarks(bootstrap_servers, topic).items()}
+        committed = committed_offsets(bootstrap_servers, group, topic)
+        if all(committed.get(p, -1) >= high for p, high in ends.items() if high > 0):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"group {group} not caught up on {topic}: {committed} vs {ends}")
+        time.sleep(0.25)

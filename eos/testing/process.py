@@ -1,0 +1,98 @@
+"""Run an application in a child process and hurt it: SIGKILL, SIGSTOP, SIGTERM.
+
+Used by the chaos tests and the demo: the engine must keep every guarantee
+when its process dies at any instruction, so the process is really killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["AppProcess"]
+
+
+class AppProcess:
+    """One child process running ``python <args>``; output goes to ``log_path``."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        log_path: str | os.PathLike[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.args = [sys.executable, *args]
+        self.log_path = Path(log_path)
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> AppProcess:
+        """Start (or start again) the process."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            out.write(f"\n=== start {self.starts + 1} ===\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+            )
+        self.starts += 1
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("not started")
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: no cleanup runs."""
+        self.signal(signal.SIGKILL)
+        self.wait(30)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        if self.proc is None:
+            raise RuntimeError("not started")
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        """Block until ``text`` appears in the log (or fail with its tail)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_path.exists() and text in self.log_path.read_text(errors="replace"):
+                return
+            if not self.alive():
+                break
+            time.sleep(0.1)
+        raise TimeoutError(f"{text!r} not seen in {self.log_path}:\n{self.log_tail()}")

@@ -1,0 +1,54 @@
+"""Shared fixtures: a real Kafka (one node per session, three nodes for fault tests).
+
+Set ``EOS_BOOTSTRAP_SERVERS`` to run against a cluster you started yourself
+(for example ``docker compose -f docker-compose.test.yml up -d``); fault tests
+that kill nodes are skipped then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from eos.testing.helpers import create_topic, unique_name
+from eos.testing.kafka import ExternalCluster, KafkaCluster, start_kafka
+
+log = logging.getLogger("tests")
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaCluster | ExternalCluster]:
+    """A single-node real Kafka (KRaft) for the whole session."""
+    cluster = start_kafka(1)
+    log.info("kafka ready at %s in %.1fs", cluster.bootstrap_servers, cluster.ready_seconds or 0)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """A 3-node KRaft cluster (3 voters, each a broker) for fault tests."""
+    if os.environ.get("EOS_BOOTSTRAP_SERVERS"):
+        pytest.skip("node faults need the project's own cluster (EOS_BOOTSTRAP_SERVERS is set)")
+    cluster = KafkaCluster(3).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def bootstrap(kafka: KafkaCluster | ExternalCluster) -> str:
+    """Bootstrap servers of the session broker."""
+    return kafka.bootstrap_servers
+
+
+@pytest.fixture
+def new_topic(bootstrap: str) -> Callable[..., str]:
+    """``new_topic(prefix, partitions=1, **config)`` creates a uniquely named topic."""
+
+    def make(prefix: str = "t", partitions: int = 1, **config: str) -> str:
+        return create_topic(bootstrap, unique_name(prefix), partitions, 1, config)
+
+    return make
