@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
 from eos.config import (
@@ -166,7 +166,7 @@ class Application:
             restore()
             self._engine = None
 
-    def _install_signals(self) -> _Restore:
+    def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return _noop
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -187,6 +187,3 @@ class Application:
 
 def _noop() -> None:
     return None
-
-
-_Restore = type(_noop)

@@ -336,7 +336,9 @@ class Engine:
                     key = raw_key if kdes is None else kdes(raw_key)
                     value = raw_value if vdes is None else vdes(raw_value)
                 except Exception as exc:  # noqa: BLE001 - every decode failure follows the policy
-                    self._apply_policy(msg, _decode_error(exc, raw_key, kdes, topic), messages, index)
+                    self._apply_policy(
+                        msg, _decode_error(exc, raw_key, kdes, topic), messages, index
+                    )
                     positions[tp] = offset + 1
                     processed += 1
                     continue
@@ -389,7 +391,10 @@ class Engine:
             # so nothing partial survives, and apply the policy on the replay.
             self._poison[_key(msg)] = exc
             self._fail_batch(
-                "processing_error", f"record {_where(msg)} failed after producing output", batch, index
+                "processing_error",
+                f"record {_where(msg)} failed after producing output",
+                batch,
+                index,
             )
         self._apply_policy(msg, exc, batch, index)
 
@@ -582,7 +587,11 @@ class Engine:
             # record whose output the broker rejects can be found exactly.
             self._careful = {tp: pos for tp, pos in self._positions.items()}
         self._fail_batch(
-            "output_rejected" if poisoned else "commit_failed", f"commit failed: {exc}", (), 0, reraise=False
+            "output_rejected" if poisoned else "commit_failed",
+            f"commit failed: {exc}",
+            (),
+            0,
+            reraise=False,
         )
 
     def _fail_batch(
@@ -671,9 +680,11 @@ class Engine:
             kwargs["on_delivery"] = functools.partial(
                 self._on_careful_delivery, (record.topic, record.partition, record.offset)
             )
-        self.producer.produce(topic, value, key, **kwargs)
+        self.producer.produce(topic, value, key, **kwargs)  # type: ignore[arg-type]
 
-    def _on_careful_delivery(self, source: tuple[str, int, int], error: KafkaError | None, _msg: Message) -> None:
+    def _on_careful_delivery(
+        self, source: tuple[str, int, int], error: KafkaError | None, _msg: Message
+    ) -> None:
         if error is not None:
             self._delivery_failures.setdefault(source, error)
 
@@ -685,7 +696,9 @@ class Engine:
         if self.stores is None:
             from eos.errors import StateError
 
-            raise StateError(f"store {name!r} is not declared in {type(self.processor).__name__}.stores")
+            raise StateError(
+                f"store {name!r} is not declared in {type(self.processor).__name__}.stores"
+            )
         return self.stores.get(name, partition)
 
     # ------------------------------------------------------------------ rebalances
@@ -759,7 +772,7 @@ def _decode_error(
 
 
 def _key(msg: Message) -> tuple[str, int, int]:
-    return (msg.topic(), msg.partition(), msg.offset())
+    return (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
 
 
 def _where(msg: Message) -> str:

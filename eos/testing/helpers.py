@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 __all__ = [
     "ReadRecord",
@@ -113,17 +113,13 @@ def produce(
             producer.poll(0)
     remaining = producer.flush(60)
     if remaining or failures:
-        raise KafkaException(
-            failures[0] if failures else KafkaError(KafkaError._MSG_TIMED_OUT)
-        )
+        raise KafkaException(failures[0] if failures else KafkaError(KafkaError._MSG_TIMED_OUT))
     return count
 
 
 def watermarks(bootstrap_servers: str, topic: str) -> dict[int, tuple[int, int]]:
     """``{partition: (low, high)}`` of ``topic``."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap_servers, "group.id": unique_name("wm")}
-    )
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": unique_name("wm")})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         return {
@@ -175,20 +171,23 @@ def read_topic(
                 )
             for msg in consumer.consume(1000, 0.5):
                 error = msg.error()
+                partition = msg.partition() or 0
+                offset = msg.offset() or 0
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        if msg.offset() >= ends[msg.partition()]:
-                            pending.discard(msg.partition())
+                        if offset >= ends[partition]:
+                            pending.discard(partition)
                         continue
                     raise KafkaException(error)
+                headers = msg.headers() or []
                 records.append(
                     ReadRecord(
                         topic,
-                        msg.partition(),
-                        msg.offset(),
+                        partition,
+                        offset,
                         msg.key(),
                         msg.value(),
-                        tuple(msg.headers() or ()),
+                        tuple(headers if isinstance(headers, list) else headers.items()),  # type: ignore[arg-type]
                         msg.timestamp()[1],
                     )
                 )
@@ -203,9 +202,7 @@ def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[in
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = consumer.committed(
-            [TopicPartition(topic, p) for p in partitions], timeout=10
-        )
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
         return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
     finally:
         consumer.close()

@@ -487,9 +487,7 @@ class KafkaCluster:
             node.config_path.write_text(
                 _server_properties(node, voters, self.node_count, self.broker_settings)
             )
-            (node.directory / "log4j2.properties").write_text(
-                _LOG4J2.format(path=node.log_path)
-            )
+            (node.directory / "log4j2.properties").write_text(_LOG4J2.format(path=node.log_path))
         formats = [
             subprocess.Popen(
                 [

@@ -73,6 +73,4 @@ def verify_exactly_once(
             out_of_order += 1
             if len(examples) < 8:
                 examples.append(f"order of key {key!r}")
-    return Verdict(
-        len(inputs), len(outputs), duplicates, lost, unexpected, out_of_order, examples
-    )
+    return Verdict(len(inputs), len(outputs), duplicates, lost, unexpected, out_of_order, examples)

@@ -24,13 +24,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "uppercase.py")
 
 
-def _app(bootstrap: str, source: str, sink: str, app_id: str, tmp_path: Path, **extra: str) -> AppProcess:
+def _app(
+    bootstrap: str, source: str, sink: str, app_id: str, tmp_path: Path, **extra: str
+) -> AppProcess:
     args = [
         EXAMPLE,
-        "--bootstrap-servers", bootstrap,
-        "--input", source,
-        "--output", sink,
-        "--application-id", app_id,
+        "--bootstrap-servers",
+        bootstrap,
+        "--input",
+        source,
+        "--output",
+        sink,
+        "--application-id",
+        app_id,
     ]
     for key, value in extra.items():
         args += [f"--{key.replace('_', '-')}", value]
@@ -42,7 +48,11 @@ def _produce_slowly(bootstrap: str, topic: str, total: int, seconds: float) -> t
         chunks = 40
         per = total // chunks
         for c in range(chunks):
-            produce(bootstrap, topic, ((f"k{i % 97}", f"v{i:06d}") for i in range(c * per, (c + 1) * per)))
+            produce(
+                bootstrap,
+                topic,
+                ((f"k{i % 97}", f"v{i:06d}") for i in range(c * per, (c + 1) * per)),
+            )
             time.sleep(seconds / chunks)
 
     thread = threading.Thread(target=run, daemon=True)

@@ -1,0 +1,19 @@
+"""Fixtures of the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from apprunner import AppThread
+
+
+@pytest.fixture
+def app_threads() -> Iterator[list[AppThread]]:
+    """Start apps with ``app_threads.append(AppThread(app).start())``; all are stopped at the end."""
+    threads: list[AppThread] = []
+    yield threads
+    for t in threads:
+        t.app.stop()
+    for t in threads:
+        t.thread.join(60)
