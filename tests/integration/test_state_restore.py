@@ -1,0 +1,288 @@
+"""Store restore from the changelog, against a real broker.
+
+A counting processor keeps ``counts[key]`` in a store and sends each new
+count, so the outputs of one key must read 1, 2, ..., n exactly once in a
+``read_committed`` consumer, and the store must end at n.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import eos
+from eos.state.changelog import changelog_topic
+from eos.state.manager import CRASH_AFTER_KAFKA_COMMIT_ENV
+from eos.state.rocksdb import RocksDBStore
+from eos.testing.helpers import create_topic, produce, read_topic, unique_name
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+PARTITIONS = 2
+KEYS = [f"k{i}" for i in range(20)]
+
+
+def make_counter(output: str, backend: str) -> eos.Processor:
+    """A processor that counts records per key in store "counts" and sends each count."""
+
+    class Counter(eos.Processor):
+        stores = [eos.Store("counts", backend=backend)]
+
+        def process(self, record: eos.Record, ctx: eos.Context) -> None:
+            counts = ctx.store("counts")
+            n = int(counts.get(record.key, 0)) + 1  # type: ignore[call-overload]
+            counts[record.key] = n
+            ctx.send(output, key=record.key, value=str(n))
+
+    return Counter()
+
+
+class Setup:
+    """Topics, ids and a state directory unique to one test."""
+
+    def __init__(self, bootstrap: str, tmp_path: Path) -> None:
+        self.bootstrap = bootstrap
+        self.app_id = unique_name("restore")
+        self.input = create_topic(bootstrap, unique_name("in"), PARTITIONS)
+        self.output = create_topic(bootstrap, unique_name("out"), PARTITIONS)
+        self.state_dir = str(tmp_path / "state")
+        self.sent: dict[str, int] = defaultdict(int)
+
+    def feed(self, count: int) -> None:
+        """Produce ``count`` records round-robin over KEYS (keyed, so partitioned by key)."""
+        records = []
+        for i in range(count):
+            key = KEYS[i % len(KEYS)]
+            self.sent[key] += 1
+            records.append((key, f"v{i}"))
+        produce(self.bootstrap, self.input, records)
+
+    def app(self, backend: str = "rocksdb") -> eos.Application:
+        return eos.Application(
+            application_id=self.app_id,
+            bootstrap_servers=self.bootstrap,
+            input_topics=[self.input],
+            processor=make_counter(self.output, backend),
+            key_serde="string",
+            value_serde="string",
+            state_dir=self.state_dir,
+            commit_interval_ms=100,
+            max_batch_records=100,
+        )
+
+    def store_contents(self) -> dict[str, int]:
+        """Read every RocksDB store partition directly (the app must be stopped)."""
+        result: dict[str, int] = {}
+        for partition in range(PARTITIONS):
+            path = os.path.join(self.state_dir, self.app_id, "counts", str(partition))
+            store = RocksDBStore(path, "counts", partition)
+            try:
+                for key, value in store.iterate():
+                    result[json.loads(key)] = json.loads(value)
+            finally:
+                store.close()
+        return result
+
+    def emitted(self) -> dict[str, list[int]]:
+        """Every count sent per key, in offset order, as a read_committed consumer sees them."""
+        counts: dict[str, list[int]] = defaultdict(list)
+        for record in read_topic(self.bootstrap, self.output):
+            assert record.key is not None and record.value is not None
+            counts[record.key.decode()].append(int(record.value))
+        return counts
+
+    def assert_exact(self) -> None:
+        """Each key's outputs are exactly 1..n for the n records sent with it."""
+        emitted = self.emitted()
+        assert set(emitted) == set(self.sent)
+        for key, n in self.sent.items():
+            assert emitted[key] == list(range(1, n + 1)), key
+
+
+def restored(app: eos.Application) -> int:
+    """Records the app restored from changelogs (EngineStats.restored)."""
+    state = app.state
+    if hasattr(state, "restored_count"):
+        return int(state.restored_count)
+    return app._stats.restored
+
+
+@pytest.fixture
+def setup(bootstrap: str, tmp_path: Path) -> Iterator[Setup]:
+    yield Setup(bootstrap, tmp_path)
+
+
+def run_until(
+    app: eos.Application, done: Callable[[eos.Application], bool], timeout: float = 30.0
+) -> None:
+    """Run ``app`` on a thread until ``done(app)``, then stop it cleanly; re-raise its error."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            app.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not done(app):
+            if errors or not thread.is_alive():
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not reached in {timeout}s: {app.state}")
+            time.sleep(0.05)
+    finally:
+        app.stop()
+        thread.join(30)
+    assert not thread.is_alive(), "app did not stop"
+    if errors:
+        raise errors[0]
+
+
+def processed(n: int) -> Callable[[eos.Application], bool]:
+    return lambda app: app.state.processed_count >= n
+
+
+def assigned(app: eos.Application) -> bool:
+    return len(app.state.assigned_partitions) == PARTITIONS
+
+
+def test_clean_restart_restores_nothing(setup: Setup) -> None:
+    """After a clean stop the RocksDB checkpoints are at the changelog end, so a restart restores 0 records."""
+    setup.feed(300)
+    first = setup.app()
+    run_until(first, processed(300))
+    assert restored(first) == 0
+    assert setup.store_contents() == setup.sent
+
+    setup.feed(100)
+    second = setup.app()
+    run_until(second, processed(100))
+    assert restored(second) == 0
+    assert setup.store_contents() == setup.sent
+    setup.assert_exact()
+
+
+def test_lost_state_dir_is_rebuilt_from_changelog(setup: Setup) -> None:
+    """Deleting the state directory makes the next start restore every changelog record, and counts continue exactly."""
+    setup.feed(300)
+    run_until(setup.app(), processed(300))
+    import shutil
+
+    shutil.rmtree(setup.state_dir)
+    second = setup.app()
+    run_until(second, assigned)
+    assert restored(second) == 300  # one changelog record per input record, none compacted yet
+    assert setup.store_contents() == setup.sent
+
+    setup.feed(100)
+    third = setup.app()
+    run_until(third, processed(100))
+    assert restored(third) == 0
+    setup.assert_exact()
+
+
+def test_memory_store_restores_everything_each_start(setup: Setup) -> None:
+    """A memory store is rebuilt from the whole changelog at every start and its counts stay exact."""
+    setup.feed(200)
+    first = setup.app("memory")
+    run_until(first, processed(200))
+    assert restored(first) == 0
+
+    setup.feed(100)
+    second = setup.app("memory")
+    run_until(second, processed(100))
+    assert restored(second) == 200
+
+    setup.feed(100)
+    third = setup.app("memory")
+    run_until(third, processed(100))
+    assert restored(third) == 300
+    setup.assert_exact()
+
+
+def test_checkpoint_beyond_changelog_end_is_a_state_error(setup: Setup) -> None:
+    """A checkpoint past the changelog's end (topic recreated) fails the start with a StateError naming the directory to delete."""
+    setup.feed(50)
+    run_until(setup.app(), processed(50))
+    path = os.path.join(setup.state_dir, setup.app_id, "counts", "0")
+    store = RocksDBStore(path, "counts", 0)
+    store.write({}, 10**9)
+    store.close()
+
+    with pytest.raises(eos.StateError) as info:
+        run_until(setup.app(), lambda app: False, timeout=30)
+    message = str(info.value)
+    assert "counts[0]" in message
+    assert "1000000000" in message
+    assert path in message
+    assert changelog_topic(setup.app_id, "counts") in message
+
+
+_CRASH_APP = textwrap.dedent(
+    """
+    import logging, sys
+    import eos
+
+    bootstrap, app_id, input_topic, output, state_dir = sys.argv[1:6]
+
+    class Counter(eos.Processor):
+        stores = [eos.Store("counts")]
+
+        def process(self, record, ctx):
+            counts = ctx.store("counts")
+            n = counts.get(record.key, 0) + 1
+            counts[record.key] = n
+            ctx.send(output, key=record.key, value=str(n))
+
+    logging.basicConfig(level=logging.INFO)
+    eos.Application(
+        application_id=app_id,
+        bootstrap_servers=bootstrap,
+        input_topics=[input_topic],
+        processor=Counter(),
+        key_serde="string",
+        value_serde="string",
+        state_dir=state_dir,
+        commit_interval_ms=100,
+        max_batch_records=50,
+    ).run()
+    """
+)
+
+
+def test_crash_between_kafka_commit_and_local_write(setup: Setup, tmp_path: Path) -> None:
+    """A SIGKILL after the Kafka commit but before the local store write is repaired by restore: every count is emitted exactly once."""
+    setup.feed(600)
+    script = tmp_path / "crash_app.py"
+    script.write_text(_CRASH_APP)
+    env = {**os.environ, CRASH_AFTER_KAFKA_COMMIT_ENV: "3"}
+    args = [sys.executable, str(script), setup.bootstrap, setup.app_id, setup.input]
+    args += [setup.output, setup.state_dir]
+    log_path = tmp_path / "crash_app.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.run(args, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=60)
+    assert proc.returncode == -9, log_path.read_text()
+    # The killed process committed its third transaction to Kafka; its local
+    # stores miss it, so the restart must replay that much of the changelog.
+    before = len(read_topic(setup.bootstrap, setup.output))  # one output per committed input
+    assert 0 < before < 600
+    second = setup.app()
+    run_until(second, lambda app: app.state.processed_count + before >= 600)
+    assert restored(second) > 0
+    assert setup.store_contents() == setup.sent
+    setup.assert_exact()
+
