@@ -1,28 +1,307 @@
 """Counters the engine keeps per batch and commit, read by ``app.state`` and metrics.
 
-Updated only on the processing thread, per batch or per commit (never per
-record); read from any thread as plain attributes.
+Threading contract: one thread writes (the processing thread, which also runs
+the rebalance callbacks and the restore), any thread reads. Writes happen per
+consumed batch, per commit, per abort, per rebalance or per restore, never per
+record. Plain integer fields are written with ``+=`` and read as attributes:
+under the GIL a reader sees each one whole. Everything with structure
+(histograms, abort reasons, partition offsets) is changed and copied under
+one small lock, so a scrape sees a histogram whose buckets, sum and count
+agree, and a commit's counters together with its histograms.
+
+Nothing here imports ``prometheus_client``; :mod:`eos.metrics` turns
+:meth:`EngineStats.view` into Prometheus samples at scrape time.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from types import MappingProxyType
+from typing import Final, Literal
 
-__all__ = ["AppState", "EngineStats", "RunState"]
+__all__ = [
+    "ABORT_REASONS",
+    "BATCH_RECORDS_BUCKETS",
+    "COMMIT_BUCKETS",
+    "LATENCY_BUCKETS",
+    "RESTORE_BUCKETS",
+    "RUN_STATES",
+    "AppState",
+    "BucketHistogram",
+    "EngineStats",
+    "HistogramSnapshot",
+    "PartitionState",
+    "RunState",
+    "StatsView",
+]
 
 RunState = Literal["created", "starting", "restoring", "running", "stopping", "stopped", "failed"]
+RUN_STATES: Final[tuple[RunState, ...]] = (
+    "created",
+    "starting",
+    "restoring",
+    "running",
+    "stopping",
+    "stopped",
+    "failed",
+)
+
+#: Abort reasons the engine uses; each is exported as 0 until it first happens,
+#: so ``rate()`` and ``increase()`` see the series from the start.
+ABORT_REASONS: Final = (
+    "processing_error",
+    "commit_failed",
+    "output_rejected",
+    "produce_failed",
+    "partitions_lost",
+)
+
+#: Record timestamp to commit, in seconds.
+LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+#: send_offsets + commit_transaction (or flush + offset commit), in seconds.
+COMMIT_BUCKETS: Final = LATENCY_BUCKETS
+#: Input records per committed transaction.
+BATCH_RECORDS_BUCKETS: Final = (
+    1.0,
+    10.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    50000.0,
+    100000.0,
+)
+#: One restore of newly assigned store partitions, in seconds.
+RESTORE_BUCKETS: Final = (0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+# Consumed batches waiting for their commit. The engine commits every
+# commit.interval.ms, so this is never reached in practice; past it, batches
+# are folded into the last entry (its timestamp range widens) to bound memory.
+_MAX_PENDING_BATCHES: Final = 1024
+
+TP = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """A copy of a :class:`BucketHistogram` at one moment.
+
+    Attributes:
+        bounds: The finite upper bounds, ascending (``+Inf`` is implicit).
+        cumulative: Observations ``<= bounds[i]``; one more entry at the end
+            for ``+Inf``, which equals ``count``.
+        sum: Sum of all observed values.
+        count: Number of observations.
+    """
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    sum: float
+    count: int
+
+
+class BucketHistogram:
+    """A fixed-bucket histogram accumulator with Prometheus ``le`` semantics.
+
+    Not thread-safe by itself: :class:`EngineStats` guards it with its lock.
+
+    Args:
+        buckets: Finite upper bounds; sorted here, must be distinct. ``+Inf``
+            is always added.
+
+    Raises:
+        ValueError: No bucket, a repeated bound, or a bound that is not finite.
+    """
+
+    __slots__ = ("_bounds", "_counts", "count", "sum")
+
+    def __init__(self, buckets: Iterable[float]) -> None:
+        bounds = tuple(sorted(float(b) for b in buckets))
+        if not bounds:
+            raise ValueError("a histogram needs at least one bucket")
+        if not all(math.isfinite(b) for b in bounds):
+            raise ValueError(f"bucket bounds must be finite (+Inf is implicit): {bounds}")
+        if len(set(bounds)) != len(bounds):
+            raise ValueError(f"bucket bounds must be distinct: {bounds}")
+        self._bounds = bounds
+        # Per bucket, not cumulative: index i counts (bounds[i-1], bounds[i]];
+        # the last index is the overflow bucket above the largest bound.
+        self._counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        """The finite upper bounds, ascending."""
+        return self._bounds
+
+    def observe(self, value: float) -> None:
+        """Count one observation of ``value``."""
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def observe_spread(self, count: int, low: float, high: float) -> None:
+        """Count ``count`` observations spread evenly from ``low`` to ``high``.
+
+        The observations are the points ``low + (high - low) * i / (count - 1)``
+        for ``i`` in ``0 .. count - 1`` (one observation sits at the midpoint),
+        so both ends are observed exactly. The work is O(buckets), not
+        O(count): for each bound between ``low`` and ``high`` the number of
+        points at or below it is computed directly. The sum grows by
+        ``count * (low + high) / 2``, which is exact for evenly spread points.
+
+        Args:
+            count: How many observations; nothing happens if it is below 1.
+            low: The smallest value (swapped with ``high`` if larger).
+            high: The largest value.
+        """
+        if count < 1:
+            return
+        if high < low:
+            low, high = high, low
+        bounds = self._bounds
+        counts = self._counts
+        self.count += count
+        self.sum += count * (low + high) / 2.0
+        if count == 1 or high == low:
+            counts[bisect_left(bounds, (low + high) / 2.0)] += count
+            return
+        step = (high - low) / (count - 1)
+        first = bisect_left(bounds, low)  # the first bound >= low
+        last = bisect_left(bounds, high, first)  # the first bound >= high: all points
+        below = 0
+        for index in range(first, last):
+            # Points at or below this bound; the tiny slack keeps a point that
+            # sits exactly on a bound from being lost to rounding.
+            at_or_below = min(count, math.floor((bounds[index] - low) / step + 1e-9) + 1)
+            counts[index] += at_or_below - below
+            below = at_or_below
+        counts[last] += count - below
+
+    def snapshot(self) -> HistogramSnapshot:
+        """Copy the current bucket counts, sum and count."""
+        cumulative: list[int] = []
+        running = 0
+        for value in self._counts:
+            running += value
+            cumulative.append(running)
+        return HistogramSnapshot(self._bounds, tuple(cumulative), self.sum, self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """Offsets of one assigned input partition, as of the last update.
+
+    Attributes:
+        end_offset: The partition's end (high watermark) the consumer last
+            saw, or ``None`` if not known yet.
+        committed_offset: The committed position of this application (the
+            next offset it will process), or ``None`` if nothing was committed.
+        lag: ``end_offset - committed_offset``, never below 0; ``None`` if
+            either is unknown.
+    """
+
+    end_offset: int | None
+    committed_offset: int | None
+    lag: int | None
+
+
+@dataclass(frozen=True)
+class AppState:
+    """A snapshot of an application, as ``app.state`` returns it.
+
+    Attributes:
+        state: The run state (created, starting, restoring, running,
+            stopping, stopped, failed).
+        processed_count: Input records in committed transactions.
+        commit_count: Committed transactions.
+        abort_count: Aborted transactions (any reason).
+        assigned_partitions: The input partitions this instance owns.
+        last_commit_time: Wall-clock time (``time.time()``) of the last
+            commit, or ``None`` before the first.
+        partitions: Offsets and lag per assigned input partition.
+        lag: Total lag over the partitions whose lag is known.
+    """
+
+    state: RunState
+    processed_count: int
+    commit_count: int
+    abort_count: int
+    assigned_partitions: tuple[tuple[str, int], ...]
+    last_commit_time: float | None
+    partitions: Mapping[tuple[str, int], PartitionState] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    lag: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatsView:
+    """Everything :mod:`eos.metrics` exports, copied at one moment."""
+
+    application_id: str
+    state: RunState
+    processed: int
+    produced: int
+    commits: int
+    aborts: int
+    abort_reasons: Mapping[str, int]
+    processing_errors: int
+    skipped: int
+    dead_lettered: int
+    rebalances: int
+    fenced: int
+    restored: int
+    assigned: tuple[tuple[str, int], ...]
+    partitions: Mapping[tuple[str, int], PartitionState]
+    last_commit_time: float | None
+    latency: HistogramSnapshot
+    commit_duration: HistogramSnapshot
+    batch_records: HistogramSnapshot
+    restore_duration: HistogramSnapshot
 
 
 @dataclass
 class EngineStats:
-    """Mutable counters of one engine."""
+    """Mutable counters of one engine; see the module docstring for threading.
+
+    The engine assigns ``state`` and increments ``processing_errors``,
+    ``skipped``, ``dead_lettered``, ``rebalances`` and ``fenced`` directly,
+    replaces ``assigned`` with a new list, and calls the ``record_*``,
+    ``set_partition`` and ``drop_partitions`` methods for the rest.
+    """
 
     application_id: str
     state: RunState = "created"
     processed: int = 0
+    produced: int = 0
     commits: int = 0
     aborts: int = 0
     abort_reasons: Counter[str] = field(default_factory=Counter)
@@ -36,28 +315,179 @@ class EngineStats:
     last_commit_time: float | None = None
     last_batch_records: int = 0
     last_commit_seconds: float = 0.0
+    latency: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(LATENCY_BUCKETS), repr=False
+    )
+    commit_duration: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(COMMIT_BUCKETS), repr=False
+    )
+    batch_records: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(BATCH_RECORDS_BUCKETS), repr=False
+    )
+    restore_duration: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(RESTORE_BUCKETS), repr=False
+    )
+    _partitions: dict[TP, tuple[int | None, int | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _pending: list[tuple[int, int, int]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
-    def record_commit(self, records: int, seconds: float) -> None:
-        """One committed batch of ``records`` input records."""
-        self.commits += 1
-        self.processed += records
-        self.last_batch_records = records
-        self.last_commit_seconds = seconds
-        self.last_commit_time = time.time()
+    # ------------------------------------------------------------------ writer side
+
+    def record_batch(self, count: int, first_ts_ms: int, last_ts_ms: int) -> None:
+        """One consumed batch of ``count`` records, processed but not yet committed.
+
+        Call once per batch with the timestamps (ms since the epoch, as
+        ``Message.timestamp()[1]`` gives them) of its first and last message.
+        At the next :meth:`record_commit` the batch becomes ``count``
+        latency observations spread between the two; :meth:`record_abort`
+        drops it. A timestamp of 0 or below means "not available".
+        """
+        pending = self._pending
+        if len(pending) < _MAX_PENDING_BATCHES:
+            pending.append((count, first_ts_ms, last_ts_ms))
+            return
+        old_count, old_first, old_last = pending[-1]
+        pending[-1] = (
+            old_count + count,
+            _min_known(old_first, first_ts_ms, last_ts_ms),
+            max(old_last, first_ts_ms, last_ts_ms),
+        )
+
+    def record_commit(self, records: int, seconds: float, produced: int = 0) -> None:
+        """One committed transaction.
+
+        Args:
+            records: Input records it committed.
+            seconds: How long the commit took (send_offsets + commit).
+            produced: Output records it made visible.
+        """
+        now = time.time()
+        with self._lock:
+            self.commits += 1
+            self.processed += records
+            self.produced += produced
+            self.last_batch_records = records
+            self.last_commit_seconds = seconds
+            self.last_commit_time = now
+            self.commit_duration.observe(seconds)
+            self.batch_records.observe(records)
+            latency = self.latency
+            for count, first_ms, last_ms in self._pending:
+                if first_ms > 0 and last_ms > 0:
+                    oldest, newest = min(first_ms, last_ms), max(first_ms, last_ms)
+                elif first_ms > 0 or last_ms > 0:
+                    oldest = newest = max(first_ms, last_ms)
+                else:
+                    continue  # no timestamps: these records have no latency
+                # A producer clock ahead of ours gives a negative age: count it as 0.
+                latency.observe_spread(
+                    count, max(0.0, now - newest / 1000.0), max(0.0, now - oldest / 1000.0)
+                )
+            self._pending.clear()
 
     def record_abort(self, reason: str) -> None:
-        """One aborted transaction (or failed batch); ``reason`` is a short kind."""
-        self.aborts += 1
-        self.abort_reasons[reason] += 1
+        """One aborted transaction (or failed batch); ``reason`` is a short kind.
+
+        The batches recorded since the last commit are dropped: they will be
+        consumed and recorded again after the rewind.
+        """
+        with self._lock:
+            self.aborts += 1
+            self.abort_reasons[reason] += 1
+            self._pending.clear()
+
+    def record_restore(self, records: int, seconds: float) -> None:
+        """One restore of newly assigned store partitions finished."""
+        with self._lock:
+            self.restored += records
+            self.restore_duration.observe(seconds)
+
+    def set_partition(
+        self, topic: str, partition: int, end_offset: int | None, committed_offset: int | None
+    ) -> None:
+        """Record the end offset and committed position of an assigned partition.
+
+        A negative offset (librdkafka's ``OFFSET_INVALID`` is -1001) or
+        ``None`` means unknown.
+        """
+        end = end_offset if end_offset is not None and end_offset >= 0 else None
+        committed = (
+            committed_offset if committed_offset is not None and committed_offset >= 0 else None
+        )
+        with self._lock:
+            self._partitions[(topic, partition)] = (end, committed)
+
+    def drop_partitions(self, tps: Iterable[tuple[str, int]]) -> None:
+        """Forget revoked or lost partitions, so their lag series disappear."""
+        with self._lock:
+            for tp in tps:
+                self._partitions.pop(tp, None)
+
+    # ------------------------------------------------------------------ reader side
+
+    def snapshot(self) -> AppState:
+        """A consistent :class:`AppState` of this engine (any thread)."""
+        with self._lock:
+            partitions = self._partition_states()
+            state = AppState(
+                state=self.state,
+                processed_count=self.processed,
+                commit_count=self.commits,
+                abort_count=self.aborts,
+                assigned_partitions=tuple(self.assigned),
+                last_commit_time=self.last_commit_time,
+                partitions=MappingProxyType(partitions),
+                lag=_total_lag(partitions),
+            )
+        return state
+
+    def view(self) -> StatsView:
+        """Copy everything the metrics export (any thread; used per scrape)."""
+        with self._lock:
+            reasons = dict.fromkeys(ABORT_REASONS, 0)
+            reasons.update(self.abort_reasons)
+            return StatsView(
+                application_id=self.application_id,
+                state=self.state,
+                processed=self.processed,
+                produced=self.produced,
+                commits=self.commits,
+                aborts=self.aborts,
+                abort_reasons=reasons,
+                processing_errors=self.processing_errors,
+                skipped=self.skipped,
+                dead_lettered=self.dead_lettered,
+                rebalances=self.rebalances,
+                fenced=self.fenced,
+                restored=self.restored,
+                assigned=tuple(self.assigned),
+                partitions=self._partition_states(),
+                last_commit_time=self.last_commit_time,
+                latency=self.latency.snapshot(),
+                commit_duration=self.commit_duration.snapshot(),
+                batch_records=self.batch_records.snapshot(),
+                restore_duration=self.restore_duration.snapshot(),
+            )
+
+    def _partition_states(self) -> dict[TP, PartitionState]:
+        states: dict[TP, PartitionState] = {}
+        for tp, (end, committed) in self._partitions.items():
+            lag = None if end is None or committed is None else max(0, end - committed)
+            states[tp] = PartitionState(end, committed, lag)
+        return states
 
 
-@dataclass(frozen=True)
-class AppState:
-    """A snapshot of an application, as ``app.state`` returns it."""
+def _total_lag(partitions: Mapping[TP, PartitionState]) -> int:
+    return sum(p.lag for p in partitions.values() if p.lag is not None)
 
-    state: RunState
-    processed_count: int
-    commit_count: int
-    abort_count: int
-    assigned_partitions: tuple[tuple[str, int], ...]
-    last_commit_time: float | None
+
+def _min_known(*timestamps: int) -> int:
+    """The smallest positive timestamp, or 0 if none is known."""
+    known = [t for t in timestamps if t > 0]
+    return min(known) if known else 0

@@ -206,6 +206,20 @@ def test_consumer_settings() -> None:
     assert make().consumer_settings()["auto.offset.reset"] == "earliest"
 
 
+def test_consumer_static_membership() -> None:
+    """group.instance.id defaults to the transactional id; an override is kept; "" removes it."""
+    assert make(instance_id="3").consumer_settings()["group.instance.id"] == "app-3"
+    kept = make(consumer_config={"group.instance.id": "mine"}).consumer_settings()
+    assert kept["group.instance.id"] == "mine"
+    assert (
+        "group.instance.id"
+        not in make(consumer_config={"group.instance.id": ""}).consumer_settings()
+    )
+    from_file = Config.from_mapping({**REQUIRED, "consumer.group.instance.id": ""})
+    assert "group.instance.id" not in from_file.consumer_settings()
+    assert "group.instance.id" not in make().producer_settings()
+
+
 @pytest.mark.parametrize("guarantee", ["at_least_once", "at_most_once"])
 def test_consumer_is_read_committed_for_every_guarantee(guarantee: str) -> None:
     """Even without transactions, only committed upstream data is read."""
