@@ -128,15 +128,7 @@ class Application:
     @property
     def state(self) -> AppState:
         """A consistent snapshot of counters and assignment (any thread)."""
-        stats = self._stats
-        return AppState(
-            state=stats.state,
-            processed_count=stats.processed,
-            commit_count=stats.commits,
-            abort_count=stats.aborts,
-            assigned_partitions=tuple(stats.assigned),
-            last_commit_time=stats.last_commit_time,
-        )
+        return self._stats.snapshot()
 
     def stop(self) -> None:
         """Ask :meth:`run` to commit what it processed and return. Thread-safe."""
@@ -160,12 +152,26 @@ class Application:
         self._engine = engine
         if self._stop_requested.is_set():
             engine.stop()
+        handle = None
+        if self.config.metrics_port is not None or self.metrics_registry is not None:
+            from eos.metrics import register_metrics
+
+            handle = register_metrics(
+                self._stats,
+                registry=self.metrics_registry,  # type: ignore[arg-type]
+                port=self.config.metrics_port,
+                bind_address=self.config.metrics_bind_address,
+            )
+            if handle.url:
+                log.info("serving metrics at %s", handle.url)
         restore = self._install_signals()
         try:
             engine.run()
         finally:
             restore()
             self._engine = None
+            if handle is not None:
+                handle.close()
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

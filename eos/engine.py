@@ -130,6 +130,8 @@ class Engine:
         # Test-only fault injection: commit attempts (1-based) that fail as if
         # the broker had answered with an abortable error.
         self._commit_attempts = 0
+        self._txn_sends = 0
+        self._lag_checked = 0.0
         self._inject_failures = frozenset(
             int(n) for n in os.environ.get("EOS_TEST_FAIL_COMMITS", "").split(",") if n.strip()
         )
@@ -289,6 +291,8 @@ class Engine:
                 self._commit()
             elif not self._eos:
                 self.producer.poll(0)
+            if time.monotonic() - self._lag_checked >= 0.5:
+                self._refresh_lag()
         if self._positions or self._in_txn:
             self._commit()
 
@@ -308,6 +312,7 @@ class Engine:
         ctx._produce = self._careful_produce if careful else self.producer.produce
         if not self._positions:
             self._txn_started = time.monotonic()
+            self._txn_sends = ctx.sends
         processed = 0
         try:
             for index, msg in enumerate(messages):
@@ -362,6 +367,10 @@ class Engine:
         finally:
             ctx.record = None
         self._txn_records += processed
+        if processed:
+            self.stats.record_batch(
+                processed, messages[0].timestamp()[1], messages[-1].timestamp()[1]
+            )
 
     # ------------------------------------------------------------------ errors in records
 
@@ -546,7 +555,13 @@ class Engine:
                 del self._careful[tp]
         self._positions.clear()
         self._delivery_failures.clear()
-        self.stats.record_commit(self._txn_records, time.monotonic() - started)
+        sends = self._ctx.sends if self._ctx is not None else 0
+        self.stats.record_commit(
+            self._txn_records, time.monotonic() - started, produced=sends - self._txn_sends
+        )
+        self._txn_sends = sends
+        self._refresh_lag()
+        log.debug("committed %d records in %.1f ms", self._txn_records, 1000 * (time.monotonic() - started))
         self._txn_records = 0
 
     def _commit_before(self, messages: Sequence[Message]) -> None:
@@ -734,11 +749,27 @@ class Engine:
             self._fail_batch("partitions_lost", "partitions lost", (), 0, reraise=False)
         self._release(tps)
 
+    def _refresh_lag(self) -> None:
+        """Per-partition end and committed offsets for the lag gauge (no broker call)."""
+        self._lag_checked = time.monotonic()
+        consumer = self.consumer
+        for topic, partition in list(self._assigned):
+            try:
+                _low, high = consumer.get_watermark_offsets(
+                    KafkaTopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            self.stats.set_partition(
+                topic, partition, high, self._committed.get((topic, partition))
+            )
+
     def _release(self, tps: list[TP]) -> None:
         if self.stores is not None and tps:
             self.stores.close(tps)
         if tps:
             self.processor.on_revoke([TopicPartition(t, p) for t, p in tps])
+        self.stats.drop_partitions(tps)
         for tp in tps:
             self._assigned.discard(tp)
             self._committed.pop(tp, None)

@@ -20,7 +20,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
@@ -296,6 +296,9 @@ class EngineStats:
     ``skipped``, ``dead_lettered``, ``rebalances`` and ``fenced`` directly,
     replaces ``assigned`` with a new list, and calls the ``record_*``,
     ``set_partition`` and ``drop_partitions`` methods for the rest.
+
+    ``clock`` is the wall clock (seconds since the epoch) that record
+    timestamps are compared with to measure latency; tests replace it.
     """
 
     application_id: str
@@ -327,6 +330,7 @@ class EngineStats:
     restore_duration: BucketHistogram = field(
         default_factory=lambda: BucketHistogram(RESTORE_BUCKETS), repr=False
     )
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
     _partitions: dict[TP, tuple[int | None, int | None]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -367,7 +371,7 @@ class EngineStats:
             seconds: How long the commit took (send_offsets + commit).
             produced: Output records it made visible.
         """
-        now = time.time()
+        now = self.clock()
         with self._lock:
             self.commits += 1
             self.processed += records

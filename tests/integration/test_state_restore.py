@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,10 +20,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 import eos
-from eos.state.changelog import changelog_topic
+from eos.state.changelog import (
+    ChangelogRestorer,
+    RestoreTask,
+    changelog_topic,
+    restore_consumer_settings,
+)
 from eos.state.manager import CRASH_AFTER_KAFKA_COMMIT_ENV
+from eos.state.memory import MemoryStore
 from eos.state.rocksdb import RocksDBStore
 from eos.testing.helpers import create_topic, produce, read_topic, unique_name
 
@@ -131,7 +141,7 @@ def run_until(
     def target() -> None:
         try:
             app.run()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             errors.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)
@@ -161,7 +171,9 @@ def assigned(app: eos.Application) -> bool:
 
 
 def test_clean_restart_restores_nothing(setup: Setup) -> None:
-    """After a clean stop the RocksDB checkpoints are at the changelog end, so a restart restores 0 records."""
+    """After a clean stop the RocksDB checkpoints are at the changelog end, so a restart restores 0
+    records.
+    """
     setup.feed(300)
     first = setup.app()
     run_until(first, processed(300))
@@ -177,11 +189,11 @@ def test_clean_restart_restores_nothing(setup: Setup) -> None:
 
 
 def test_lost_state_dir_is_rebuilt_from_changelog(setup: Setup) -> None:
-    """Deleting the state directory makes the next start restore every changelog record, and counts continue exactly."""
+    """Deleting the state directory makes the next start restore every changelog record, and counts
+    continue exactly.
+    """
     setup.feed(300)
     run_until(setup.app(), processed(300))
-    import shutil
-
     shutil.rmtree(setup.state_dir)
     second = setup.app()
     run_until(second, assigned)
@@ -196,7 +208,7 @@ def test_lost_state_dir_is_rebuilt_from_changelog(setup: Setup) -> None:
 
 
 def test_memory_store_restores_everything_each_start(setup: Setup) -> None:
-    """A memory store is rebuilt from the whole changelog at every start and its counts stay exact."""
+    """A memory store is rebuilt from the whole changelog at every start; its counts stay exact."""
     setup.feed(200)
     first = setup.app("memory")
     run_until(first, processed(200))
@@ -215,7 +227,9 @@ def test_memory_store_restores_everything_each_start(setup: Setup) -> None:
 
 
 def test_checkpoint_beyond_changelog_end_is_a_state_error(setup: Setup) -> None:
-    """A checkpoint past the changelog's end (topic recreated) fails the start with a StateError naming the directory to delete."""
+    """A checkpoint past the changelog's end (topic recreated) fails the start with a StateError
+    naming the directory to delete.
+    """
     setup.feed(50)
     run_until(setup.app(), processed(50))
     path = os.path.join(setup.state_dir, setup.app_id, "counts", "0")
@@ -265,7 +279,9 @@ _CRASH_APP = textwrap.dedent(
 
 
 def test_crash_between_kafka_commit_and_local_write(setup: Setup, tmp_path: Path) -> None:
-    """A SIGKILL after the Kafka commit but before the local store write is repaired by restore: every count is emitted exactly once."""
+    """A SIGKILL after the Kafka commit but before the local store write is repaired by restore:
+    every count is emitted exactly once.
+    """
     setup.feed(600)
     script = tmp_path / "crash_app.py"
     script.write_text(_CRASH_APP)
@@ -286,3 +302,150 @@ def test_crash_between_kafka_commit_and_local_write(setup: Setup, tmp_path: Path
     assert setup.store_contents() == setup.sent
     setup.assert_exact()
 
+
+# -- the restorer on hand-written changelogs ----------------------------------
+
+
+def _restore(bootstrap: str, topic: str, store: MemoryStore, stall_timeout_s: float) -> RestoreTask:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    settings = restore_consumer_settings({"bootstrap.servers": bootstrap}, "t", "t-restore")
+    restorer = ChangelogRestorer(admin, settings, stall_timeout_s=stall_timeout_s)
+    task = RestoreTask("s", 0, topic, store, "/nowhere")
+    restorer.restore([task])
+    return task
+
+
+def _transactional(bootstrap: str, **extra: object) -> Producer:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "transactional.id": unique_name("txn"), **extra}
+    )
+    producer.init_transactions(30)
+    return producer
+
+
+def _high_watermark(bootstrap: str, topic: str) -> int:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "hw", "isolation.level": "read_uncommitted"}
+    )
+    try:
+        return int(consumer.get_watermark_offsets(KafkaTopicPartition(topic, 0), timeout=10)[1])
+    finally:
+        consumer.close()
+
+
+def test_restore_ends_at_markers_and_aborted_tail(bootstrap: str) -> None:
+    """A changelog ending in commit markers and an aborted transaction restores to its high
+    watermark without hanging (KAFKA-10167).
+    """
+    topic = create_topic(bootstrap, unique_name("cl"), 1, config={"cleanup.policy": "compact"})
+    producer = _transactional(bootstrap)
+    for n in range(3):
+        producer.begin_transaction()
+        producer.produce(topic, f"{n}".encode(), b"a", 0)
+        producer.produce(topic, f"{n}".encode(), b"b", 0)
+        producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"aborted", b"a", 0)
+    producer.flush(30)
+    producer.abort_transaction(30)
+    end = _high_watermark(bootstrap, topic)
+    assert end == 11  # 6 records, 3 commit markers, 1 aborted record and its marker
+
+    store = MemoryStore("s", 0)
+    started = time.monotonic()
+    task = _restore(bootstrap, topic, store, stall_timeout_s=20)
+    assert time.monotonic() - started < 5
+    assert (task.restored, task.position, store.changelog_offset()) == (6, end, end)
+    assert dict(store.iterate()) == {b"a": b"2", b"b": b"2"}
+
+    # From a checkpoint on a commit marker (where a clean stop leaves it): nothing to apply.
+    store.write({}, 8)
+    task = _restore(bootstrap, topic, store, stall_timeout_s=20)
+    assert (task.restored, task.position) == (0, end)
+
+
+def test_restore_waits_for_a_dead_owners_open_transaction(bootstrap: str) -> None:
+    """Committed records behind another producer's open transaction are restored once the broker
+    aborts it, and its records are not.
+    """
+    topic = create_topic(bootstrap, unique_name("cl"), 1, config={"cleanup.policy": "compact"})
+    zombie = _transactional(bootstrap, **{"transaction.timeout.ms": 2000})
+    zombie.begin_transaction()
+    zombie.produce(topic, b"zombie", b"z", 0)
+    zombie.flush(30)  # offset 0, left open: the broker aborts it after 2 s (+ its check interval)
+    owner = _transactional(bootstrap)
+    owner.begin_transaction()
+    owner.produce(topic, b"1", b"a", 0)
+    owner.commit_transaction(30)
+
+    store = MemoryStore("s", 0)
+    task = _restore(bootstrap, topic, store, stall_timeout_s=25)
+    assert dict(store.iterate()) == {b"a": b"1"}
+    assert task.restored == 1
+    assert task.position >= 3  # past the owner's record and its marker
+
+
+def test_restore_stalled_by_open_transaction_fails_instead_of_hanging(bootstrap: str) -> None:
+    """A restore that cannot progress past an open transaction raises StateError at its deadline
+    rather than hanging.
+    """
+    topic = create_topic(bootstrap, unique_name("cl"), 1, config={"cleanup.policy": "compact"})
+    owner = _transactional(bootstrap)
+    owner.begin_transaction()
+    owner.produce(topic, b"1", b"a", 0)
+    owner.flush(30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(eos.StateError, match=r"no progress .*s\[0\] at offset 0 of 1"):
+            _restore(bootstrap, topic, MemoryStore("s", 0), stall_timeout_s=2)
+        assert time.monotonic() - started < 10
+    finally:
+        owner.abort_transaction(30)
+
+
+# -- changelog topic checks at start ------------------------------------------
+
+
+def _run_expecting(app: eos.Application, error: type[Exception]) -> str:
+    with pytest.raises(error) as info:
+        run_until(app, lambda _app: False, timeout=30)
+    return str(info.value)
+
+
+def test_changelog_with_wrong_partition_count_is_refused(setup: Setup) -> None:
+    """An existing changelog whose partition count differs from the input's stops the start with
+    a StateError naming the topic, both counts and the fix.
+    """
+    topic = changelog_topic(setup.app_id, "counts")
+    create_topic(setup.bootstrap, topic, PARTITIONS + 1, config={"cleanup.policy": "compact"})
+    message = _run_expecting(setup.app(), eos.StateError)
+    assert topic in message
+    assert f"has {PARTITIONS + 1} partition(s)" in message
+    assert f"input topics have {PARTITIONS}" in message
+    assert "delete" in message
+
+
+def test_inputs_with_different_partition_counts_are_refused(setup: Setup) -> None:
+    """Input topics with different partition counts cannot share store partitions: ConfigError."""
+    other = create_topic(setup.bootstrap, unique_name("in"), PARTITIONS + 1)
+    app = eos.Application(
+        application_id=setup.app_id,
+        bootstrap_servers=setup.bootstrap,
+        input_topics=[setup.input, other],
+        processor=make_counter(setup.output, "memory"),
+        state_dir=setup.state_dir,
+    )
+    message = _run_expecting(app, eos.ConfigError)
+    assert setup.input in message and other in message
+
+
+def test_changelog_topic_is_created_compacted_and_co_partitioned(setup: Setup) -> None:
+    """A missing changelog topic is created compacted with the input's partition count."""
+    setup.feed(20)
+    run_until(setup.app(), processed(20))
+    topic = changelog_topic(setup.app_id, "counts")
+    admin = AdminClient({"bootstrap.servers": setup.bootstrap})
+    assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == PARTITIONS
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(10)
+    assert configs["cleanup.policy"].value == "compact"
