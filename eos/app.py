@@ -120,6 +120,7 @@ class Application:
         self.metrics_registry = metrics_registry
         self._stats = EngineStats(config.application_id)
         self._engine: object | None = None
+        self._metrics_handle: object | None = None
         self._stop_requested = threading.Event()
 
     def __repr__(self) -> str:
@@ -129,6 +130,12 @@ class Application:
     def state(self) -> AppState:
         """A consistent snapshot of counters and assignment (any thread)."""
         return self._stats.snapshot()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics`` while ``run()`` serves metrics, else None."""
+        handle = self._metrics_handle
+        return getattr(handle, "url", None) if handle is not None else None
 
     def stop(self) -> None:
         """Ask :meth:`run` to commit what it processed and return. Thread-safe."""
@@ -164,6 +171,7 @@ class Application:
             )
             if handle.url:
                 log.info("serving metrics at %s", handle.url)
+        self._metrics_handle = handle
         restore = self._install_signals()
         try:
             engine.run()
