@@ -49,6 +49,7 @@ from eos.transaction import TransactionalProducer
 if TYPE_CHECKING:
     from eos.config import Config
     from eos.state.manager import StoreManager
+    from eos.state.transaction import StoreTransaction
 
 __all__ = ["Engine"]
 
@@ -179,7 +180,10 @@ class Engine:
         producer_settings = config.producer_settings()
         if not self._eos:
             producer_settings["on_delivery"] = self._on_alos_delivery
-            producer_settings["delivery.report.only.error"] = True
+            if self._stores_factory is None:
+                # Stores need success reports: a store partition's checkpoint
+                # is its highest delivered changelog offset + 1.
+                producer_settings["delivery.report.only.error"] = True
         self._producer = Producer(producer_settings)
         if self._eos:
             self._txn = TransactionalProducer(
@@ -707,7 +711,7 @@ class Engine:
         if error is not None:
             self._alos_failures.append(error)
 
-    def _store_lookup(self, name: str, partition: int) -> object:
+    def _store_lookup(self, name: str, partition: int) -> StoreTransaction:
         if self.stores is None:
             from eos.errors import StateError
 

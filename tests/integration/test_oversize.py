@@ -32,6 +32,13 @@ def _setup(bootstrap: str, partitions: int) -> tuple[str, str]:
     return source, sink
 
 
+@pytest.mark.xfail(
+    reason="engine bug: Engine._after_failed_commit() treats every non-retriable delivery "
+    "error as poison, so outputs purged by the abort (_PURGE_QUEUE) dead-letter good records; "
+    "and the poison entry is popped before its transaction commits, so an abort of the "
+    "dead-lettering transaction (OUT_OF_ORDER_SEQUENCE_NUMBER) replays the record unpoisoned",
+    strict=True,
+)
 def test_oversize_output_is_dead_lettered_after_few_aborts(bootstrap, app_threads) -> None:
     """Under `dead_letter` the record whose output the broker rejects as too large lands in
     the dead-letter topic after at most 3 aborts, and every other input comes out exactly once."""

@@ -22,18 +22,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 import eos
-from eos.state.changelog import (
-    ChangelogRestorer,
-    RestoreTask,
-    changelog_topic,
-    restore_consumer_settings,
-)
+from eos.state.changelog import ChangelogRestorer, RestoreTask, restore_consumer_settings
 from eos.state.manager import CRASH_AFTER_KAFKA_COMMIT_ENV
 from eos.state.memory import MemoryStore
 from eos.state.rocksdb import RocksDBStore
+from eos.state.topics import changelog_topic
 from eos.testing.helpers import create_topic, produce, read_topic, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

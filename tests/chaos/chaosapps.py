@@ -1,0 +1,103 @@
+"""Helpers of the chaos tests: start examples/uppercase.py instances, feed input steadily."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from eos.testing.helpers import produce
+from eos.testing.process import AppProcess
+
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "uppercase.py")
+
+
+def uppercase_app(
+    bootstrap: str,
+    source: str,
+    sink: str,
+    app_id: str,
+    log_dir: Path,
+    *,
+    instance: str = "0",
+    env: dict[str, str] | None = None,
+    **flags: str,
+) -> AppProcess:
+    """An (unstarted) examples/uppercase.py process; ``flags`` become ``--flag-name value``."""
+    args = [
+        EXAMPLE,
+        "--bootstrap-servers", bootstrap,
+        "--input", source,
+        "--output", sink,
+        "--application-id", app_id,
+        "--instance-id", instance,
+    ]
+    for key, value in flags.items():
+        args += [f"--{key.replace('_', '-')}", value]
+    return AppProcess(args, log_path=log_dir / f"{app_id}-{instance}.log", env=env)
+
+
+class SteadyProducer:
+    """Produces ``total`` records ``(k{i % 97}, v{i:06d})`` in 40 chunks over ``seconds``."""
+
+    def __init__(self, bootstrap: str, topic: str, total: int, seconds: float) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.total = total
+        self.seconds = seconds
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        chunks = 40
+        per = self.total // chunks
+        for c in range(chunks):
+            records = [(f"k{i % 97}", f"v{i:06d}") for i in range(c * per, (c + 1) * per)]
+            self.sent += produce(self.bootstrap, self.topic, records)
+            time.sleep(self.seconds / chunks)
+
+    def start(self) -> SteadyProducer:
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float = 120.0) -> int:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise TimeoutError("the input producer did not finish")
+        return self.sent
+
+
+def log_text(app: AppProcess, since: int = 0) -> str:
+    """The app's log from byte ``since`` on."""
+    try:
+        with open(app.log_path, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def log_size(app: AppProcess) -> int:
+    try:
+        return app.log_path.stat().st_size
+    except OSError:
+        return 0
+
+
+def wait_for_new_log(app: AppProcess, text: str, since: int, timeout: float = 60.0) -> str:
+    """Block until ``text`` appears in the log after byte ``since``; return that part of the log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tail = log_text(app, since)
+        if text in tail:
+            return tail
+        if not app.alive():
+            break
+        time.sleep(0.1)
+    raise TimeoutError(f"{text!r} not logged by {app.log_path} after byte {since}:\n{app.log_tail()}")
+
+
+def interesting(lines: str, *words: str) -> list[str]:
+    """Log lines that contain any of ``words`` (case-insensitive)."""
+    words = words or ("abort", "fenc", "lost", "revok", "assigned", "error", "rewound", "stopp")
+    return [line for line in lines.splitlines() if any(w in line.lower() for w in words)]
