@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from eos import errors
 from eos.app import Application
 from eos.config import Config
+from eos.dsl import GroupedStream, Stream, StreamBuilder, Table
 from eos.errors import (
     ConfigError,
     EosError,
@@ -39,6 +40,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Context",
+    "GroupedStream",
     "EosError",
     "JsonSerde",
     "ProcessingError",
@@ -49,7 +51,10 @@ __all__ = [
     "Serde",
     "StateError",
     "Store",
+    "Stream",
+    "StreamBuilder",
     "StringSerde",
+    "Table",
     "TopicPartition",
     "TransactionError",
     "__version__",

@@ -141,16 +141,46 @@ class Context:
         except Exception as exc:
             raise _wrap(exc, "value", topic) from exc
         self.sends += 1
+        if headers is None and partition is None:
+            try:
+                self._produce(topic, vb, kb)
+                return
+            except BufferError:
+                pass
+        self._emit(topic, vb, kb, headers, partition)
+
+    def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | dict[str, bytes] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Send already-serialized bytes to ``topic`` inside the current transaction.
+
+        For outputs whose serdes differ from the application's (the DSL's
+        ``to(topic, value_serde=...)`` uses it).
+        """
+        self.sends += 1
+        self._emit(topic, value, key, headers, partition)
+
+    def _emit(
+        self,
+        topic: str,
+        vb: object,
+        kb: object,
+        headers: Headers | dict[str, bytes] | None,
+        partition: int | None,
+    ) -> None:
+        kwargs: dict[str, object] = {}
+        if headers is not None:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
         while True:
             try:
-                if headers is None and partition is None:
-                    self._produce(topic, vb, kb)
-                elif partition is None:
-                    self._produce(topic, vb, kb, headers=headers)
-                elif headers is None:
-                    self._produce(topic, vb, kb, partition=partition)
-                else:
-                    self._produce(topic, vb, kb, partition=partition, headers=headers)
+                self._produce(topic, vb, kb, **kwargs)
                 return
             except BufferError:
                 # The producer queue is full: let librdkafka drain, then retry.
