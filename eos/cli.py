@@ -36,6 +36,30 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     dev_commands.add_parser("down", help="stop the cluster that `up` started")
     dev_commands.add_parser("status", help="say whether it runs; exit 1 if not")
+
+    run = commands.add_parser(
+        "run",
+        help="run an application (MODULE:ATTR), optionally in N worker processes",
+        description=(
+            "Run the eos application that MODULE:ATTR names: an eos.Application, an "
+            "eos.Processor (instance or class) or an eos.StreamBuilder. A Processor or "
+            "StreamBuilder needs --config. With --workers N, N processes run with instance "
+            "ids <instance_id>-0..N-1 and share the input partitions through the consumer "
+            "group; SIGTERM/SIGINT stops them all cleanly and a worker that dies is restarted."
+        ),
+    )
+    run.add_argument("target", metavar="MODULE:ATTR", help="e.g. examples.order_enrichment:app")
+    run.add_argument(
+        "--config", metavar="FILE", help="Kafka-style properties file (application.id, ...)"
+    )
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this port (worker i uses PORT+i)",
+    )
+    run.add_argument("--instance-id", default=None, help="override the instance id")
     return parser
 
 
@@ -58,6 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.action == "down":
                 return devkafka.down()
             return devkafka.status()
+        if args.command == "run":
+            from eos.runner import run
+
+            return run(
+                args.target,
+                config_path=args.config,
+                workers=args.workers,
+                metrics_port=args.metrics_port,
+                instance_id=args.instance_id,
+            )
     except EosError as exc:
         print(f"eos: error: {exc}", file=sys.stderr)
         return 2

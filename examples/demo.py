@@ -1,15 +1,16 @@
-"""The demo: run a pipeline, SIGKILL it mid-stream, restart it, prove exactly-once.
+"""The demo: the order-enrichment pipeline with 2 workers, one SIGKILLed, proven exactly-once.
 
-1. creates an input and an output topic (3 partitions each);
-2. produces ``--records`` orders while the pipeline (examples/uppercase.py,
-   exactly_once_v2) runs in a child process;
-3. SIGKILLs the pipeline mid-stream (no cleanup runs: an open transaction
-   is left behind) and starts it again with the same instance id, which
-   fences the dead incarnation and aborts its transaction;
-4. waits until the consumer group has committed every input offset, stops
-   the pipeline with SIGTERM, and reads the output back with a
-   ``read_committed`` consumer: every input must appear exactly once,
-   upper-cased, in per-key order.
+1. creates ``input-orders``, ``output-orders`` and ``order-counts`` topics
+   (unique names, 4 partitions) and produces ``--records`` orders over
+   ``--keys`` customers, with a progress bar;
+2. runs ``eos run examples.order_enrichment:app --workers 2``;
+3. SIGKILLs one worker mid-stream (no cleanup runs: its open transaction and
+   unflushed state are left behind); the supervisor restarts it with the same
+   instance id, which fences the dead incarnation;
+4. waits until every input offset is committed, stops the workers with
+   SIGTERM, and reads both output topics back with a ``read_committed``
+   consumer: every order must appear exactly once, upper-cased, in per-key
+   order, and every customer's counts must be exactly 1..N once each.
 
 Exits 0 when exactly-once held, 1 when it did not.
 """
@@ -18,20 +19,29 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from eos.testing.helpers import create_topic, produce, read_topic, unique_name, wait_caught_up
-from eos.testing.process import AppProcess
+from eos.testing.helpers import (
+    committed_offsets,
+    create_topic,
+    produce,
+    read_topic,
+    unique_name,
+    wait_caught_up,
+)
 from eos.testing.verify import verify_exactly_once
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def _progress(label: str, done: int, total: int) -> None:
+def _bar(label: str, done: int, total: int) -> None:
     width = 30
     filled = int(width * done / max(total, 1))
     end = "\n" if done >= total else ""
@@ -39,94 +49,126 @@ def _progress(label: str, done: int, total: int) -> None:
     sys.stdout.flush()
 
 
+def _committed_total(bootstrap: str, group: str, topic: str) -> int:
+    return sum(max(0, o) for o in committed_offsets(bootstrap, group, topic).values())
+
+
+def _worker_pid(log_path: Path, index: int) -> int:
+    pids = re.findall(rf"worker {index} started \(pid (\d+)", log_path.read_text(errors="replace"))
+    if not pids:
+        raise RuntimeError(f"worker {index} not started; see {log_path}")
+    return int(pids[-1])
+
+
+def _check_counts(inputs: list, counts: list) -> tuple[int, int]:
+    """Per key: emitted counts must be exactly 1..N in order. Returns (keys, bad keys)."""
+    truth = Counter(r.key for r in inputs if r.value is not None)
+    emitted: dict[bytes | None, list[int]] = defaultdict(list)
+    for record in counts:
+        emitted[record.key].append(int(record.value))
+    bad = [k for k, n in truth.items() if emitted.get(k) != list(range(1, n + 1))]
+    bad += [k for k in emitted if k not in truth]
+    return len(truth), len(bad)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--bootstrap-servers", default=os.environ.get("EOS_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     )
-    parser.add_argument("--records", type=int, default=50_000)
-    parser.add_argument("--keys", type=int, default=100)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--keys", type=int, default=1_000)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     bootstrap = args.bootstrap_servers
     total = args.records
     started = time.monotonic()
 
-    source = create_topic(bootstrap, unique_name("input-orders"), 3)
-    sink = create_topic(bootstrap, unique_name("output-orders"), 3)
-    app_id = unique_name("demo")
-    print(f"Kafka: {bootstrap}\ninput: {source}\noutput: {sink}\napplication: {app_id}")
+    source = create_topic(bootstrap, unique_name("input-orders"), 4)
+    sink = create_topic(bootstrap, unique_name("output-orders"), 4)
+    counts_topic = create_topic(bootstrap, unique_name("order-counts"), 4)
+    app_id = unique_name("order-enrichment")
+    work = Path(tempfile.mkdtemp(prefix="eos-demo-"))
+    print(f"Kafka {bootstrap}; application {app_id}; logs and state in {work}")
 
-    produced = [0]
-
-    def producer() -> None:
-        chunk = max(1, total // 50)
-        for start in range(0, total, chunk):
-            end = min(total, start + chunk)
-            produce(
-                bootstrap,
-                source,
-                ((f"customer-{i % args.keys}", f"order-{i:07d}") for i in range(start, end)),
-            )
-            produced[0] = end
-            _progress("producing orders ", end, total)
-            time.sleep(0.05)
-
-    logs = Path(tempfile.mkdtemp(prefix="eos-demo-"))
-    app = AppProcess(
-        [
-            str(HERE / "uppercase.py"),
-            "--bootstrap-servers",
+    chunk = max(1, total // 40)
+    for start in range(0, total, chunk):
+        end = min(total, start + chunk)
+        produce(
             bootstrap,
-            "--input",
             source,
-            "--output",
-            sink,
-            "--application-id",
-            app_id,
-        ],
-        log_path=logs / "pipeline.log",
-    )
-    feeder = threading.Thread(target=producer, daemon=True)
-    app.start()
-    app.wait_for_log("assigned", timeout=120)
-    processing_started = time.monotonic()
-    feeder.start()
-    try:
-        while produced[0] < total // 3:
-            time.sleep(0.05)
-        app.kill()
-        print(
-            f"\nSIGKILLed the pipeline (pid {app.pid}) mid-stream after "
-            f"{produced[0]:,} orders were produced; restarting it"
+            ((f"customer-{i % args.keys:04d}", f"order-{i:07d}") for i in range(start, end)),
         )
-        app.start()
-        feeder.join()
+        _bar("producing orders  ", end, total)
+
+    env = {
+        **os.environ,
+        "EOS_BOOTSTRAP_SERVERS": bootstrap,
+        "ORDERS_APPLICATION_ID": app_id,
+        "ORDERS_INPUT": source,
+        "ORDERS_OUTPUT": sink,
+        "ORDERS_COUNTS": counts_topic,
+        "ORDERS_STATE_DIR": str(work / "state"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    log_path = work / "workers.log"
+    command = [sys.executable, "-m", "eos.cli", "run", "examples.order_enrichment:app"]
+    command += ["--workers", str(args.workers)]
+    print(f"running: eos run examples.order_enrichment:app --workers {args.workers}")
+    with open(log_path, "wb") as log:
+        supervisor = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
+    processing_started = time.monotonic()
+    try:
+        done = 0
+        while done < total // 6:
+            if supervisor.poll() is not None:
+                raise RuntimeError(f"the workers exited early; see {log_path}")
+            done = _committed_total(bootstrap, app_id, source)
+            _bar("processing        ", done, total)
+            time.sleep(0.2)
+        victim = _worker_pid(log_path, 0)
+        os.kill(victim, signal.SIGKILL)
+        print(f"\nSIGKILLed worker 0 (pid {victim}) mid-stream, {done:,} orders committed; "
+              "the supervisor restarts it")
+        deadline = time.monotonic() + 120
+        while _worker_pid(log_path, 0) == victim and time.monotonic() < deadline:
+            time.sleep(0.2)
+        while done < total:
+            done = _committed_total(bootstrap, app_id, source)
+            _bar("processing        ", done, total)
+            time.sleep(0.2)
         wait_caught_up(bootstrap, app_id, source, timeout=600)
         elapsed = time.monotonic() - processing_started
-        code = app.terminate()
-        print(f"pipeline stopped with SIGTERM, exit code {code}")
+        supervisor.send_signal(signal.SIGTERM)
+        code = supervisor.wait(120)
+        print(f"workers stopped with SIGTERM, exit code {code}")
     finally:
-        app.kill()
+        if supervisor.poll() is None:
+            supervisor.kill()
 
+    restarted = _worker_pid(log_path, 0) != victim
     inputs = read_topic(bootstrap, source)
     outputs = read_topic(bootstrap, sink)
+    counts = read_topic(bootstrap, counts_topic)
     verdict = verify_exactly_once(inputs, outputs, bytes.upper)
+    keys, bad_keys = _check_counts(inputs, counts)
+    ok = verdict.ok and verdict.inputs == total and bad_keys == 0 and restarted and code == 0
     print()
-    print("verification (read_committed)")
-    print(f"  inputs            {verdict.inputs:,}")
-    print(f"  outputs           {verdict.outputs:,}")
-    print(f"  duplicates        {verdict.duplicates}")
-    print(f"  lost              {verdict.lost}")
-    print(f"  per-key order     {'kept' if not verdict.out_of_order_keys else 'BROKEN'}")
-    print(f"  crashes survived  1 SIGKILL")
-    print(
-        f"  throughput        {verdict.inputs / elapsed:,.0f} records/s (incl. crash and restart)"
-    )
-    print(f"  total time        {time.monotonic() - started:.1f}s; logs in {logs}")
-    if verdict.ok and verdict.inputs == total:
-        print("EXACTLY-ONCE HELD: every input appears exactly once in the output.")
+    print("verification (read_committed consumer)")
+    print(f"  inputs              {verdict.inputs:,}")
+    print(f"  enriched outputs    {verdict.outputs:,}")
+    print(f"  duplicates          {verdict.duplicates}")
+    print(f"  lost                {verdict.lost}")
+    print(f"  per-key order       {'kept' if not verdict.out_of_order_keys else 'BROKEN'}")
+    print(f"  per-key counts      {keys - bad_keys:,}/{keys:,} customers exact (1..N once each)")
+    print(f"  crash               worker 0 SIGKILLed, {'restarted' if restarted else 'NOT restarted'}")
+    print(f"  throughput          {verdict.inputs / elapsed:,.0f} orders/s with {args.workers} "
+          "workers, crash and restart included")
+    print(f"  total time          {time.monotonic() - started:.1f}s")
+    if ok:
+        print("EXACTLY-ONCE HELD: every order exactly once, every count exact, across a SIGKILL.")
         return 0
-    print(f"EXACTLY-ONCE VIOLATED: {verdict}")
+    print(f"EXACTLY-ONCE VIOLATED: {verdict}; bad count keys {bad_keys}; exit code {code}")
     return 1
 
 
