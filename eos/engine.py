@@ -80,6 +80,15 @@ _MESSAGE_ERRORS = frozenset(
 )
 
 
+class _OutputRejected(Exception):
+    """Internal: the broker rejected an output of this source record (one-by-one replay)."""
+
+    def __init__(self, source: tuple[str, int, int], error: KafkaError) -> None:
+        super().__init__(f"output of {source[0]}[{source[1]}]@{source[2]} rejected: {error}")
+        self.source = source
+        self.error = error
+
+
 class _Abort(Exception):
     """Internal: the open batch failed and was rewound; stop processing it."""
 
@@ -121,6 +130,7 @@ class Engine:
         self._first_seen: dict[TP, int] = {}
         self._poison: dict[tuple[str, int, int], BaseException] = {}
         self._careful: dict[TP, int] = {}
+        self._one_by_one = False
         self._delivery_failures: dict[tuple[str, int, int], KafkaError] = {}
         self._alos_failures: list[KafkaError] = []
         key_serde = config.resolved_key_serde()
@@ -266,8 +276,7 @@ class Engine:
         try:
             self.processor.close()
         finally:
-            if not failed:
-                self.stats.state = "stopped"
+            self.stats.state = "failed" if failed else "stopped"
 
     # ------------------------------------------------------------------ the loop
 
@@ -335,7 +344,9 @@ class Engine:
                 if tp not in self._committed and tp not in self._first_seen:
                     self._first_seen[tp] = offset
                 if poison and (topic, partition, offset) in poison:
-                    self._apply_policy(msg, poison.pop((topic, partition, offset)), messages, index)
+                    # Kept until a commit moves past it: the transaction that applies
+                    # the policy may itself abort (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER) and replay.
+                    self._apply_policy(msg, poison[(topic, partition, offset)], messages, index)
                     positions[tp] = offset + 1
                     processed += 1
                     continue
@@ -388,6 +399,11 @@ class Engine:
     ) -> None:
         if isinstance(exc, _Abort):
             raise exc
+        if isinstance(exc, _OutputRejected):
+            self._poison[exc.source] = KafkaException(exc.error)
+            self._fail_batch("output_rejected", str(exc), batch, index, reraise=False)
+            self._renew_producer()
+            raise _Abort(str(exc))
         if isinstance(exc, FatalTransactionError):
             raise exc
         if isinstance(exc, KafkaException):
@@ -551,12 +567,17 @@ class Engine:
         self._committed_positions(started)
 
     def _committed_positions(self, started: float) -> None:
+        if self._poison:
+            for key in [k for k in self._poison if self._positions.get(k[:2], -1) > k[2]]:
+                del self._poison[key]
         for tp, position in self._positions.items():
             self._committed[tp] = position
             self._first_seen.pop(tp, None)
             careful = self._careful.get(tp)
             if careful is not None and position >= careful:
                 del self._careful[tp]
+        if not self._careful:
+            self._one_by_one = False
         self._positions.clear()
         self._delivery_failures.clear()
         sends = self._ctx.sends if self._ctx is not None else 0
@@ -588,8 +609,16 @@ class Engine:
         poisoned = {
             key: error
             for key, error in self._delivery_failures.items()
-            if not error.retriable() or error.code() in _MESSAGE_ERRORS
+            # Only errors of the message itself: _PURGE_QUEUE/_PURGE_INFLIGHT and
+            # OUT_OF_ORDER_SEQUENCE_NUMBER are collateral of another message's failure.
+            if error.code() in _MESSAGE_ERRORS
         }
+        if len(poisoned) > 1 and not self._one_by_one:
+            # librdkafka does not split a ProduceRequest the broker rejects: every
+            # record of the batch reports the error. Replay one record per request.
+            log.warning("%d outputs rejected together; replaying one record per request", len(poisoned))
+            self._one_by_one = True
+            poisoned = {}
         if poisoned:
             for key, error in poisoned.items():
                 self._poison[key] = KafkaException(error)
@@ -612,6 +641,16 @@ class Engine:
             0,
             reraise=False,
         )
+        error = exc.kafka_error
+        if self._eos and isinstance(error, KafkaError) and (
+            error.code() in _MESSAGE_ERRORS or error.code() == KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER
+        ):
+            # A permanently failed message leaves a gap in the idempotent sequence;
+            # librdkafka only closes it with an epoch bump, which it does on the NEXT
+            # transaction's failure (OUT_OF_ORDER_SEQUENCE_NUMBER "requires epoch
+            # bump"), wasting one more abort. A new producer's init_transactions()
+            # bumps the epoch now.
+            self._renew_producer()
 
     def _fail_batch(
         self,
@@ -681,6 +720,12 @@ class Engine:
             raise FatalTransactionError(f"no rewind position known for {tp[0]}[{tp[1]}]")
         return first
 
+    def _renew_producer(self) -> None:
+        log.info("renewing the transactional producer (epoch bump after a rejected message)")
+        self._producer = Producer(self.config.producer_settings())
+        self._txn = TransactionalProducer(self._producer, self.config.transaction_timeout_ms / 1000.0)
+        self._txn.init()
+
     def _mark_dead(self) -> None:
         if self.stores is not None:
             self.stores.abort()
@@ -700,6 +745,13 @@ class Engine:
                 self._on_careful_delivery, (record.topic, record.partition, record.offset)
             )
         self.producer.produce(topic, value, key, **kwargs)  # type: ignore[arg-type]
+        if record is None or not self._one_by_one:
+            return
+        self.producer.flush(self.config.transaction_timeout_ms / 1000.0)
+        source = (record.topic, record.partition, record.offset)
+        error = self._delivery_failures.get(source)
+        if error is not None and error.code() in _MESSAGE_ERRORS:
+            raise _OutputRejected(source, error)
 
     def _on_careful_delivery(
         self, source: tuple[str, int, int], error: KafkaError | None, _msg: Message

@@ -48,9 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-records", type=int, default=10_000)
     parser.add_argument("--assignment-strategy", default=None)
     parser.add_argument("--session-timeout-ms", type=int, default=None)
+    parser.add_argument(
+        "--log-level", default="INFO", help="Python logging level (DEBUG logs each commit)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+        level=args.log_level.upper(),
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
     consumer_config: dict[str, str | int] = {}
     if args.assignment_strategy:

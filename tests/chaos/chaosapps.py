@@ -6,7 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from eos.testing.helpers import produce
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from eos.testing.helpers import unique_name
 from eos.testing.process import AppProcess
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "uppercase.py")
@@ -26,11 +28,16 @@ def uppercase_app(
     """An (unstarted) examples/uppercase.py process; ``flags`` become ``--flag-name value``."""
     args = [
         EXAMPLE,
-        "--bootstrap-servers", bootstrap,
-        "--input", source,
-        "--output", sink,
-        "--application-id", app_id,
-        "--instance-id", instance,
+        "--bootstrap-servers",
+        bootstrap,
+        "--input",
+        source,
+        "--output",
+        sink,
+        "--application-id",
+        app_id,
+        "--instance-id",
+        instance,
     ]
     for key, value in flags.items():
         args += [f"--{key.replace('_', '-')}", value]
@@ -38,9 +45,12 @@ def uppercase_app(
 
 
 class SteadyProducer:
-    """Produces ``total`` records ``(k{i % 97}, v{i:06d})`` in 40 chunks over ``seconds``."""
+    """Produces ``total`` records ``(k{i % 97}, v{i:06d})`` in chunks over ``seconds``."""
 
-    def __init__(self, bootstrap: str, topic: str, total: int, seconds: float) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, total: int, seconds: float, chunks: int = 40
+    ) -> None:
+        self.chunks = chunks
         self.bootstrap = bootstrap
         self.topic = topic
         self.total = total
@@ -49,12 +59,21 @@ class SteadyProducer:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        chunks = 40
-        per = self.total // chunks
-        for c in range(chunks):
-            records = [(f"k{i % 97}", f"v{i:06d}") for i in range(c * per, (c + 1) * per)]
-            self.sent += produce(self.bootstrap, self.topic, records)
-            time.sleep(self.seconds / chunks)
+        # One long-lived producer: helpers.produce() builds a producer per call,
+        # which costs more than the pause between chunks.
+        producer = Producer(
+            {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5}
+        )
+        per = self.total // self.chunks
+        started = time.monotonic()
+        for c in range(self.chunks):
+            for i in range(c * per, (c + 1) * per):
+                producer.produce(self.topic, f"v{i:06d}".encode(), f"k{i % 97}".encode())
+            if producer.flush(30):
+                raise RuntimeError("input records were not delivered")
+            self.sent += per
+            next_at = started + (c + 1) * self.seconds / self.chunks
+            time.sleep(max(0.0, next_at - time.monotonic()))
 
     def start(self) -> SteadyProducer:
         self.thread.start()
@@ -94,10 +113,48 @@ def wait_for_new_log(app: AppProcess, text: str, since: int, timeout: float = 60
         if not app.alive():
             break
         time.sleep(0.1)
-    raise TimeoutError(f"{text!r} not logged by {app.log_path} after byte {since}:\n{app.log_tail()}")
+    raise TimeoutError(
+        f"{text!r} not logged by {app.log_path} after byte {since}:\n{app.log_tail()}"
+    )
 
 
 def interesting(lines: str, *words: str) -> list[str]:
     """Log lines that contain any of ``words`` (case-insensitive)."""
     words = words or ("abort", "fenc", "lost", "revok", "assigned", "error", "rewound", "stopp")
     return [line for line in lines.splitlines() if any(w in line.lower() for w in words)]
+
+
+def _ends(bootstrap: str, topic: str, isolation_level: str) -> dict[int, int]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_name("ends"),
+            "isolation.level": isolation_level,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def wait_no_open_transactions(bootstrap: str, topic: str, timeout: float = 60.0) -> float:
+    """Wait until no transaction is open on ``topic`` (last stable offset == high watermark).
+
+    eos.testing.helpers.watermarks() asks with librdkafka's default isolation level,
+    read_committed, and so gets the last stable offset: read_topic() then stops early,
+    silently, at the first open transaction. Call this first. Returns the seconds waited.
+    """
+    started = time.monotonic()
+    while True:
+        stable = _ends(bootstrap, topic, "read_committed")
+        high = _ends(bootstrap, topic, "read_uncommitted")
+        if stable == high:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{topic}: open transactions hold {stable} below {high}")
+        time.sleep(0.25)

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-
 import eos
 from eos.testing.helpers import committed_offsets, watermarks
 
@@ -40,7 +39,7 @@ class AppThread:
         self.runs += 1
         try:
             self.app.run()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             self.error = exc
 
     def start(self) -> AppThread:

@@ -10,7 +10,7 @@ from apprunner import AppThread
 
 @pytest.fixture
 def app_threads() -> Iterator[list[AppThread]]:
-    """Start apps with ``app_threads.append(AppThread(app).start())``; all are stopped at the end."""
+    """Append started ``AppThread``s; all are stopped when the test ends."""
     threads: list[AppThread] = []
     yield threads
     for t in threads:

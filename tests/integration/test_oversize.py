@@ -25,20 +25,15 @@ PRODUCER = {"batch.size": 1000}
 
 def _setup(bootstrap: str, partitions: int) -> tuple[str, str]:
     source = create_topic(bootstrap, unique_name("in"), partitions)
-    sink = create_topic(bootstrap, unique_name("out"), partitions, config={"max.message.bytes": "2000"})
+    sink = create_topic(
+        bootstrap, unique_name("out"), partitions, config={"max.message.bytes": "2000"}
+    )
     records = [(f"k{i % 5}", f"v{i:04d}") for i in range(RECORDS)]
     records[BIG_INDEX] = ("big-key", BIG_VALUE)
     produce(bootstrap, source, records)
     return source, sink
 
 
-@pytest.mark.xfail(
-    reason="engine bug: Engine._after_failed_commit() treats every non-retriable delivery "
-    "error as poison, so outputs purged by the abort (_PURGE_QUEUE) dead-letter good records; "
-    "and the poison entry is popped before its transaction commits, so an abort of the "
-    "dead-lettering transaction (OUT_OF_ORDER_SEQUENCE_NUMBER) replays the record unpoisoned",
-    strict=True,
-)
 def test_oversize_output_is_dead_lettered_after_few_aborts(bootstrap, app_threads) -> None:
     """Under `dead_letter` the record whose output the broker rejects as too large lands in
     the dead-letter topic after at most 3 aborts, and every other input comes out exactly once."""
@@ -108,12 +103,6 @@ def test_oversize_output_under_fail_raises_naming_the_offset(bootstrap, app_thre
     assert [r.value for r in visible] == [r.value.upper() for r in inputs[: max(committed, 0)]]
 
 
-@pytest.mark.xfail(
-    reason="engine bug: when the broker rejects a whole ProduceRequest batch "
-    "(MSG_SIZE_TOO_LARGE), the careful replay blames every source record in that batch "
-    "and dead-letters good records; the careful replay must send one record per request",
-    strict=True,
-)
 def test_rejected_batch_is_not_blamed_on_every_record_in_it(bootstrap, app_threads) -> None:
     """With the default batch.size, only the oversize record is dead-lettered, not every
     record that shared its rejected produce batch."""

@@ -37,7 +37,9 @@ class SendThenFail(Upper):  # type: ignore[misc, valid-type]
         ctx.send(self.output, record.value.upper(), record.key)
 
 
-def _app(bootstrap: str, app_id: str, source: str, processor: eos.Processor, **kw) -> eos.Application:
+def _app(
+    bootstrap: str, app_id: str, source: str, processor: eos.Processor, **kw: object
+) -> eos.Application:
     return eos.Application(
         application_id=app_id,
         bootstrap_servers=bootstrap,
@@ -97,11 +99,6 @@ def test_fail_policy_raises_hides_the_batch_and_a_fixed_restart_is_exactly_once(
     assert verdict.ok, verdict
 
 
-@pytest.mark.xfail(
-    reason="engine bug: Engine._shutdown() sets state='stopping' after run() set 'failed' "
-    "and never sets it back, so app.state.state stays 'stopping' after a failed run",
-    strict=True,
-)
 def test_failed_run_leaves_state_failed(bootstrap, app_threads) -> None:
     """After run() raised ProcessingError, app.state.state says 'failed'."""
     source = create_topic(bootstrap, unique_name("in"), 1)
@@ -114,9 +111,7 @@ def test_failed_run_leaves_state_failed(bootstrap, app_threads) -> None:
     assert runner.app.state.state == "failed"
 
 
-def test_skip_policy_counts_poison_and_passes_the_rest_exactly_once(
-    bootstrap, app_threads
-) -> None:
+def test_skip_policy_counts_poison_and_passes_the_rest_exactly_once(bootstrap, app_threads) -> None:
     """Under `skip` two poison records are counted as skipped and every other input is
     output exactly once, without any abort."""
     source = create_topic(bootstrap, unique_name("in"), 3)
@@ -135,8 +130,10 @@ def test_skip_policy_counts_poison_and_passes_the_rest_exactly_once(
     inputs = read_topic(bootstrap, source)
     verdict = verify_exactly_once(_good(inputs), read_topic(bootstrap, sink), bytes.upper)
     stats = app._stats  # AppState has no skipped count; the engine stats do
-    print(f"{verdict} skipped={stats.skipped} processed={app.state.processed_count} "
-          f"aborts={app.state.abort_count}")
+    print(
+        f"{verdict} skipped={stats.skipped} processed={app.state.processed_count} "
+        f"aborts={app.state.abort_count}"
+    )
     assert verdict.inputs == 998
     assert verdict.ok, verdict
     assert stats.skipped == 2
@@ -166,8 +163,12 @@ def test_dead_letter_policy_routes_poison_with_headers(bootstrap, app_threads) -
     records[500] = ("poison-key", "poison-500")
     produce(bootstrap, source, records)
     app = _app(
-        bootstrap, app_id, source, Upper(sink),
-        processing_error_policy="dead_letter", dead_letter_topic=dlq,
+        bootstrap,
+        app_id,
+        source,
+        Upper(sink),
+        processing_error_policy="dead_letter",
+        dead_letter_topic=dlq,
     )
     runner = AppThread(app).start()
     app_threads.append(runner)
@@ -196,8 +197,12 @@ def test_partial_output_before_a_failure_is_never_visible(bootstrap, app_threads
     records[120] = ("k", "poison-120")
     produce(bootstrap, source, records)
     app = _app(
-        bootstrap, app_id, source, SendThenFail(sink),
-        processing_error_policy="dead_letter", dead_letter_topic=dlq,
+        bootstrap,
+        app_id,
+        source,
+        SendThenFail(sink),
+        processing_error_policy="dead_letter",
+        dead_letter_topic=dlq,
     )
     runner = AppThread(app).start()
     app_threads.append(runner)
@@ -235,8 +240,12 @@ def test_dead_letter_write_of_an_aborted_transaction_is_never_visible(
     records[50] = ("k", "poison-50")
     produce(bootstrap, source, records)
     app = _app(
-        bootstrap, app_id, source, Upper(sink),
-        processing_error_policy="dead_letter", dead_letter_topic=dlq,
+        bootstrap,
+        app_id,
+        source,
+        Upper(sink),
+        processing_error_policy="dead_letter",
+        dead_letter_topic=dlq,
         # All 100 records are already there: the first transaction holds them all.
         commit_interval_ms=2000,
     )

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from apprunner import AppThread, Upper, wait_committed
 
 import eos
 from eos.testing.helpers import create_topic, produce, read_topic, unique_name
 from eos.testing.verify import verify_exactly_once
-
-from apprunner import AppThread, Upper, wait_committed
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""classify() maps real KafkaError flags to our tree; TransactionalProducer retries only retriable."""
+"""classify() maps real KafkaError flags to our errors; TransactionalProducer retries only
+retriable failures."""
 
 from __future__ import annotations
 
