@@ -21,8 +21,8 @@ from pathlib import Path
 from eos.testing.kafka import (
     KAFKA_VERSION,
     KafkaCluster,
-    port_open,
     cache_dir,
+    port_open,
     resolve_kafka,
 )
 
@@ -61,7 +61,7 @@ def up(nodes: int = 1) -> int:
     """Start (or find) the background cluster; print bootstrap servers last."""
     state = _read_state()
     if state is not None and _state_running(state):
-        print(f"eos: Kafka already running (started by an earlier `eos dev-kafka up`)")
+        print("eos: Kafka already running (started by an earlier `eos dev-kafka up`)")
         print(state["bootstrap_servers"])
         return 0
     if state is not None:

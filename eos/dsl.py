@@ -305,7 +305,7 @@ class _Branch(_Node):
         self.outputs: list[_Node] = []
 
     def push(self, key: object, value: object, ctx: Context) -> None:
-        for predicate, out in zip(self.predicates, self.outputs):
+        for predicate, out in zip(self.predicates, self.outputs, strict=True):
             if predicate(key, value):
                 out.push(key, value, ctx)
                 return
@@ -409,7 +409,7 @@ class _DslProcessor(Processor):
         self, sources: dict[str, _Node], stores: list[Store], processors: list[Processor]
     ) -> None:
         self.sources = sources
-        self.stores = stores  # type: ignore[misc]
+        self.stores = stores
         self.processors = processors
         self.topics = list(sources)
 

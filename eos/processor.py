@@ -9,7 +9,7 @@ atomically with the input offsets, or not at all.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from eos.errors import SerializationError, StateError
 from eos.record import Headers, Record, TopicPartition
@@ -47,19 +47,19 @@ class Processor:
     (``[eos.Store("counts")]``); ``ctx.store(name)`` opens them.
     """
 
-    stores: ClassVar[Sequence[Store]] = ()
+    stores: Sequence[Store] = ()
 
     def process(self, record: Record, ctx: Context) -> None:
         """Handle one record. Send outputs with ``ctx.send``; use ``ctx.store``."""
         raise NotImplementedError(f"{type(self).__name__} must implement process()")
 
-    def on_assign(self, partitions: list[TopicPartition], ctx: Context) -> None:  # noqa: B027
+    def on_assign(self, partitions: list[TopicPartition], ctx: Context) -> None:
         """Called after partitions were assigned (and their stores restored)."""
 
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:  # noqa: B027
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Called before partitions are taken away (committed or aborted already)."""
 
-    def close(self) -> None:  # noqa: B027
+    def close(self) -> None:
         """Called once when the application stops."""
 
 

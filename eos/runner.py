@@ -163,7 +163,9 @@ def supervise(
         if metrics_port is not None:
             cmd += ["--metrics-port", str(metrics_port + index)]
         proc = subprocess.Popen(cmd)
-        log.info("worker %d started (pid %d, instance %s-%d)", index, proc.pid, base_instance_id, index)
+        log.info(
+            "worker %d started (pid %d, instance %s-%d)", index, proc.pid, base_instance_id, index
+        )
         started[index] = time.monotonic()
         return proc
 

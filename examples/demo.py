@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
         victim = _worker_pid(log_path, 0)
         os.kill(victim, signal.SIGKILL)
-        print(f"\nSIGKILLed worker 0 (pid {victim}) mid-stream, {done:,} orders committed; "
-              "the supervisor restarts it")
+        print(
+            f"\nSIGKILLed worker 0 (pid {victim}) mid-stream, {done:,} orders committed; "
+            "the supervisor restarts it"
+        )
         deadline = time.monotonic() + 120
         while _worker_pid(log_path, 0) == victim and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -161,9 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  lost                {verdict.lost}")
     print(f"  per-key order       {'kept' if not verdict.out_of_order_keys else 'BROKEN'}")
     print(f"  per-key counts      {keys - bad_keys:,}/{keys:,} customers exact (1..N once each)")
-    print(f"  crash               worker 0 SIGKILLed, {'restarted' if restarted else 'NOT restarted'}")
-    print(f"  throughput          {verdict.inputs / elapsed:,.0f} orders/s with {args.workers} "
-          "workers, crash and restart included")
+    print(
+        f"  crash               worker 0 SIGKILLed, {'restarted' if restarted else 'NOT restarted'}"
+    )
+    print(
+        f"  throughput          {verdict.inputs / elapsed:,.0f} orders/s with {args.workers} "
+        "workers, crash and restart included"
+    )
     print(f"  total time          {time.monotonic() - started:.1f}s")
     if ok:
         print("EXACTLY-ONCE HELD: every order exactly once, every count exact, across a SIGKILL.")

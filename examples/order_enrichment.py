@@ -88,5 +88,7 @@ dsl_app = _application(build_dsl().build())
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     (dsl_app if os.environ.get("ORDERS_DSL") == "1" else app).run()

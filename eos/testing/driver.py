@@ -148,7 +148,7 @@ class TestDriver:
             )
             self.ctx.record = record
             self.processor.process(record, self.ctx)
-        except Exception as exc:  # noqa: BLE001 - the policy decides
+        except Exception as exc:
             self._abort()
             self._apply_policy(exc, topic, partition, offset, raw_key, raw_value, headers)
             return
@@ -193,7 +193,9 @@ class TestDriver:
 
     def close(self) -> None:
         """Revoke all partitions and close the processor."""
-        self.processor.on_revoke([TopicPartition(self.input_topic, p) for p in range(self.partitions)])
+        self.processor.on_revoke(
+            [TopicPartition(self.input_topic, p) for p in range(self.partitions)]
+        )
         self.processor.close()
 
     # ------------------------------------------------------------------ internals

@@ -47,8 +47,8 @@ __all__ = [
     "KafkaNode",
     "KafkaSetupError",
     "cache_dir",
-    "resolve_kafka",
     "port_open",
+    "resolve_kafka",
     "start_kafka",
 ]
 
@@ -509,7 +509,7 @@ class KafkaCluster:
             )
             for node in self.nodes
         ]
-        for node, proc in zip(self.nodes, formats):
+        for node, proc in zip(self.nodes, formats, strict=True):
             output, _ = proc.communicate(timeout=120)
             if proc.returncode != 0:
                 raise KafkaSetupError(

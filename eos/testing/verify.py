@@ -57,7 +57,7 @@ def verify_exactly_once(
     examples = [f"dup {v!r}" for v, c in counts.items() if c > 1][:3]
     examples += [f"lost {v!r}" for v in wanted if v not in counts][:3]
     by_key_in: dict[bytes | None, list[bytes | None]] = defaultdict(list)
-    for record, value in zip(inputs, expected):
+    for record, value in zip(inputs, expected, strict=True):
         by_key_in[record.key].append(value)
     by_key_out: dict[bytes | None, list[bytes | None]] = defaultdict(list)
     for record in outputs:

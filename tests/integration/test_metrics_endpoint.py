@@ -78,7 +78,9 @@ def test_metrics_match_processing_and_app_state(bootstrap, monkeypatch) -> None:
         assert commits > 0 and commits == state.commit_count
         assert aborts == 0 == state.abort_count
         assert lag == 0 == state.lag
-        assert _value(samples, "eos_processing_latency_seconds_count", application_id=app_id) == 5000
+        assert (
+            _value(samples, "eos_processing_latency_seconds_count", application_id=app_id) == 5000
+        )
     finally:
         app.stop()
         thread.join(60)

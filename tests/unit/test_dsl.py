@@ -55,7 +55,8 @@ def test_branch_sends_to_first_match() -> None:
     """branch routes each record to the first predicate that matches, else drops it."""
     builder = eos.StreamBuilder()
     small, large = builder.stream("in").branch(
-        lambda k, v: len(v) < 3, lambda k, v: len(v) < 10  # type: ignore[arg-type]
+        lambda k, v: len(v) < 3,
+        lambda k, v: len(v) < 10,  # type: ignore[arg-type]
     )
     small.to("small")
     large.to("large")
