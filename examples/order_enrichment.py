@@ -84,7 +84,8 @@ def _application(processor: eos.Processor) -> eos.Application:
 
 
 app = _application(EnrichOrders())
-dsl_app = _application(build_dsl().build())
+builder = build_dsl()
+dsl_app = _application(builder.build())
 
 
 if __name__ == "__main__":
