@@ -119,7 +119,7 @@ class FailureHandling(EngineBase):
             raise exc
         if isinstance(exc, KafkaException):
             error = exc.args[0]
-            if error.fatal():
+            if error.fatal() or error.code() in (KafkaError._FATAL, KafkaError._FENCED):
                 self._mark_dead()
                 raise FatalTransactionError(f"produce failed fatally: {error}", error) from exc
             if error.code() not in _MESSAGE_ERRORS:

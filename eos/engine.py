@@ -220,7 +220,13 @@ class Engine(Committing, FailureHandling, Rebalancing):
                     self._txn.abort()
                 except Exception as exc:
                     log.warning("aborting on shutdown failed: %s", exc)
-            remaining = self._producer.flush(self.config.shutdown_timeout_s)
+            dead = self._txn is not None and self._txn.dead
+            try:
+                remaining = 0 if dead else self._producer.flush(self.config.shutdown_timeout_s)
+            except KafkaException as exc:
+                # Never let the way out mask the error that ended the run.
+                log.warning("flushing the producer on shutdown failed: %s", exc)
+                remaining = 0
             if remaining:
                 log.warning("%d produced records were not delivered at shutdown", remaining)
         if self.stores is not None:
