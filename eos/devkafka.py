@@ -61,6 +61,15 @@ def up(nodes: int = 1) -> int:
     """Start (or find) the background cluster; print bootstrap servers last."""
     state = _read_state()
     if state is not None and _state_running(state):
+        running_nodes = len(state["nodes"])  # type: ignore[arg-type]
+        if running_nodes != nodes:
+            print(
+                f"eos: a {running_nodes}-node dev Kafka is already running at "
+                f"{state['bootstrap_servers']}; run `eos dev-kafka down` first to start "
+                f"{nodes} node(s)",
+                file=sys.stderr,
+            )
+            return 1
         print("eos: Kafka already running (started by an earlier `eos dev-kafka up`)")
         print(state["bootstrap_servers"])
         return 0
