@@ -178,6 +178,7 @@ class Application:
         finally:
             restore()
             self._engine = None
+            self._stop_requested.clear()
             if handle is not None:
                 handle.close()
 
