@@ -153,8 +153,11 @@ class _Sink(_Node):
         if self.key_serde is None and self.value_serde is None:
             ctx.send(self.topic, value, key)
             return
-        kb = key if self.key_serde is None else self.key_serde.serialize(key)
-        vb = value if self.value_serde is None else self.value_serde.serialize(value)
+        # A part without its own serde uses the application's, as ctx.send would.
+        kser = ctx._key_serialize if self.key_serde is None else self.key_serde.serialize
+        vser = ctx._value_serialize if self.value_serde is None else self.value_serde.serialize
+        kb = key if kser is None else kser(key)
+        vb = value if vser is None else vser(value)
         ctx.send_raw(self.topic, vb, kb)  # type: ignore[arg-type]
 
 

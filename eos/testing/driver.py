@@ -127,9 +127,28 @@ class TestDriver:
         headers: Headers | None = None,
     ) -> None:
         """Process one record (serialized, then deserialized, as from Kafka)."""
+        self.send_raw(
+            self._value_serde.serialize(value),
+            self._key_serde.serialize(key),
+            topic=topic,
+            partition=partition,
+            timestamp=timestamp,
+            headers=headers,
+        )
+
+    def send_raw(
+        self,
+        raw_value: bytes | None,
+        raw_key: bytes | None = None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Process one record given as the bytes Kafka holds (e.g. malformed JSON): the
+        application's serdes deserialize it and ``processing_error_policy`` applies."""
         topic = topic or self.input_topic
-        raw_key = self._key_serde.serialize(key)
-        raw_value = self._value_serde.serialize(value)
         if partition is None:
             partition = zlib.crc32(raw_key or b"") % self.partitions if raw_key else 0
         offset = self._offsets[(topic, partition)]

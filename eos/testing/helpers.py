@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 __all__ = [
     "ReadRecord",
     "committed_offsets",
+    "consumable_ends",
     "create_topic",
     "produce",
     "read_topic",
@@ -208,20 +209,75 @@ def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[in
         consumer.close()
 
 
+def consumable_ends(bootstrap_servers: str, topic: str, *, window: int = 1000) -> dict[int, int]:
+    """``{partition: offset after the last record a read_committed consumer can see}``.
+
+    That is where a consumer group that processed everything has committed.
+    It differs from the high watermark when the topic was written with
+    transactions: commit markers (and aborted records) at the end take offsets
+    that no consumer ever commits past. Found by reading the last ``window``
+    offsets of each partition.
+    """
+    ends: dict[int, int] = {}
+    marks = watermarks(bootstrap_servers, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": unique_name("ends"),
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        for partition, (low, high) in marks.items():
+            if high <= low:
+                ends[partition] = high
+                continue
+            consumer.assign([TopicPartition(topic, partition, max(low, high - window))])
+            last = -1
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                msg = consumer.poll(1.0)
+                if msg is None:
+                    continue
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if (msg.offset() or 0) >= high:
+                            break
+                        continue
+                    raise KafkaException(error)
+                last = msg.offset() or 0
+            ends[partition] = last + 1 if last >= 0 else max(low, high - window)
+    finally:
+        consumer.close()
+    return ends
+
+
 def wait_caught_up(
     bootstrap_servers: str, group: str, topic: str, *, timeout: float = 120.0
 ) -> None:
-    """Block until ``group`` has committed up to the end of every partition of ``topic``.
+    """Block until ``group`` has committed past the last visible record of every partition.
 
-    The end is the high watermark (for an input topic written without
-    transactions, the offset after its last record).
+    Works for topics written with or without transactions (see
+    :func:`consumable_ends`).
     """
     deadline = time.monotonic() + timeout
+    previous: dict[int, int] | None = None
+    ends: dict[int, int] = {}
     while True:
-        ends = {p: high for p, (_low, high) in watermarks(bootstrap_servers, topic).items()}
+        marks = watermarks(bootstrap_servers, topic)
         committed = committed_offsets(bootstrap_servers, group, topic)
-        if all(committed.get(p, -1) >= high for p, high in ends.items() if high > 0):
+        if all(committed.get(p, -1) >= high for p, (_low, high) in marks.items() if high > 0):
             return
+        if committed == previous:
+            # Stalled below the high watermark: caught up if only commit markers
+            # or aborted records remain.
+            ends = consumable_ends(bootstrap_servers, topic)
+            if all(committed.get(p, -1) >= end for p, end in ends.items() if end > 0):
+                return
+        previous = committed
         if time.monotonic() > deadline:
             raise TimeoutError(f"group {group} not caught up on {topic}: {committed} vs {ends}")
         time.sleep(0.25)

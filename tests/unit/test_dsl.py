@@ -109,3 +109,13 @@ def test_group_by_key_after_rekey_is_rejected() -> None:
     builder = eos.StreamBuilder()
     with pytest.raises(eos.ConfigError, match="repartition"):
         builder.stream("in").map(lambda k, v: (v, k)).group_by_key()
+
+
+def test_to_with_one_serde_uses_the_application_serde_for_the_other() -> None:
+    """to(topic, key_serde=...) still serializes the value with the application's serde."""
+    builder = eos.StreamBuilder()
+    builder.stream("in").to("out", key_serde="string")
+    driver = TestDriver(builder.build(), input_topic="in", key_serde="string", value_serde="json")
+    driver.send("hello", key="k")
+    driver.send({"a": 1}, key="k")
+    assert [o.raw_value for o in driver.outputs("out")] == [b'"hello"', b'{"a":1}']

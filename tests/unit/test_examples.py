@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 
+import eos
 from eos.testing import TestDriver
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -65,3 +66,172 @@ def test_count_per_key_declares_the_chosen_backend() -> None:
         ("counts", "rocksdb")
     ]
     assert [s.backend for s in count_per_key.CountPerKey("o", "memory").stores] == ["memory"]
+
+
+# -- word_count, bank_transfers, dead_letter ----------------------------------------
+
+word_count = _load("word_count")
+bank_transfers = _load("bank_transfers")
+dead_letter = _load("dead_letter")
+
+
+class _BytesOrJson:
+    """The JSON serde, except that bytes are written as they are: lets a test feed
+    malformed JSON to an application whose value serde is ``json``."""
+
+    def serialize(self, value: object) -> bytes | None:
+        return value if isinstance(value, bytes) else eos.JsonSerde().serialize(value)
+
+    def deserialize(self, data: bytes | None) -> object:
+        return eos.JsonSerde().deserialize(data)
+
+
+def test_word_count_counts_every_word_through_the_repartition_topic() -> None:
+    """Lines split into words on the repartition topic, fed back as the broker would,
+    give each word the updates "w: 1".."w: N" and a store holding each word in one partition."""
+    rng = random.Random(7)
+    vocabulary = [f"w{i}" for i in range(40)]
+    lines = [" ".join(rng.choices(vocabulary, k=rng.randint(0, 12))) for _ in range(500)]
+    lines += ["The the THE, the.", None]  # case and punctuation; a null line has no words
+    driver = TestDriver(
+        word_count.build("lines", "words", "counts").build(),
+        input_topic="lines",
+        partitions=4,
+        key_serde="string",
+        value_serde="string",
+    )
+    fed = 0
+    for i, line in enumerate(lines):
+        driver.send(line, key=f"line-{i}")
+        # The words this line produced come back from the repartition topic,
+        # partitioned by word (the driver hashes keys as librdkafka does).
+        for word in driver.outputs("words")[fed:]:
+            driver.send(word.value, key=word.key, topic="words")
+        fed = len(driver.outputs("words"))
+
+    truth = Counter(w for line in lines for w, _ in word_count.words_of(line))
+    updates: dict[str, list[str]] = {}
+    for word, text in driver.output_pairs("counts"):
+        updates.setdefault(str(word), []).append(str(text))
+    print(f"{len(lines)} lines, {sum(truth.values())} words, {len(truth)} distinct")
+    assert truth["the"] == 4
+    assert updates == {w: [f"{w}: {i}" for i in range(1, n + 1)] for w, n in truth.items()}
+    assert driver.store(word_count.STORE) == dict(truth)
+    per_partition = [set(driver.store(word_count.STORE, p)) for p in range(4)]
+    assert sum(len(keys) for keys in per_partition) == len(truth)  # each word in one partition
+
+
+def test_word_count_cannot_count_lines_without_the_repartition_step() -> None:
+    """Counting the re-keyed words directly on the lines stream is refused at build time."""
+    builder = eos.StreamBuilder()
+    words = builder.stream("lines").flat_map(lambda _k, line: word_count.words_of(line))
+    with pytest.raises(eos.ConfigError, match="repartition"):
+        words.group_by_key()
+
+
+def _run_bank(records: list[tuple[str, str]]) -> TestDriver:
+    driver = TestDriver(
+        bank_transfers.BankTransfers("transfers", "credits", "balances"),
+        input_topic="transfers",
+        partitions=4,
+        key_serde="string",
+        value_serde=_BytesOrJson(),
+        processing_error_policy="dead_letter",
+        dead_letter_topic="rejected",
+    )
+    fed = 0
+    for key, text in records:
+        driver.send(text.encode(), key=key)
+        # Step 2: each credit comes back keyed by the destination account.
+        for credit in driver.outputs("credits")[fed:]:
+            driver.send(credit.value, key=credit.key, topic="credits")
+        fed = len(driver.outputs("credits"))
+    return driver
+
+
+def test_bank_transfers_conserve_money_and_match_the_replay() -> None:
+    """Debits on transfers and credits fed back on credits leave every account at the
+    replayed balance, the total at the opening total, and invalid transfers in the DLQ."""
+    records = bank_transfers.random_transfers(30, 2_000, seed=4, invalid_every=40)
+    started = time.perf_counter()
+    driver = _run_bank(records)
+    elapsed = time.perf_counter() - started
+    expected = bank_transfers.replay(records)
+    last: dict[str, int] = {}
+    for account, balance in driver.output_pairs("balances"):
+        last[str(account)] = int(balance)  # type: ignore[call-overload]
+    letters = driver.outputs("rejected")
+    kinds = Counter(dict(o.headers or [])["eos.error.type"] for o in letters)
+    print(
+        f"{len(records)} transfers ({expected.valid} valid, {expected.invalid} invalid) "
+        f"in {elapsed * 1000:.0f} ms; dead letters {dict(kinds)}"
+    )
+    assert expected.invalid == 50
+    assert last == expected.expected
+    assert driver.store(bank_transfers.STORE) == expected.expected
+    assert sum(last.values()) == bank_transfers.OPENING_BALANCE * len(expected.expected)
+    assert len(driver.outputs("balances")) == 2 * expected.valid
+    assert len(driver.outputs("credits")) == expected.valid
+    assert kinds == {b"SerializationError": 10, b"InvalidTransfer": 40}
+    # A credit lands in the store partition that holds the account's debits.
+    per_partition = [set(driver.store(bank_transfers.STORE, p)) for p in range(4)]
+    assert sum(len(accounts) for accounts in per_partition) == len(expected.expected)
+
+
+def test_bank_audit_catches_a_lost_or_repeated_credit() -> None:
+    """The audit fails when a credit is missing or applied twice, and passes when exact."""
+    records = bank_transfers.random_transfers(10, 200, seed=1)
+    driver = _run_bank(records)
+    updates = driver.output_pairs("balances")
+
+    def audit(pairs: list[tuple[object, object]]) -> bank_transfers.Audit:
+        result = bank_transfers.replay(records)
+        for account, balance in pairs:
+            result.found[str(account)] = int(balance)  # type: ignore[call-overload]
+            result.balance_updates += 1
+        return result
+
+    assert audit(updates).ok
+    account, balance = updates[-1]
+    lost = audit(updates[:-1])
+    repeated = audit([*updates, (account, int(balance) + 1)])  # type: ignore[call-overload]
+    assert not lost.ok and not repeated.ok
+    assert repeated.total != repeated.opening_total
+    print(f"exact: {audit(updates)}\nrepeated: {repeated}")
+
+
+def test_dead_letter_sends_malformed_orders_to_the_dlq_with_headers() -> None:
+    """Valid orders reach the output with amount_cents; invalid JSON and invalid orders reach
+    the DLQ as their original bytes with eos.error.* and eos.source.* headers."""
+    driver = TestDriver(
+        dead_letter.ValidateOrders("valid"),
+        input_topic="orders",
+        key_serde="string",
+        value_serde=_BytesOrJson(),
+        processing_error_policy="dead_letter",
+        dead_letter_topic="dlq",
+        application_id="dlq-test",
+    )
+    for key, text in dead_letter.SAMPLES:
+        driver.send(None if text is None else text.encode(), key=key)
+    assert [o.value for o in driver.outputs("valid")] == [
+        {"id": "o-1", "customer": "alice", "amount": 12.5, "amount_cents": 1250},
+        {"id": "o-2", "customer": "bob", "amount": 3, "amount_cents": 300},
+        {"id": "o-8", "customer": "alice", "amount": 0.99, "amount_cents": 99},
+    ]
+    letters = driver.outputs("dlq")
+    by_value = {o.raw_value: dict(o.headers or []) for o in letters}
+    bad = [(k, t.encode()) for k, t in dead_letter.SAMPLES if t is not None][2:7]
+    assert list(by_value) == [value for _key, value in bad]
+    assert [o.raw_key for o in letters] == [k.encode() for k, _v in bad if k]
+    assert [h["eos.error.type"] for h in by_value.values()] == [
+        b"SerializationError",
+        b"InvalidOrder",
+        b"SerializationError",
+        b"InvalidOrder",
+        b"InvalidOrder",
+    ]
+    headers = by_value[b'{"id": "o-4", "amount": 9}']
+    assert headers["eos.error.message"] == b"missing required field(s) ['customer']"
+    assert headers["eos.source.topic"] == b"orders"
+    assert headers["eos.application.id"] == b"dlq-test"
