@@ -228,7 +228,7 @@ class FailureHandling(EngineBase):
             self._careful = {tp: pos for tp, pos in self._positions.items()}
         self._fail_batch(
             "output_rejected" if poisoned else "commit_failed",
-            f"commit failed: {exc}",
+            f"commit failed: {type(exc).__name__}: {exc}",
             (),
             0,
             reraise=False,
