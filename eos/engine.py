@@ -55,6 +55,7 @@ log = logging.getLogger("eos.engine")
 TP = tuple[str, int]
 _MAX_CONSUME = 5000
 _IDLE_POLL_S = 0.1
+_new_record = tuple.__new__
 
 
 class Engine(Committing, FailureHandling, Rebalancing):
@@ -276,14 +277,18 @@ class Engine(Committing, FailureHandling, Rebalancing):
         kdes = self._kdes
         vdes = self._vdes
         positions = self._positions
-        assigned = self._assigned
         poison = self._poison
-        eos = self._eos
         careful = bool(self._careful)
         ctx._produce = self._careful_produce if careful else self.producer.produce
         if not self._positions:
             self._txn_started = time.monotonic()
             self._txn_sends = ctx.sends
+        # Per partition, once per batch: is it assigned (else its records are
+        # skipped), and, on its first record, open the transaction and note where
+        # the partition started. Nothing in this loop changes the assignment,
+        # the transaction or the committed positions without raising, so the
+        # answer holds for the whole batch.
+        admitted: dict[TP, bool] = {}
         processed = 0
         try:
             for index, msg in enumerate(messages):
@@ -294,13 +299,12 @@ class Engine(Committing, FailureHandling, Rebalancing):
                 topic = msg.topic()
                 partition = msg.partition()
                 tp = (topic, partition)
-                if tp not in assigned:
-                    continue
                 offset = msg.offset()
-                if eos and not self._in_txn:
-                    self._begin()
-                if tp not in self._committed and tp not in self._first_seen:
-                    self._first_seen[tp] = offset
+                ok = admitted.get(tp)
+                if ok is None:
+                    ok = admitted[tp] = self._admit(tp, offset)
+                if not ok:
+                    continue
                 if poison and (topic, partition, offset) in poison:
                     # Kept until a commit moves past it: the transaction that applies
                     # the policy may itself abort (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER) and replay.
@@ -320,14 +324,11 @@ class Engine(Committing, FailureHandling, Rebalancing):
                     positions[tp] = offset + 1
                     processed += 1
                     continue
-                record = Record(
-                    key,
-                    value,
-                    topic,
-                    partition,
-                    offset,
-                    msg.timestamp()[1],
-                    msg.headers(),
+                # tuple.__new__ directly: NamedTuple's own __new__ is a Python
+                # function, a frame per record for the same object.
+                record = _new_record(
+                    Record,
+                    (key, value, topic, partition, offset, msg.timestamp()[1], msg.headers()),
                 )
                 ctx.record = record
                 before = ctx.sends
@@ -344,6 +345,18 @@ class Engine(Committing, FailureHandling, Rebalancing):
             self.stats.record_batch(
                 processed, messages[0].timestamp()[1], messages[-1].timestamp()[1]
             )
+
+    def _admit(self, tp: TP, offset: int) -> bool:
+        """First record of ``tp`` in a batch: False if ``tp`` is not assigned; else
+        open the transaction if none is, and note ``offset`` as the rewind point
+        of a partition with no committed position yet."""
+        if tp not in self._assigned:
+            return False
+        if self._eos and not self._in_txn:
+            self._begin()
+        if tp not in self._committed and tp not in self._first_seen:
+            self._first_seen[tp] = offset
+        return True
 
     # ------------------------------------------------------------------ errors in records
 

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Callable, Iterator
 
 from eos.errors import StateError
-from eos.serde import Serde
+from eos.serde import JsonSerde, Serde
 from eos.state.base import StateStore
 
 __all__ = ["ChangelogWriter", "StoreTransaction", "TransactionState"]
@@ -122,10 +122,8 @@ class StoreTransaction:
     ) -> None:
         self._store = store
         # Bound methods, looked up once: these run on every record.
-        self._key_serialize = key_serde.serialize
-        self._key_deserialize = key_serde.deserialize
-        self._value_serialize = value_serde.serialize
-        self._value_deserialize = value_serde.deserialize
+        self._key_serialize, self._key_deserialize = _codec(key_serde)
+        self._value_serialize, self._value_deserialize = _codec(value_serde)
         self._changelog = changelog
         self._name = name
         self._overlay: dict[bytes, bytes | None] = {}
@@ -367,6 +365,47 @@ class StoreTransaction:
         value_deserialize = self._value_deserialize
         for _, value_bytes in items:
             yield value_deserialize(value_bytes)
+
+
+_Serialize = Callable[[object], "bytes | None"]
+_Deserialize = Callable[["bytes | None"], object]
+_FAST_INT_DIGITS = 18
+"""Integers of up to this many digits take the JSON fast path."""
+
+
+def _codec(serde: Serde) -> tuple[_Serialize, _Deserialize]:
+    """``(serialize, deserialize)`` of ``serde`` for the store's hot path.
+
+    For the built-in :class:`~eos.serde.JsonSerde` exactly, integers (counters,
+    sums: most store values) skip the :mod:`json` machinery, which costs about
+    1 µs a call; the bytes are the same, and everything else goes to the serde.
+    """
+    if type(serde) is not JsonSerde:
+        return serde.serialize, serde.deserialize
+    serialize = serde.serialize
+    deserialize = serde.deserialize
+    limit = 10**_FAST_INT_DIGITS
+
+    def json_serialize(value: object) -> bytes | None:
+        # Exactly int (a bool is an int that encodes as true/false); the
+        # bounds keep clear of the int-to-str digit limit, whose error the
+        # serde wraps.
+        if type(value) is int and -limit < value < limit:
+            return b"%d" % value
+        return serialize(value)
+
+    def json_deserialize(data: bytes | None) -> object:
+        # A JSON integer without sign, leading zero or whitespace.
+        if (
+            type(data) is bytes
+            and data.isdigit()
+            and len(data) <= _FAST_INT_DIGITS
+            and (data[0] != 0x30 or len(data) == 1)
+        ):
+            return int(data)
+        return deserialize(data)
+
+    return json_serialize, json_deserialize
 
 
 def _merge(

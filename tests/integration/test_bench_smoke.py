@@ -34,3 +34,36 @@ def test_restore_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     assert "| backend | records | seconds | records/s |" in table
     assert re.search(r"\| rocksdb \| 2,000 \| [\d.]+ \| [\d,]+ \|", table)
     assert re.search(r"\| memory \| 2,000 \| [\d.]+ \| [\d,]+ \|", table)
+
+
+RUN = BENCHMARK.parent / "run.py"
+
+
+def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
+    """benchmarks/run.py --records 2000 --skip-quix runs bare, eos, eos_alos and
+    eos_stateful to completion with exactly one output per input, writes its table
+    (and chart, when matplotlib is installed) and ends with the RATIO line."""
+    import importlib.util
+
+    output = tmp_path / "benchmarks.md"
+    chart = tmp_path / "benchmarks.png" if importlib.util.find_spec("matplotlib") else None
+    args = [sys.executable, str(RUN), "--records", "2000", "--skip-quix"]
+    args += ["--bootstrap-servers", bootstrap, "--output", str(output)]
+    args += ["--chart", str(chart) if chart else "-"]
+    proc = subprocess.run(
+        args, capture_output=True, text=True, timeout=120, env={**os.environ}, cwd=tmp_path
+    )
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"RATIO eos/bare=\d+\.\d\d eos/quixstreams=n/a "
+        r"eos_stateful/quixstreams_stateful=n/a eos/eos_alos=\d+\.\d\d",
+        last,
+    ), last
+    table = output.read_text()
+    for contender in ("bare", "eos", "eos_alos", "eos_stateful"):
+        assert re.search(rf"^\| {contender} \| .*\| yes \|$", table, re.MULTILINE), contender
+    assert "outputs not exactly one per input" not in proc.stderr
+    if chart is not None:
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

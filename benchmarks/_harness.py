@@ -1,0 +1,390 @@
+"""What ``run.py`` and ``metrics_overhead.py`` share: input topics, the output
+reader, and running one contender in a child process and measuring it.
+
+One measurement of one contender (:func:`measure`):
+
+1. a fresh output topic and a fresh, empty "paced" input topic are created;
+2. the contender starts in its own process, subscribed to the backlog input
+   (prepared once per benchmark run, shared by every contender) and to the
+   paced topic, with a fresh consumer group / application id;
+3. a ``read_committed`` consumer in this process (:class:`OutputReader`) reads
+   the output topic from the start while the contender runs. When it has seen
+   as many outputs as the backlog has records, the throughput phase is over:
+   records/s = backlog records / (that moment - the contender's first consumed
+   record);
+4. latency phase: records are produced to the paced topic at a fixed rate
+   well below every contender's capacity, each with a unique key; latency is
+   the time from a record's timestamp (set when it is produced) to the moment
+   its output is visible to the ``read_committed`` reader. Measuring latency on
+   the backlog would measure the backlog's age, not the contender;
+5. the contender gets SIGTERM, commits, exits and prints its peak RSS
+   (``getrusage``) as its last stdout line; the reader checks that the output
+   holds exactly one record per input record.
+
+Every contender process prints one JSON line last: ``{"first_consumed": unix
+seconds, "maxrss_mib": float}`` (``_result.print_result``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from eos.testing.helpers import create_topic
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+LOG_DIR = BENCH_DIR / "out"
+PARTITIONS = 4
+VALUE_BYTES = 100
+DEFAULT_KEYS = 10_000
+LATENCY_RATE = 2_000
+"""Paced records per second in the latency phase: far below every contender's
+throughput, so latency is the pipeline's, not a queue's."""
+LATENCY_KEY_PREFIX = b"lat-"
+
+
+# -- input -----------------------------------------------------------------------
+
+
+def _values(count: int = 1024) -> list[bytes]:
+    """``count`` distinct ~100-byte lowercase values (so ``upper()`` has work to do)."""
+    rng = random.Random(20250101)
+    letters = "abcdefghijklmnopqrstuvwxyz "
+    return [
+        (f"{i:06d} " + "".join(rng.choice(letters) for _ in range(VALUE_BYTES - 7))).encode()
+        for i in range(count)
+    ]
+
+
+def input_topic_name(records: int, keys: int) -> str:
+    return f"eos-bench-input-v1-{records}r-{PARTITIONS}p-{keys}k-{VALUE_BYTES}b"
+
+
+def _end_offsets(bootstrap: str, topic: str) -> dict[int, int] | None:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "eos-bench-watermarks",
+            "isolation.level": "read_uncommitted",
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return None
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def prepare_input(bootstrap: str, records: int, keys: int) -> tuple[str, bool, float]:
+    """Create and fill the backlog input topic unless it already holds exactly it.
+
+    One idempotent producer, big batches. Returns ``(topic, reused, seconds)``.
+    """
+    topic = input_topic_name(records, keys)
+    ends = _end_offsets(bootstrap, topic)
+    if ends is not None:
+        if len(ends) == PARTITIONS and sum(ends.values()) == records:
+            return topic, True, 0.0
+        delete_topics(bootstrap, [topic])
+        time.sleep(2.0)
+    started = time.monotonic()
+    create_topic(bootstrap, topic, PARTITIONS)
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+    )
+    failures: list[object] = []
+
+    def on_delivery(error: object, _msg: object) -> None:
+        if error is not None:
+            failures.append(error)
+
+    values = _values()
+    key_bytes = [b"k-%05d" % k for k in range(keys)]
+    produce = producer.produce
+    nvalues = len(values)
+    for i in range(records):
+        while True:
+            try:
+                produce(topic, values[i % nvalues], key_bytes[i % keys], on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) or failures:
+        raise RuntimeError(f"preparing {topic}: {failures[:1] or 'flush timed out'}")
+    ends = _end_offsets(bootstrap, topic) or {}
+    if sum(ends.values()) != records:
+        raise RuntimeError(f"{topic} holds {sum(ends.values())} records, expected {records}")
+    return topic, False, time.monotonic() - started
+
+
+def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    if not topics:
+        return
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics(topics, operation_timeout=30).values():
+        with contextlib.suppress(KafkaException):  # already gone
+            future.result(60)
+
+
+def topics_containing(bootstrap: str, needle: str) -> list[str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return [t for t in admin.list_topics(timeout=10).topics if needle in t]
+
+
+# -- the output reader -----------------------------------------------------------
+
+
+class OutputReader(threading.Thread):
+    """Reads the output topic with ``read_committed`` and timestamps what it sees.
+
+    ``backlog_done_at``: wall time at which ``backlog`` outputs had become
+    visible. After that, outputs keyed ``lat-<seq>`` are the paced records:
+    their first arrival time is kept in ``arrivals[seq]``.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, backlog: int) -> None:
+        super().__init__(name=f"reader-{topic}", daemon=True)
+        self.count = 0
+        self.backlog = backlog
+        self.backlog_done_at: float | None = None
+        self.arrivals: dict[int, float] = {}
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"eos-bench-reader-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                # Visibility is what is measured: do not let the broker hold fetches.
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, 0) for p in range(PARTITIONS)]  # 0: from the start
+        )
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        consumer = self._consumer
+        try:
+            while not self._stop_event.is_set():
+                messages = consumer.consume(10_000, 0.05)
+                if not messages:
+                    continue
+                now = time.time()
+                if self.backlog_done_at is None:
+                    count = self.count
+                    for msg in messages:
+                        if msg.error() is None:
+                            count += 1
+                    self.count = count
+                    if count >= self.backlog:
+                        self.backlog_done_at = now
+                    continue
+                arrivals = self.arrivals
+                for msg in messages:
+                    if msg.error() is not None:
+                        continue
+                    self.count += 1
+                    key = msg.key()
+                    if key is not None and key.startswith(LATENCY_KEY_PREFIX):
+                        seq = int(key[len(LATENCY_KEY_PREFIX) :])
+                        arrivals.setdefault(seq, now)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            consumer.close()
+
+
+# -- running one contender ---------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    contender: str
+    records: int
+    seconds: float
+    records_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_samples: int
+    maxrss_mib: float
+    outputs: int
+    expected_outputs: int
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def exact(self) -> bool:
+        return self.outputs == self.expected_outputs
+
+
+@dataclass
+class Spec:
+    """How to start a contender: ``argv`` gets the common arguments appended."""
+
+    name: str
+    argv: list[str]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def _paced_phase(bootstrap: str, topic: str, seconds: float, rate: int) -> dict[int, float]:
+    """Produce ``rate`` records/s for ``seconds`` to ``topic``; return send time per seq."""
+    # Not idempotent: an idempotent librdkafka producer holds its first
+    # records ~0.5 s while it acquires a producer id, which would show up as latency.
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": False, "acks": "all", "linger.ms": 0}
+    )
+    producer.list_topics(topic, timeout=10)  # connected, metadata known
+    value = _values(1)[0]
+    sent: dict[int, float] = {}
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    total = max(1, round(rate * seconds))
+    start = time.time()
+    seq = 0
+    while seq < total:
+        target = start + (seq // per_tick) * tick
+        delay = target - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        for _ in range(min(per_tick, total - seq)):
+            now = time.time()
+            producer.produce(
+                topic, value, LATENCY_KEY_PREFIX + b"%07d" % seq, timestamp=int(now * 1000)
+            )
+            sent[seq] = now
+            seq += 1
+        producer.poll(0)
+    producer.flush(30)
+    return sent
+
+
+def measure(
+    spec: Spec,
+    *,
+    bootstrap: str,
+    backlog_topic: str,
+    records: int,
+    commit_interval_ms: int,
+    latency_seconds: float,
+    run_id: str,
+    timeout_s: float,
+) -> Measurement:
+    """Run ``spec`` once over the backlog plus a paced latency phase; see the module doc."""
+    tag = f"{spec.name.replace('_', '-')}-{run_id}"
+    output = create_topic(bootstrap, f"eos-bench-out-{tag}", PARTITIONS)
+    paced = create_topic(bootstrap, f"eos-bench-paced-{tag}", PARTITIONS)
+    group = f"eos-bench-{tag}"
+    state_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"eos-bench-state-{tag}"
+    argv = [
+        *spec.argv,
+        "--bootstrap-servers", bootstrap,
+        "--inputs", f"{backlog_topic},{paced}",
+        "--output", output,
+        "--group", group,
+        "--commit-interval-ms", str(commit_interval_ms),
+        "--state-dir", str(state_dir),
+    ]  # fmt: skip
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{tag}.log"
+    reader = OutputReader(bootstrap, output, records)
+    reader.start()
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, text=True)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while reader.backlog_done_at is None:
+                if proc.poll() is not None or reader.error is not None:
+                    raise RuntimeError(
+                        f"{spec.name} exited early ({proc.returncode}) or the reader failed "
+                        f"({reader.error}); see {log_path}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{spec.name}: {reader.count:,} of {records:,} outputs after "
+                        f"{timeout_s:.0f}s; see {log_path}"
+                    )
+                time.sleep(0.01)
+            sent = _paced_phase(bootstrap, paced, latency_seconds, LATENCY_RATE)
+            wait_until = time.monotonic() + 30
+            while len(reader.arrivals) < len(sent) and time.monotonic() < wait_until:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            stdout, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    time.sleep(1.0)  # let the reader see anything the final commit made visible
+    reader.stop()
+    reader.join(30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec.name} failed with exit code {proc.returncode}; see {log_path}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    first = result["first_consumed"]
+    assert reader.backlog_done_at is not None
+    seconds = reader.backlog_done_at - first
+    latencies = sorted(
+        1000 * (reader.arrivals[s] - t) for s, t in sent.items() if s in reader.arrivals
+    )
+    missing = len(sent) - len(latencies)
+    if missing:
+        print(f"  warning: {spec.name}: {missing} paced outputs never seen", file=sys.stderr)
+    # Output, paced input and the contender's changelog topics (named after its group).
+    delete_topics(bootstrap, sorted({output, paced, *topics_containing(bootstrap, group)}))
+    subprocess.run(["rm", "-rf", str(state_dir)], check=False)
+    return Measurement(
+        contender=spec.name,
+        records=records,
+        seconds=seconds,
+        records_per_s=records / seconds,
+        latency_p50_ms=_percentile(latencies, 0.50),
+        latency_p99_ms=_percentile(latencies, 0.99),
+        latency_samples=len(latencies),
+        maxrss_mib=float(result["maxrss_mib"]),
+        outputs=reader.count,
+        expected_outputs=records + len(sent),
+        extra={k: v for k, v in result.items() if k not in ("first_consumed", "maxrss_mib")},
+    )
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

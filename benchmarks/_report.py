@@ -1,0 +1,248 @@
+"""The benchmark report: a markdown table, a PNG chart and the RATIO line."""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from _harness import Measurement, median
+
+RATIOS = (
+    ("eos", "bare"),
+    ("eos", "quixstreams"),
+    ("eos_stateful", "quixstreams_stateful"),
+    ("eos", "eos_alos"),
+)
+DESCRIPTIONS = {
+    "bare": "hand-written confluent-kafka transactional loop (the practical limit)",
+    "eos": "eos, exactly_once_v2",
+    "eos_alos": "eos, at_least_once",
+    "quixstreams": 'quixstreams, processing_guarantee="exactly-once"',
+    "eos_stateful": "eos, exactly_once_v2, count per key (RocksDB store)",
+    "quixstreams_stateful": "quixstreams, exactly-once, count per key (State API, RocksDB)",
+}
+
+
+@dataclass
+class Summary:
+    """A contender's figures over its repetitions (medians; RSS: the highest)."""
+
+    contender: str
+    runs: int
+    records_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    maxrss_mib: float
+    exact: bool
+
+
+def summarize(results: Sequence[Measurement], order: Sequence[str]) -> list[Summary]:
+    summaries = []
+    for name in order:
+        runs = [r for r in results if r.contender == name]
+        if not runs:
+            continue
+        summaries.append(
+            Summary(
+                contender=name,
+                runs=len(runs),
+                records_per_s=median([r.records_per_s for r in runs]),
+                latency_p50_ms=median([r.latency_p50_ms for r in runs]),
+                latency_p99_ms=median([r.latency_p99_ms for r in runs]),
+                maxrss_mib=max(r.maxrss_mib for r in runs),
+                exact=all(r.exact for r in runs),
+            )
+        )
+    return summaries
+
+
+def ratios(summaries: Sequence[Summary]) -> dict[str, float | None]:
+    rate = {s.contender: s.records_per_s for s in summaries}
+    out: dict[str, float | None] = {}
+    for a, b in RATIOS:
+        out[f"{a}/{b}"] = rate[a] / rate[b] if a in rate and b in rate and rate[b] > 0 else None
+    return out
+
+
+def ratio_line(values: dict[str, float | None]) -> str:
+    return "RATIO " + " ".join(
+        f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, v in values.items()
+    )
+
+
+def machine_info() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs{memory}, {platform.system()} {platform.release()}"
+
+
+def render(
+    summaries: Sequence[Summary],
+    results: Sequence[Measurement],
+    *,
+    records: int,
+    keys: int,
+    commit_interval_ms: int,
+    latency_seconds: float,
+    latency_rate: int,
+    repeat: int,
+    versions: str,
+    broker: str,
+    quix_note: str,
+    command: str,
+) -> str:
+    values = ratios(summaries)
+    bare = next((s.records_per_s for s in summaries if s.contender == "bare"), None)
+    lines = [
+        "# Throughput and latency benchmark",
+        "",
+        "**The ratios are the point, not the absolute numbers.** Every contender runs on "
+        "the same machine, against the same broker, over the same input, so machine and "
+        "broker speed cancel out of the ratios; the absolute figures only describe this "
+        "(small, shared) machine.",
+        "",
+        f"Input: {records:,} records of ~100 bytes over 4 partitions, {keys:,} distinct "
+        f"keys, produced once and read by every contender (fresh consumer group and output "
+        f"topic each, each in a fresh process). Commit interval {commit_interval_ms} ms for "
+        f"all. {repeat} repetition(s), order alternating; figures are medians over the "
+        "repetitions, peak RSS the highest.",
+        "",
+        "| contender | what | records/s | vs bare | p50 latency ms | p99 latency ms | "
+        "peak RSS MiB | outputs exact |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in summaries:
+        vs_bare = f"{s.records_per_s / bare:.2f}" if bare else "n/a"
+        lines.append(
+            f"| {s.contender} | {DESCRIPTIONS.get(s.contender, '')} | {s.records_per_s:,.0f} | "
+            f"{vs_bare} | {_ms(s.latency_p50_ms)} | {_ms(s.latency_p99_ms)} | "
+            f"{s.maxrss_mib:.0f} | {'yes' if s.exact else 'NO'} |"
+        )
+    lines += ["", "| ratio (records/s) | value |", "|---|---:|"]
+    for key, value in values.items():
+        lines.append(f"| {key} | {'n/a' if value is None else f'{value:.2f}'} |")
+    lines += [
+        "",
+        "How it is measured:",
+        "",
+        "- **records/s**: input records / (the contender's first consumed record -> the moment "
+        "the output of the last input record is visible to a `read_committed` consumer that "
+        "reads the output topic concurrently).",
+        f"- **latency**: after the backlog, records are produced at {latency_rate:,}/s for "
+        f"{latency_seconds:g} s to a second input topic (far below every contender's "
+        "capacity); latency is a record's timestamp -> its output visible to that "
+        "`read_committed` consumer. (On the backlog it would measure the backlog's age.)",
+        "- **peak RSS**: `getrusage(RUSAGE_SELF).ru_maxrss` of the contender's own process.",
+        "- **outputs exact**: the output holds exactly one record per input record.",
+        "- `bare` uses eos's own librdkafka settings (`Config.producer_settings()` and "
+        "`consumer_settings()`), so eos/bare is the cost of eos's Python around the same "
+        "clients. It commits on the interval only; eos also commits when a transaction "
+        "reaches `max_batch_records` (default 10,000).",
+        f"- quixstreams: {quix_note}.",
+        "",
+        "Per run:",
+        "",
+        "| run | contender | records/s | p50 ms | p99 ms | RSS MiB | outputs |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(results, 1):
+        lines.append(
+            f"| {i} | {r.contender} | {r.records_per_s:,.0f} | {_ms(r.latency_p50_ms)} | "
+            f"{_ms(r.latency_p99_ms)} | {r.maxrss_mib:.0f} | {r.outputs:,}/{r.expected_outputs:,} |"
+        )
+    lines += [
+        "",
+        f"Machine: {machine_info()}. {versions}. Broker: {broker}.",
+        f"Run {datetime.datetime.now().isoformat(timespec='minutes')} with `{command}`.",
+        "",
+        "![throughput and latency](benchmarks.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.0f}"
+
+
+def ensure_matplotlib() -> bool:
+    """Import matplotlib, pip-installing it into this interpreter's environment if missing."""
+    try:
+        importlib.import_module("matplotlib")
+        return True
+    except ImportError:
+        pass
+    print("installing matplotlib for the chart ...", file=sys.stderr)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "matplotlib"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        print(f"cannot install matplotlib: {proc.stderr[-500:]}", file=sys.stderr)
+        return False
+    importlib.invalidate_caches()
+    try:
+        importlib.import_module("matplotlib")
+        return True
+    except ImportError:
+        return False
+
+
+def chart(summaries: Sequence[Summary], path: Path, title: str) -> bool:
+    """Two panels: records/s, and p50/p99 latency. Returns False without matplotlib."""
+    if not ensure_matplotlib():
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    names = [s.contender for s in summaries]
+    colors = ["#4C72B0" if n.startswith("eos") else "#999999" for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    bars = left.bar(names, [s.records_per_s for s in summaries], color=colors)
+    left.bar_label(bars, labels=[f"{s.records_per_s:,.0f}" for s in summaries], fontsize=8)
+    left.set_ylabel("records/s (higher is better)")
+    left.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:,.0f}"))
+    left.set_title("throughput")
+    xs = range(len(names))
+    width = 0.4
+    right.bar([x - width / 2 for x in xs], [s.latency_p50_ms for s in summaries], width,
+              label="p50", color=colors)  # fmt: skip
+    right.bar([x + width / 2 for x in xs], [s.latency_p99_ms for s in summaries], width,
+              label="p99", color=colors, alpha=0.5, hatch="//")  # fmt: skip
+    right.set_xticks(list(xs), names)
+    right.set_ylabel("ms, record timestamp -> visible (lower is better)")
+    right.set_title("end-to-end latency (p50 solid, p99 hatched)")
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelrotation=25, labelsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,210 @@
+"""Benchmark contenders that run in the project's environment (started by run.py).
+
+``bare``          a minimal hand-written confluent-kafka exactly-once loop: the
+                  practical limit for Python on librdkafka
+``eos``           eos, exactly_once_v2
+``eos_alos``      eos, at_least_once
+``eos_stateful``  eos, exactly_once_v2, count per key in a RocksDB store
+
+Stateless contenders emit ``value.upper()`` under the input key; stateful ones
+emit the key's new count (``b"%d"``). Each runs until SIGTERM, commits what it
+processed, and prints ``_result.print_result`` as its last stdout line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from _result import print_result
+
+CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful")
+
+
+def run_bare(args: argparse.Namespace) -> float | None:
+    """consume batch -> produce -> every commit interval: send offsets, commit."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from eos.config import Config
+
+    # The same librdkafka settings eos uses, so the comparison is of the Python around them.
+    settings = Config(
+        application_id=args.group, bootstrap_servers=args.bootstrap_servers, input_topics="x"
+    )
+    consumer = Consumer(settings.consumer_settings())
+    producer = Producer(settings.producer_settings())
+    producer.init_transactions(60)
+    stopping = False
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    consumer.subscribe(args.inputs.split(","))
+    output = args.output
+    interval = args.commit_interval_ms / 1000
+    produce = producer.produce
+    positions: dict[tuple[str, int], int] = {}
+    in_txn = False
+    started = 0.0
+    first: float | None = None
+
+    def commit() -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
+        producer.commit_transaction()
+        positions.clear()
+
+    while not stopping:
+        timeout = max(0.0, started + interval - time.monotonic()) if in_txn else 0.1
+        messages = consumer.consume(5000, timeout)
+        if messages:
+            if first is None:
+                first = time.time()
+            if not in_txn:
+                producer.begin_transaction()
+                in_txn = True
+                started = time.monotonic()
+            for msg in messages:
+                if msg.error() is not None:
+                    raise SystemExit(f"consume failed: {msg.error()}")
+                while True:
+                    try:
+                        produce(output, msg.value().upper(), msg.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                positions[(msg.topic(), msg.partition())] = msg.offset() + 1
+        if in_txn and time.monotonic() - started >= interval:
+            commit()
+            in_txn = False
+    if in_txn:
+        commit()
+    consumer.close()
+    return first
+
+
+def run_eos(args: argparse.Namespace) -> float | None:
+    """eos with the contender's processing guarantee; stateful counts per key."""
+    import eos
+
+    output = args.output
+    first: list[float] = []
+
+    class Upper(eos.Processor):
+        def process(self, record: eos.Record, ctx: eos.Context) -> None:
+            first.append(time.time())
+            self.process = self._process  # type: ignore[method-assign]
+            self._process(record, ctx)
+
+        def _process(self, record: eos.Record, ctx: eos.Context) -> None:
+            ctx.send(output, record.value.upper(), record.key)  # type: ignore[attr-defined]
+
+    class Count(eos.Processor):
+        stores = (eos.Store("counts", key_serde="bytes", value_serde="json"),)
+
+        def process(self, record: eos.Record, ctx: eos.Context) -> None:
+            first.append(time.time())
+            self.process = self._process  # type: ignore[method-assign]
+            self._process(record, ctx)
+
+        def _process(self, record: eos.Record, ctx: eos.Context) -> None:
+            counts = ctx.store("counts")
+            key = record.key
+            n = counts.get(key, 0) + 1  # type: ignore[operator]
+            counts[key] = n
+            ctx.send(output, b"%d" % n, key)
+
+    registry = None
+    if args.metrics:
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
+    app = eos.Application(
+        application_id=args.group,
+        bootstrap_servers=args.bootstrap_servers,
+        input_topics=args.inputs.split(","),
+        processor=Count() if args.contender == "eos_stateful" else Upper(),
+        processing_guarantee="at_least_once" if args.contender == "eos_alos" else "exactly_once_v2",
+        commit_interval_ms=args.commit_interval_ms,
+        state_dir=args.state_dir,
+        metrics_registry=registry,
+    )
+    if registry is not None and args.scrape_interval_s > 0:
+        _scrape_periodically(registry, args.scrape_interval_s)
+    app.run()  # until SIGTERM: Application installs the handler on the main thread
+    return first[0] if first else None
+
+
+def _scrape_periodically(registry: object, interval_s: float) -> None:
+    """Render the registry as a Prometheus scrape would, on a daemon thread."""
+    import threading
+
+    from prometheus_client import generate_latest
+
+    def scrape() -> None:
+        while True:
+            time.sleep(interval_s)
+            generate_latest(registry)  # type: ignore[arg-type]
+
+    threading.Thread(target=scrape, name="scraper", daemon=True).start()
+
+
+def _with_py_spy(
+    run: Callable[[argparse.Namespace], float | None], args: argparse.Namespace
+) -> float | None:
+    """Sample this process with py-spy (``pip install py-spy``; needs ptrace rights)."""
+    import os
+    import shutil
+    import subprocess
+
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    argv = [spy, "record", "--pid", str(os.getpid()), "--rate", "250", "--format", "raw"]
+    if os.environ.get("PY_SPY_IDLE"):
+        argv.append("--idle")
+    sampler = subprocess.Popen([*argv, "-o", args.py_spy], stdout=subprocess.DEVNULL)
+    try:
+        return run(args)
+    finally:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contender", choices=CONTENDERS, required=True)
+    parser.add_argument("--bootstrap-servers", required=True)
+    parser.add_argument("--inputs", required=True, help="comma-separated input topics")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--group", required=True, help="consumer group / application id")
+    parser.add_argument("--commit-interval-ms", type=int, default=100)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--metrics", action="store_true", help="eos: metrics_registry on")
+    parser.add_argument("--scrape-interval-s", type=float, default=0.0)
+    parser.add_argument("--profile", help="write a cProfile of the run here")
+    parser.add_argument("--py-spy", help="sample the run with py-spy into this raw file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    run = run_bare if args.contender == "bare" else run_eos
+    if args.py_spy:
+        first = _with_py_spy(run, args)
+    elif args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        first = profiler.runcall(run, args)
+        profiler.dump_stats(args.profile)
+    else:
+        first = run(args)
+    print_result(first)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Benchmark: eos against a bare confluent-kafka loop, at-least-once and quixstreams.
+
+Contenders (stateless ``value.upper()``; stateful count per key):
+
+- ``bare``: a minimal hand-written exactly-once loop on confluent-kafka
+  (consume a batch, produce, send offsets, commit every commit interval);
+- ``eos`` (exactly_once_v2), ``eos_alos`` (at_least_once), ``eos_stateful``;
+- ``quixstreams``, ``quixstreams_stateful`` (exactly-once), installed into
+  their own virtualenv ``benchmarks/.venv-quix`` (made on first use).
+
+The input is produced once per run (or reused from an earlier run when the
+topic already holds exactly it). Each contender run is measured by
+``_harness.measure`` (throughput on the backlog, then latency at a fixed
+rate; see there). Writes ``docs/benchmarks.md`` and ``docs/benchmarks.png``
+and ends with one line of throughput ratios, ``n/a`` where a contender did
+not run (one line in the output, wrapped here)::
+
+    RATIO eos/bare=0.93 eos/quixstreams=2.40
+          eos_stateful/quixstreams_stateful=2.10 eos/eos_alos=0.88
+
+Usage::
+
+    python benchmarks/run.py                     # 1,000,000 records, 2 repetitions
+    python benchmarks/run.py --quick             # 200,000 records, 1 repetition
+    python benchmarks/run.py --records 2000 --skip-quix --output /tmp/b.md   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _report
+from _harness import (
+    BENCH_DIR,
+    DEFAULT_KEYS,
+    LATENCY_RATE,
+    ROOT,
+    Measurement,
+    Spec,
+    measure,
+    prepare_input,
+)
+
+QUIX_VENV = BENCH_DIR / ".venv-quix"
+QUIX_REQUIREMENT = "quixstreams>=3,<4"
+EOS_CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful")
+QUIX_CONTENDERS = ("quixstreams", "quixstreams_stateful")
+ORDER = ("bare", "eos", "eos_alos", "quixstreams", "eos_stateful", "quixstreams_stateful")
+
+
+def quix_python() -> tuple[Path | None, str]:
+    """The quixstreams virtualenv's interpreter (created on first use), and a note."""
+    python = QUIX_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {QUIX_VENV} and installing {QUIX_REQUIREMENT} ...", flush=True)
+        steps = [
+            [sys.executable, "-m", "venv", str(QUIX_VENV)],
+            [str(python), "-m", "pip", "install", "-q", QUIX_REQUIREMENT],
+        ]
+        for step in steps:
+            proc = subprocess.run(step, capture_output=True, text=True)
+            if proc.returncode != 0:
+                reason = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+                return None, f"could not be installed ({reason[0]}); its ratios are n/a"
+    proc = subprocess.run(
+        [str(python), "-W", "ignore", "-c", "from importlib.metadata import version as v; "
+         "import quixstreams; print(v('quixstreams'), v('confluent-kafka'))"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        return None, f"cannot be imported ({proc.stderr.strip()[-200:]}); its ratios are n/a"
+    quix, ck = proc.stdout.split()
+    return python, (
+        f"quixstreams {quix} on its own confluent-kafka {ck}; `commit_interval` and "
+        "`consumer_poll_timeout` set to the commit interval (see contender_quix.py), "
+        "defaults otherwise"
+    )
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    import confluent_kafka
+
+    return (
+        f"Python {sys.version.split()[0]}, eos {version('eos-kafka')}, confluent-kafka "
+        f"{version('confluent-kafka')} (librdkafka {confluent_kafka.libversion()[0]}), "
+        f"rocksdict {version('rocksdict')}"
+    )
+
+
+def specs(names: list[str], quix: Path | None) -> list[Spec]:
+    out = []
+    for name in names:
+        if name in QUIX_CONTENDERS:
+            if quix is None:
+                continue
+            argv = [str(quix), str(BENCH_DIR / "contender_quix.py"), "--contender", name]
+        else:
+            argv = [sys.executable, str(BENCH_DIR / "contender_eos.py"), "--contender", name]
+        out.append(Spec(name, argv))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200,000 records, 1 repetition")
+    parser.add_argument("--records", type=int, help="default 1,000,000 (--quick: 200,000)")
+    parser.add_argument("--repeat", type=int, help="default 2 (--quick: 1)")
+    parser.add_argument("--commit-interval-ms", type=int, default=100)
+    parser.add_argument("--keys", type=int, default=DEFAULT_KEYS)
+    parser.add_argument(
+        "--latency-seconds", type=float, help="paced phase length (default: records/20,000, 1-10)"
+    )
+    parser.add_argument("--bootstrap-servers", help="default: EOS_BOOTSTRAP_SERVERS or start one")
+    parser.add_argument("--skip-quix", action="store_true", help="no quixstreams contenders")
+    parser.add_argument("--contenders", default=",".join(ORDER), help="comma-separated subset")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="'-': none")
+    parser.add_argument("--chart", default=str(ROOT / "docs" / "benchmarks.png"), help="'-': none")
+    args = parser.parse_args(argv)
+    records = args.records or (200_000 if args.quick else 1_000_000)
+    repeat = args.repeat or (1 if args.quick else 2)
+    latency_seconds = args.latency_seconds or min(10.0, max(1.0, records / 20_000))
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+    unknown = set(names) - set(ORDER)
+    if unknown:
+        parser.error(f"unknown contenders {sorted(unknown)}; known: {', '.join(ORDER)}")
+    wall = time.monotonic()
+
+    quix: Path | None = None
+    quix_note = "skipped (--skip-quix); its ratios are n/a"
+    if not args.skip_quix and set(names) & set(QUIX_CONTENDERS):
+        quix, quix_note = quix_python()
+        print(f"quixstreams: {quix_note}", flush=True)
+
+    cluster = None
+    bootstrap = args.bootstrap_servers
+    if bootstrap:
+        broker = f"external, {bootstrap}"
+    else:
+        from eos.testing.kafka import KAFKA_VERSION, start_kafka
+
+        cluster = start_kafka(1)
+        bootstrap = cluster.bootstrap_servers
+        broker = (
+            f"external, {bootstrap}"
+            if os.environ.get("EOS_BOOTSTRAP_SERVERS")
+            else f"Kafka {KAFKA_VERSION}, one KRaft node on this machine"
+        )
+    try:
+        topic, reused, seconds = prepare_input(bootstrap, records, args.keys)
+        print(
+            f"input {topic}: {'reused' if reused else f'produced in {seconds:.1f} s'}", flush=True
+        )
+        runs = specs(names, quix)
+        results: list[Measurement] = []
+        run_id = uuid.uuid4().hex[:6]
+        for rep in range(repeat):
+            for spec in runs if rep % 2 == 0 else list(reversed(runs)):
+                m = measure(
+                    spec,
+                    bootstrap=bootstrap,
+                    backlog_topic=topic,
+                    records=records,
+                    commit_interval_ms=args.commit_interval_ms,
+                    latency_seconds=latency_seconds,
+                    run_id=f"{run_id}-{rep}",
+                    timeout_s=max(120.0, records / 2000),
+                )
+                results.append(m)
+                print(
+                    f"[{rep + 1}/{repeat}] {m.contender}: {m.records_per_s:,.0f} records/s "
+                    f"({m.seconds:.2f} s), latency p50 {m.latency_p50_ms:.0f} ms "
+                    f"p99 {m.latency_p99_ms:.0f} ms, peak RSS {m.maxrss_mib:.0f} MiB, "
+                    f"outputs {m.outputs:,}/{m.expected_outputs:,}",
+                    flush=True,
+                )
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+    summaries = _report.summarize(results, ORDER)
+    command = "python benchmarks/run.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    table = _report.render(
+        summaries,
+        results,
+        records=records,
+        keys=args.keys,
+        commit_interval_ms=args.commit_interval_ms,
+        latency_seconds=latency_seconds,
+        latency_rate=LATENCY_RATE,
+        repeat=repeat,
+        versions=versions(),
+        broker=broker,
+        quix_note=quix_note,
+        command=command.strip(),
+    )
+    print()
+    print(table)
+    if args.output != "-":
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(table)
+    if args.chart != "-":
+        title = f"{records:,} records, commit interval {args.commit_interval_ms} ms"
+        if not _report.chart(summaries, Path(args.chart), title):
+            print("no chart: matplotlib is not available", file=sys.stderr)
+    print(f"wall time {time.monotonic() - wall:.0f} s")
+    inexact = [s.contender for s in summaries if not s.exact]
+    if inexact:
+        print(f"outputs not exactly one per input: {', '.join(inexact)}", file=sys.stderr)
+    print(_report.ratio_line(_report.ratios(summaries)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
