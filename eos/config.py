@@ -77,7 +77,7 @@ DEFAULT_COMMIT_INTERVAL_MS: Final = 100
 """Kafka Streams' default under exactly-once: short transactions keep
 end-to-end latency low for read_committed readers downstream."""
 DEFAULT_TRANSACTION_TIMEOUT_MS: Final = 60_000
-DEFAULT_MAX_BATCH_RECORDS: Final = 10_000
+DEFAULT_MAX_BATCH_RECORDS: Final = 100_000
 DEFAULT_INSTANCE_ID: Final = "0"
 DEFAULT_STATE_DIR: Final = "./state"
 DEFAULT_PROCESSING_ERROR_POLICY: Final[ErrorPolicy] = "fail"

@@ -244,12 +244,17 @@ class Engine(Committing, FailureHandling, Rebalancing):
         interval = self.config.commit_interval_ms / 1000.0
         max_batch = self.config.max_batch_records
         while not self._stopping:
-            if self._in_txn:
-                timeout = max(0.0, self._txn_started + interval - time.monotonic())
-            else:
-                timeout = _IDLE_POLL_S
             limit = max(1, min(_MAX_CONSUME, max_batch - self._txn_records))
-            messages = consumer.consume(limit, timeout)
+            if self._in_txn or self._positions:
+                # A batch is open: fill it until the commit is due.
+                timeout = max(0.0, self._txn_started + interval - time.monotonic())
+                messages = consumer.consume(limit, timeout)
+            else:
+                # Idle: start on the first record that arrives, with whatever else
+                # is already fetched, instead of waiting for a full batch.
+                messages = consumer.consume(1, _IDLE_POLL_S)
+                if messages and limit > 1:
+                    messages += consumer.consume(limit - 1, 0)
             if messages:
                 if self._guarantee == "at_most_once":
                     self._commit_before(messages)

@@ -33,7 +33,7 @@ def test_defaults() -> None:
     assert (config.commit_interval_ms, config.transaction_timeout_ms) == (100, 60_000)
     assert (config.instance_id, config.max_batch_records, config.state_dir) == (
         "0",
-        10_000,
+        100_000,
         "./state",
     )
     assert config.processing_error_policy == "fail"
