@@ -294,27 +294,42 @@ class Engine(Committing, FailureHandling, Rebalancing):
         # the transaction or the committed positions without raising, so the
         # answer holds for the whole batch.
         admitted: dict[TP, bool] = {}
+        # Records come in runs of one partition: the partition's checks and its
+        # position update happen once per run, not once per record.
+        run_tp: TP | None = None
+        run_topic = None
+        run_partition = -1
+        run_next = -1
+        ok = False
         processed = 0
         try:
-            for index, msg in enumerate(messages):
+            for msg in messages:
                 error = msg.error()
                 if error is not None:
                     self._consumer_error(error)
                     continue
                 topic = msg.topic()
                 partition = msg.partition()
-                tp = (topic, partition)
                 offset = msg.offset()
-                ok = admitted.get(tp)
-                if ok is None:
-                    ok = admitted[tp] = self._admit(tp, offset)
+                if partition != run_partition or topic != run_topic:
+                    if ok and run_next >= 0:
+                        positions[run_tp] = run_next  # type: ignore[index]
+                    run_tp = (topic, partition)
+                    run_topic = topic
+                    run_partition = partition
+                    run_next = -1
+                    ok = admitted.get(run_tp)  # type: ignore[assignment]
+                    if ok is None:
+                        ok = admitted[run_tp] = self._admit(run_tp, offset)
                 if not ok:
                     continue
                 if poison and (topic, partition, offset) in poison:
                     # Kept until a commit moves past it: the transaction that applies
                     # the policy may itself abort (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER) and replay.
-                    self._apply_policy(msg, poison[(topic, partition, offset)], messages, index)
-                    positions[tp] = offset + 1
+                    self._apply_policy(
+                        msg, poison[(topic, partition, offset)], messages, messages.index(msg)
+                    )
+                    run_next = offset + 1
                     processed += 1
                     continue
                 raw_key = msg.key()
@@ -324,9 +339,12 @@ class Engine(Committing, FailureHandling, Rebalancing):
                     value = raw_value if vdes is None else vdes(raw_value)
                 except Exception as exc:
                     self._apply_policy(
-                        msg, _decode_error(exc, raw_key, kdes, topic), messages, index
+                        msg,
+                        _decode_error(exc, raw_key, kdes, topic),
+                        messages,
+                        messages.index(msg),
                     )
-                    positions[tp] = offset + 1
+                    run_next = offset + 1
                     processed += 1
                     continue
                 # tuple.__new__ directly: NamedTuple's own __new__ is a Python
@@ -340,11 +358,16 @@ class Engine(Committing, FailureHandling, Rebalancing):
                 try:
                     process(record, ctx)
                 except Exception as exc:
-                    self._processing_failed(msg, exc, ctx.sends != before, messages, index)
-                positions[tp] = offset + 1
+                    self._processing_failed(
+                        msg, exc, ctx.sends != before, messages, messages.index(msg)
+                    )
+                run_next = offset + 1
                 processed += 1
         finally:
             ctx.record = None
+        # Only on normal completion: after an abort the positions were cleared.
+        if ok and run_next >= 0:
+            positions[run_tp] = run_next  # type: ignore[index]
         self._txn_records += processed
         if processed:
             self.stats.record_batch(
