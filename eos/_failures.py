@@ -30,7 +30,7 @@ from eos.errors import (
     ProcessingError,
     SerializationError,
 )
-from eos.transaction import TransactionalProducer
+from eos.transaction import TransactionalProducer, classify
 
 log = logging.getLogger("eos.engine")
 
@@ -120,8 +120,9 @@ class FailureHandling(EngineBase):
         if isinstance(exc, KafkaException):
             error = exc.args[0]
             if error.fatal() or error.code() in (KafkaError._FATAL, KafkaError._FENCED):
+                cause = self._fatal_cause(error)
                 self._mark_dead()
-                raise FatalTransactionError(f"produce failed fatally: {error}", error) from exc
+                raise cause from exc
             if error.code() not in _MESSAGE_ERRORS:
                 # The transaction itself is in trouble (e.g. _STATE after an
                 # asynchronous delivery failure): redo the batch.
@@ -182,6 +183,13 @@ class FailureHandling(EngineBase):
                 break
             except BufferError:
                 self._drain()
+            except KafkaException as produce_exc:
+                error = produce_exc.args[0]
+                if error.fatal() or error.code() in (KafkaError._FATAL, KafkaError._FENCED):
+                    cause = self._fatal_cause(error)
+                    self._mark_dead()
+                    raise cause from produce_exc
+                raise
         self.stats.dead_lettered += 1
         log.warning("dead-lettered %s to %s: %s: %s", _where(msg), dlq, type(exc).__name__, exc)
 
@@ -248,6 +256,23 @@ class FailureHandling(EngineBase):
             # bump"), wasting one more abort. A new producer's init_transactions()
             # bumps the epoch now.
             self._renew_producer()
+
+    def _fatal_cause(self, error: KafkaError) -> FatalTransactionError:
+        """The classified fatal error behind a ``produce()`` that failed with ``_FATAL``.
+
+        ``produce()`` only says "fatal error"; a transactional call on the same
+        producer returns the original one (``_FENCED`` when another instance
+        took over this transactional.id), so the typed error says why.
+        """
+        if self._txn is not None:
+            try:
+                self.producer.abort_transaction(1.0)
+            except KafkaException as exc:
+                classified = classify(exc, "produce")
+                if isinstance(classified, FatalTransactionError):
+                    self._txn.dead = True
+                    return classified
+        return FatalTransactionError(f"produce failed fatally: {error}", error)
 
     def _renew_producer(self) -> None:
         log.info("renewing the transactional producer (epoch bump after a rejected message)")
