@@ -118,15 +118,41 @@ def produce(
     return count
 
 
-def watermarks(bootstrap_servers: str, topic: str) -> dict[int, tuple[int, int]]:
-    """``{partition: (low, high)}`` of ``topic``."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": unique_name("wm")})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            for p in metadata.partitions
+def watermarks(
+    bootstrap_servers: str, topic: str, *, timeout: float = 30.0
+) -> dict[int, tuple[int, int]]:
+    """``{partition: (low, high)}`` of ``topic``: the true high watermark.
+
+    Asked as a ``read_uncommitted`` client: a ``read_committed`` one reports
+    the last stable offset, which an open transaction holds back. Retries
+    while a partition has no leader (during a failover the answer is -1001).
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": unique_name("wm"),
+            "isolation.level": "read_uncommitted",
         }
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            marks: dict[int, tuple[int, int]] = {}
+            try:
+                for p in metadata.partitions:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    marks[p] = (low, high)
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                continue
+            if all(low >= 0 and high >= 0 for low, high in marks.values()):
+                return marks
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no valid watermarks for {topic}: {marks}")
+            time.sleep(0.5)
     finally:
         consumer.close()
 
