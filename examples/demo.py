@@ -146,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workers stopped with SIGTERM, exit code {code}")
     finally:
         if supervisor.poll() is None:
-            supervisor.kill()
+            # SIGTERM lets the supervisor stop its workers; SIGKILL would orphan them.
+            supervisor.send_signal(signal.SIGTERM)
+            try:
+                supervisor.wait(60)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
 
     restarted = _worker_pid(log_path, 0) != victim
     inputs = read_topic(bootstrap, source)

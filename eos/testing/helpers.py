@@ -224,13 +224,37 @@ def read_topic(
     return records
 
 
+_COORDINATOR_ERRORS = frozenset(
+    (
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    )
+)
+
+
 def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, int]:
     """``{partition: committed offset}`` of consumer group ``group`` on ``topic`` (-1 if none)."""
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
+    deadline = time.monotonic() + 60
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
+        while True:
+            try:
+                committed = consumer.committed(
+                    [TopicPartition(topic, p) for p in partitions], timeout=10
+                )
+                return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
+            except KafkaException as exc:
+                # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS while a fresh
+                # broker loads the group coordinator: ask again.
+                error = exc.args[0]
+                transient = error.retriable() or error.code() in _COORDINATOR_ERRORS
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
     finally:
         consumer.close()
 
