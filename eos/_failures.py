@@ -30,6 +30,7 @@ from eos.errors import (
     ProcessingError,
     SerializationError,
 )
+from eos.record import dead_letter_headers
 from eos.transaction import TransactionalProducer, classify
 
 log = logging.getLogger("eos.engine")
@@ -159,17 +160,9 @@ class FailureHandling(EngineBase):
         dlq = self.config.dead_letter_topic
         if dlq is None:  # validated by Config; kept for type narrowing
             raise ConfigError("dead_letter policy needs dead_letter_topic", "dead.letter.topic")
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("eos.error.type", type(exc).__name__.encode()),
-            ("eos.error.message", str(exc).encode("utf-8", "replace")[:4096]),
-            ("eos.source.topic", topic.encode()),
-            ("eos.source.partition", str(partition).encode()),
-            ("eos.source.offset", str(offset).encode()),
-            ("eos.application.id", self.config.application_id.encode()),
-        ]
-        original = msg.headers()
-        if original:
-            headers.extend(original)
+        headers = dead_letter_headers(
+            exc, topic, partition, offset, self.config.application_id, msg.headers()
+        )
         if self._eos and not self._in_txn:
             self._begin()
         while True:
@@ -178,7 +171,7 @@ class FailureHandling(EngineBase):
                     dlq,
                     msg.value(),
                     msg.key(),
-                    headers=headers,
+                    headers=list(headers),
                 )
                 break
             except BufferError:

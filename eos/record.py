@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Headers", "Record", "TopicPartition"]
+__all__ = ["Headers", "Record", "TopicPartition", "dead_letter_headers"]
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -49,3 +49,28 @@ class Record(NamedTuple):
     def topic_partition(self) -> TopicPartition:
         """The record's :class:`TopicPartition`."""
         return TopicPartition(self.topic, self.partition)
+
+
+def dead_letter_headers(
+    exc: BaseException,
+    topic: str,
+    partition: int,
+    offset: int,
+    application_id: str,
+    original: Headers | None = None,
+) -> Headers:
+    """The headers of a dead-letter record: the error and where the record came from.
+
+    ``eos.error.type``, ``eos.error.message`` (at most 4 KiB),
+    ``eos.source.topic``, ``eos.source.partition``, ``eos.source.offset``,
+    ``eos.application.id``, then the record's own headers.
+    """
+    return [
+        ("eos.error.type", type(exc).__name__.encode()),
+        ("eos.error.message", str(exc).encode("utf-8", "replace")[:4096]),
+        ("eos.source.topic", topic.encode()),
+        ("eos.source.partition", str(partition).encode()),
+        ("eos.source.offset", str(offset).encode()),
+        ("eos.application.id", application_id.encode()),
+        *(original or []),
+    ]

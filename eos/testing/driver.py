@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from eos.config import ErrorPolicy
 from eos.errors import ConfigError, ProcessingError, SerializationError
 from eos.processor import Context, Processor
-from eos.record import Headers, Record, TopicPartition
+from eos.record import Headers, Record, TopicPartition, dead_letter_headers
 from eos.serde import Serde, resolve_serde
 from eos.state.base import Store
 from eos.state.memory import MemoryStore
@@ -296,15 +296,9 @@ class TestDriver:
             self.skipped += 1
             return
         dlq = self.dead_letter_topic or ""
-        dlq_headers: Headers = [
-            ("eos.error.type", type(exc).__name__.encode()),
-            ("eos.error.message", str(exc).encode("utf-8", "replace")[:4096]),
-            ("eos.source.topic", topic.encode()),
-            ("eos.source.partition", str(partition).encode()),
-            ("eos.source.offset", str(offset).encode()),
-            ("eos.application.id", self.application_id.encode()),
-            *(headers or []),
-        ]
+        dlq_headers = dead_letter_headers(
+            exc, topic, partition, offset, self.application_id, headers
+        )
         self._outputs[dlq].append(
             Output(dlq, raw_key, raw_value, dlq_headers, None, raw_key, raw_value)
         )
