@@ -76,11 +76,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 import eos
-from eos.testing.helpers import produce, read_topic, unique_name
+from eos.testing.helpers import produce, read_topic, unique_name, wait_no_open_transactions
 
 OPENING_BALANCE = 1_000
 STORE = "balances"
@@ -298,45 +298,6 @@ def replay(records: Iterable[tuple[bytes | str | None, bytes | str | None]]) -> 
     return audit
 
 
-def wait_stable(bootstrap_servers: str, topic: str, timeout: float = 30.0) -> None:
-    """Block until no transaction is open on ``topic`` (last stable offset == high watermark).
-
-    Commit markers are written just after ``commit_transaction()`` returns and
-    a ``read_committed`` reader stops at the last stable offset, so reading
-    right after the application stopped could miss its last transaction.
-    """
-    consumers = {
-        level: Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": unique_name("wm"),
-                "isolation.level": level,
-            }
-        )
-        for level in ("read_committed", "read_uncommitted")
-    }
-    try:
-        first = consumers["read_committed"]
-        partitions = list(first.list_topics(topic, timeout=10).topics[topic].partitions)
-        deadline = time.monotonic() + timeout
-        while True:
-            ends = {
-                level: [
-                    c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                    for p in partitions
-                ]
-                for level, c in consumers.items()
-            }
-            if ends["read_committed"] == ends["read_uncommitted"]:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: transactions still open after {timeout}s: {ends}")
-            time.sleep(0.1)
-    finally:
-        for consumer in consumers.values():
-            consumer.close()
-
-
 def verify(
     bootstrap_servers: str,
     transfers: str,
@@ -351,7 +312,7 @@ def verify(
     record per invalid transfer.
     """
     audit = replay((r.key, r.value) for r in read_topic(bootstrap_servers, transfers))
-    wait_stable(bootstrap_servers, balances)
+    wait_no_open_transactions(bootstrap_servers, balances)
     # One account lives in one partition, read in offset order: the last value wins.
     for record in read_topic(bootstrap_servers, balances):
         if record.key is None or record.value is None:
@@ -359,7 +320,7 @@ def verify(
         audit.found[record.key.decode()] = int(json.loads(record.value))
         audit.balance_updates += 1
     if rejected is not None:
-        wait_stable(bootstrap_servers, rejected)
+        wait_no_open_transactions(bootstrap_servers, rejected)
         audit.dead_letters = len(read_topic(bootstrap_servers, rejected))
     return audit
 

@@ -24,6 +24,7 @@ __all__ = [
     "read_topic",
     "unique_name",
     "wait_caught_up",
+    "wait_no_open_transactions",
     "watermarks",
 ]
 
@@ -331,3 +332,42 @@ def wait_caught_up(
         if time.monotonic() > deadline:
             raise TimeoutError(f"group {group} not caught up on {topic}: {committed} vs {ends}")
         time.sleep(0.25)
+
+
+def wait_no_open_transactions(
+    bootstrap_servers: str, topic: str, *, timeout: float = 60.0
+) -> float:
+    """Block until no transaction is open on ``topic``; return the seconds waited.
+
+    "Open" means the last stable offset (what a ``read_committed`` client sees
+    as the end) is below the high watermark. Commit markers are written just
+    after ``commit_transaction()`` returns, and a killed producer's transaction
+    stays open until its successor fences it or the broker times it out.
+    """
+    started = time.monotonic()
+    while True:
+        stable = _high_offsets(bootstrap_servers, topic, "read_committed")
+        high = _high_offsets(bootstrap_servers, topic, "read_uncommitted")
+        if stable == high:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{topic}: open transactions hold {stable} below {high}")
+        time.sleep(0.25)
+
+
+def _high_offsets(bootstrap_servers: str, topic: str, isolation_level: str) -> dict[int, int]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": unique_name("ends"),
+            "isolation.level": isolation_level,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()

@@ -6,9 +6,11 @@ import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
-from eos.testing.helpers import unique_name
+from eos.testing.helpers import (
+    wait_no_open_transactions,  # noqa: F401 - re-exported
+)
 from eos.testing.process import AppProcess
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "uppercase.py")
@@ -122,39 +124,3 @@ def interesting(lines: str, *words: str) -> list[str]:
     """Log lines that contain any of ``words`` (case-insensitive)."""
     words = words or ("abort", "fenc", "lost", "revok", "assigned", "error", "rewound", "stopp")
     return [line for line in lines.splitlines() if any(w in line.lower() for w in words)]
-
-
-def _ends(bootstrap: str, topic: str, isolation_level: str) -> dict[int, int]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique_name("ends"),
-            "isolation.level": isolation_level,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-    finally:
-        consumer.close()
-
-
-def wait_no_open_transactions(bootstrap: str, topic: str, timeout: float = 60.0) -> float:
-    """Wait until no transaction is open on ``topic`` (last stable offset == high watermark).
-
-    eos.testing.helpers.watermarks() asks with librdkafka's default isolation level,
-    read_committed, and so gets the last stable offset: read_topic() then stops early,
-    silently, at the first open transaction. Call this first. Returns the seconds waited.
-    """
-    started = time.monotonic()
-    while True:
-        stable = _ends(bootstrap, topic, "read_committed")
-        high = _ends(bootstrap, topic, "read_uncommitted")
-        if stable == high:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"{topic}: open transactions hold {stable} below {high}")
-        time.sleep(0.25)

@@ -32,6 +32,7 @@ from eos.testing.helpers import (
     read_topic,
     unique_name,
     wait_caught_up,
+    wait_no_open_transactions,
 )
 from eos.testing.process import AppProcess
 from eos.testing.verify import verify_exactly_once
@@ -142,7 +143,7 @@ def _kill_repeatedly(app: AppProcess, kills: int, rng: random.Random) -> list[fl
 
 def _read(bootstrap: str, topic: str, isolation_level: str = "read_committed") -> list[ReadRecord]:
     """``topic`` read to its end once no transaction is open on it."""
-    bank.wait_stable(bootstrap, topic)
+    wait_no_open_transactions(bootstrap, topic)
     return read_topic(bootstrap, topic, isolation_level=isolation_level)
 
 
@@ -421,7 +422,7 @@ def test_dead_letter_example_exactly_once_under_2_sigkills(bootstrap: str, tmp_p
         app.kill()
     elapsed = time.monotonic() - started
     where = {r.value: (r.topic, r.partition, r.offset) for r in read_topic(bootstrap, source)}
-    bank.wait_stable(bootstrap, dlq)
+    wait_no_open_transactions(bootstrap, dlq)
     letters = dead_letter.read_dead_letters(bootstrap, dlq)
     valid = _read(bootstrap, output)
     good_ids = Counter(json.loads(r.value)["id"] for r in valid if r.value)

@@ -20,8 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
-from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from eos.state.changelog import ChangelogRestorer, RestoreTask, restore_consumer_settings
@@ -29,7 +28,13 @@ from eos.state.manager import CRASH_AFTER_KAFKA_COMMIT_ENV
 from eos.state.memory import MemoryStore
 from eos.state.rocksdb import RocksDBStore
 from eos.state.topics import changelog_topic
-from eos.testing.helpers import create_topic, read_topic, unique_name, wait_caught_up
+from eos.testing.helpers import (
+    create_topic,
+    read_topic,
+    unique_name,
+    wait_caught_up,
+    wait_no_open_transactions,
+)
 from eos.testing.process import AppProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -151,7 +156,7 @@ class CountRun:
 
     def emitted(self) -> dict[str, list[str]]:
         """Counts sent per key, in read order (one key lives in one partition)."""
-        _wait_stable(self.bootstrap, self.sink)
+        wait_no_open_transactions(self.bootstrap, self.sink)
         out: dict[str, list[str]] = defaultdict(list)
         for record in read_topic(self.bootstrap, self.sink):
             assert record.key is not None and record.value is not None
@@ -208,7 +213,7 @@ class CountRun:
     def changelog_store(self) -> dict[str, int]:
         """The counts a fresh instance would get: the changelog restored into empty stores
         through the engine's own restorer."""
-        _wait_stable(self.bootstrap, self.changelog)
+        wait_no_open_transactions(self.bootstrap, self.changelog)
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         settings = restore_consumer_settings(
             {"bootstrap.servers": self.bootstrap}, self.app_id, unique_name("check")
@@ -224,44 +229,6 @@ class CountRun:
             for key, value in task.backend.iterate():
                 contents[json.loads(key)] = json.loads(value)
         return contents
-
-
-def _wait_stable(bootstrap: str, topic: str, timeout: float = 30.0) -> None:
-    """Block until no transaction is open on ``topic`` (last stable offset == high watermark).
-
-    The coordinator writes commit markers after ``commit_transaction()``
-    returns, and ``read_topic`` reads to the last stable offset (its
-    ``watermarks`` consumer is read_committed), so without this a read right
-    after a commit can miss that transaction.
-    """
-    consumers = {
-        level: Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": unique_name("wm"),
-                "isolation.level": level,
-            }
-        )
-        for level in ("read_committed", "read_uncommitted")
-    }
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            ends = {
-                level: [
-                    c.get_watermark_offsets(KafkaTopicPartition(topic, p), timeout=10)[1]
-                    for p in range(PARTITIONS)
-                ]
-                for level, c in consumers.items()
-            }
-            if ends["read_committed"] == ends["read_uncommitted"]:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: transactions still open after {timeout}s: {ends}")
-            time.sleep(0.1)
-    finally:
-        for c in consumers.values():
-            c.close()
 
 
 def _segments(app: AppProcess) -> list[str]:
@@ -448,7 +415,7 @@ def test_restart_after_kill_restores_only_the_unapplied_tail(
     restores = _restores(segment)
     restored = {p: n for p, (_start, _end, n) in restores.items()}
     total = sum(restored.values())
-    _wait_stable(bootstrap, run.changelog)
+    wait_no_open_transactions(bootstrap, run.changelog)
     changelog = read_topic(bootstrap, run.changelog)
     ends = {p: end for p, (_start, end, _n) in restores.items()}
     # What the restore had to apply: committed records from each local
