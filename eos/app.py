@@ -8,9 +8,12 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
+from eos._processor_checks import check_processor
+from eos._stop import StopSignal
 from eos.config import (
     DEFAULT_COMMIT_INTERVAL_MS,
     DEFAULT_INSTANCE_ID,
+    DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS,
     DEFAULT_MAX_BATCH_RECORDS,
     DEFAULT_METRICS_BIND_ADDRESS,
     DEFAULT_PROCESSING_ERROR_POLICY,
@@ -24,6 +27,7 @@ from eos.config import (
     Guarantee,
 )
 from eos.errors import ConfigError
+from eos.faults import NO_FAULTS, Faults
 from eos.processor import Processor
 from eos.serde import Serde
 from eos.stats import AppState, EngineStats
@@ -51,7 +55,13 @@ class Application:
             (its transaction was aborted; nothing of it is visible).
         ProducerFencedError: another instance with the same ``instance_id``
             took over; this one stopped at once.
-        ConfigError: an input topic is missing or Kafka is unreachable.
+        ConfigError: an input topic is missing or Kafka is unreachable, an
+            output topic is missing or an ACL denies an operation.
+        AbortLimitError: the batch kept failing without progress
+            (``max_aborts_without_progress``).
+
+    ``faults`` is the fault-injection seam for tests (:mod:`eos.faults`);
+    leave it unset in production.
     """
 
     def __init__(
@@ -72,11 +82,13 @@ class Application:
         dead_letter_topic: str | None = None,
         state_dir: str = DEFAULT_STATE_DIR,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+        max_aborts_without_progress: int = DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS,
         metrics_port: int | None = None,
         metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS,
         metrics_registry: object | None = None,
         producer_config: Mapping[str, ClientValue] | None = None,
         consumer_config: Mapping[str, ClientValue] | None = None,
+        faults: Faults | None = None,
     ) -> None:
         config = Config(
             application_id=application_id,
@@ -93,35 +105,50 @@ class Application:
             dead_letter_topic=dead_letter_topic,
             state_dir=state_dir,
             shutdown_timeout_s=shutdown_timeout_s,
+            max_aborts_without_progress=max_aborts_without_progress,
             metrics_port=metrics_port,
             metrics_bind_address=metrics_bind_address,
             producer_config=dict(producer_config or {}),
             consumer_config=dict(consumer_config or {}),
         )
-        self._setup(config, processor, metrics_registry)
+        self._setup(config, processor, metrics_registry, faults)
 
     @classmethod
     def from_config(
-        cls, config: Config, processor: Processor, *, metrics_registry: object | None = None
+        cls,
+        config: Config,
+        processor: Processor,
+        *,
+        metrics_registry: object | None = None,
+        faults: Faults | None = None,
     ) -> Application:
         """Build an application from a :class:`~eos.config.Config`."""
         app = cls.__new__(cls)
-        app._setup(config, processor, metrics_registry)
+        app._setup(config, processor, metrics_registry, faults)
         return app
 
-    def _setup(self, config: Config, processor: Processor, metrics_registry: object) -> None:
-        if not isinstance(processor, Processor):
+    def _setup(
+        self,
+        config: Config,
+        processor: Processor,
+        metrics_registry: object,
+        faults: Faults | None,
+    ) -> None:
+        check_processor(processor)
+        if faults is not None and not isinstance(faults, Faults):
             raise ConfigError(
-                f"processor must be an eos.Processor instance, not {type(processor).__name__}",
-                "processor",
+                f"faults must be an eos.faults.Faults instance, not {type(faults).__name__}",
+                "faults",
             )
         self.config = config
         self.processor = processor
         self.metrics_registry = metrics_registry
+        self.faults = faults or NO_FAULTS
         self._stats = EngineStats(config.application_id)
-        self._engine: object | None = None
         self._metrics_handle: object | None = None
-        self._stop_requested = threading.Event()
+        # Replaced (never mutated back) after each run: reads and writes of the
+        # attribute are atomic, so stop() needs no lock (a signal handler calls it).
+        self._stop = StopSignal(config.shutdown_timeout_s)
 
     def __repr__(self) -> str:
         return f"Application({self.config!r})"
@@ -138,27 +165,33 @@ class Application:
         return getattr(handle, "url", None) if handle is not None else None
 
     def stop(self) -> None:
-        """Ask :meth:`run` to commit what it processed and return. Thread-safe."""
-        self._stop_requested.set()
-        engine = self._engine
-        if engine is not None:
-            engine.stop()  # type: ignore[attr-defined]
+        """Ask :meth:`run` to commit what it processed and return. Thread-safe.
+
+        Called before ``run()``, it makes that ``run()`` return at once.
+        """
+        self._stop.set()
 
     def run(self) -> None:
         """Process until stopped. Blocks; see the class docstring for errors."""
         from eos.engine import Engine
 
-        stores = None
-        if self.processor.stores:
-            from eos.state.manager import StoreManager
+        restore = self._install_signals()
+        log.info("running %s (instance %s)", self.config.application_id, self.config.instance_id)
+        try:
+            self._run(Engine)
+        finally:
+            restore()
+            # A later run() starts afresh (a stop request was for this one).
+            self._stop = StopSignal(self.config.shutdown_timeout_s)
 
-            def stores(engine: Engine) -> StoreManager:
-                return StoreManager(engine, self.processor.stores)
-
-        engine = Engine(self.config, self.processor, stats=self._stats, stores=stores)
-        self._engine = engine
-        if self._stop_requested.is_set():
-            engine.stop()
+    def _run(self, engine_type: type) -> None:
+        stop = self._stop
+        if stop.is_set():
+            log.info("stop requested before run(): not starting")
+            return
+        engine = engine_type(
+            self.config, self.processor, stats=self._stats, stop=stop, faults=self.faults
+        )
         handle = None
         if self.config.metrics_port is not None or self.metrics_registry is not None:
             from eos.metrics import register_metrics
@@ -172,13 +205,10 @@ class Application:
             if handle.url:
                 log.info("serving metrics at %s", handle.url)
         self._metrics_handle = handle
-        restore = self._install_signals()
         try:
             engine.run()
         finally:
-            restore()
-            self._engine = None
-            self._stop_requested.clear()
+            self._metrics_handle = None
             if handle is not None:
                 handle.close()
 

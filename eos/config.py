@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_FETCH_QUEUE_BACKOFF_MS",
     "DEFAULT_INSTANCE_ID",
     "DEFAULT_LINGER_MS",
+    "DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS",
     "DEFAULT_MAX_BATCH_RECORDS",
     "DEFAULT_METRICS_BIND_ADDRESS",
     "DEFAULT_POLL_TIMEOUT_S",
@@ -82,6 +83,10 @@ DEFAULT_INSTANCE_ID: Final = "0"
 DEFAULT_STATE_DIR: Final = "./state"
 DEFAULT_PROCESSING_ERROR_POLICY: Final[ErrorPolicy] = "fail"
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 30.0
+DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS: Final = 10
+"""Consecutive aborts of a batch, with no commit and no record found to blame in
+between, after which the instance stops with AbortLimitError. Outages and
+rebalances do not count: they are retried with backoff for as long as they last."""
 DEFAULT_METRICS_BIND_ADDRESS: Final = "127.0.0.1"
 DEFAULT_POLL_TIMEOUT_S: Final = 0.1
 """How long one ``consume()`` call waits for records. It bounds how late a
@@ -145,6 +150,7 @@ _PROPERTIES: Final[Mapping[str, str]] = {
     "dead.letter.topic": "dead_letter_topic",
     "state.dir": "state_dir",
     "shutdown.timeout.ms": "shutdown_timeout_s",
+    "max.aborts.without.progress": "max_aborts_without_progress",
     "metrics.port": "metrics_port",
     "metrics.bind.address": "metrics_bind_address",
 }
@@ -276,7 +282,12 @@ class Config:
         dead_letter_topic: Where ``"dead_letter"`` sends failed records.
             Required by that policy; must not be an input topic.
         state_dir: Directory of the local state stores.
-        shutdown_timeout_s: How long a stop may take before it is forced.
+        shutdown_timeout_s: How long a stop may take before it is forced: the
+            final commit, an abort, the flush of the producer.
+        max_aborts_without_progress: Consecutive aborts of a batch without a
+            commit or a newly blamed record after which the instance stops
+            with :class:`~eos.errors.AbortLimitError` (outages and rebalances
+            do not count; they back off up to 10 s between attempts).
         metrics_port: Port of the Prometheus endpoint (0 picks a free one),
             or ``None`` for none.
         metrics_bind_address: Address the Prometheus endpoint binds to.
@@ -300,6 +311,7 @@ class Config:
     dead_letter_topic: str | None = None
     state_dir: str = DEFAULT_STATE_DIR
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
+    max_aborts_without_progress: int = DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS
     metrics_port: int | None = None
     metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS
     producer_config: Mapping[str, ClientValue] = field(default_factory=dict, repr=False, hash=False)
@@ -342,6 +354,7 @@ class Config:
         _check_int("commit_interval_ms", self.commit_interval_ms, 1)
         _check_int("max_batch_records", self.max_batch_records, 1)
         _check_int("transaction_timeout_ms", self.transaction_timeout_ms, 1)
+        _check_int("max_aborts_without_progress", self.max_aborts_without_progress, 1)
         if (
             self.processing_guarantee == "exactly_once_v2"
             and self.transaction_timeout_ms < self.commit_interval_ms
@@ -514,7 +527,8 @@ class Config:
         ``key.serde``, ``value.serde``, ``commit.interval.ms``,
         ``max.batch.records``, ``transaction.timeout.ms``,
         ``processing.error.policy``, ``dead.letter.topic``, ``state.dir``,
-        ``shutdown.timeout.ms``, ``metrics.port``, ``metrics.bind.address``.
+        ``shutdown.timeout.ms``, ``max.aborts.without.progress``,
+        ``metrics.port``, ``metrics.bind.address``.
 
         ``producer.X`` sets librdkafka setting ``X`` on the producer and
         ``consumer.X`` on the consumer. Any other dotted key is a librdkafka
@@ -607,7 +621,12 @@ def _parse_property(key: str, name: str, value: str) -> object:
         return tuple(t for t in (part.strip() for part in value.split(",")) if t)
     if name == "processing_guarantee":
         return _GUARANTEE_SPELLINGS.get(value, value)
-    if name in ("commit_interval_ms", "max_batch_records", "transaction_timeout_ms"):
+    if name in (
+        "commit_interval_ms",
+        "max_batch_records",
+        "transaction_timeout_ms",
+        "max_aborts_without_progress",
+    ):
         return _parse_int(key, value)
     if name == "shutdown_timeout_s":
         return _parse_int(key, value) / 1000

@@ -1,12 +1,14 @@
-"""The consume-process-commit loop and its rebalance callbacks.
+"""The consume-process-commit loop, over composed parts.
 
-One :class:`Engine` owns one consumer and one producer and runs on one
-thread. Under ``exactly_once_v2`` each transaction holds a batch of input
-records; its outputs, its store changelog records and its input offsets
-commit together or not at all::
+One :class:`Engine` runs one application instance on one thread. Under
+``exactly_once_v2`` each transaction holds a batch of input records; its
+outputs, its store changelog records and its input offsets commit together or
+not at all::
 
     init_transactions()
     loop:
+        restore a step of newly assigned stores (their partitions are paused),
+            after committing the open batch: never inside a transaction
         batch = consume()                 # rebalance callbacks run in here
         begin_transaction() lazily on the first record
         process each record -> produce outputs, changelog; position = offset + 1
@@ -15,56 +17,84 @@ commit together or not at all::
             (2) send_offsets_to_transaction(positions, group metadata)
             (3) commit_transaction()
             (4) write store overlays + changelog offsets locally
-        on an abortable failure: abort, drop overlays, seek every touched
-            partition back to its committed offset, carry on
+        on a failed batch: abort, drop overlays, seek back, back off, carry on
         on a fatal failure (fenced): stop at once; never touch the rest of the batch
+
+The parts, each owning its state and handed what it uses:
+
+- :class:`~eos._batch.Batch` (the open batch) and
+  :class:`~eos._batch.Assignment` (what this instance owns);
+- a :class:`~eos._guarantee.Guarantee` (exactly_once_v2, at_least_once or
+  at_most_once): the producer, begin/commit/abort/renew;
+- :class:`~eos._outputs.Outputs`: the produce paths and the attribution of
+  failed deliveries to input records;
+- :class:`~eos._committer.Committer`: the commit and abort sequences, the
+  diagnosis of a failed batch, the abort limit;
+- :class:`~eos._records.RecordFailures`: ``processing_error_policy``;
+- :class:`~eos._rebalance.RebalanceListener`: the consumer callbacks and the
+  stepwise restore;
+- :class:`~eos.state.manager.StoreManager`: overlays, changelog, restore.
+
+Every exit that is not a clean stop aborts the open transaction BEFORE the
+consumer is closed: closing runs the revoke callback, which then aborts
+instead of committing.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from eos._commit import Committing
-from eos._failures import FailureHandling, _Abort, _decode_error
-from eos._rebalance import Rebalancing
-from eos.errors import (
-    ConfigError,
-)
+from eos._batch import TP, Assignment, Batch, Poison
+from eos._committer import Committer, Rewound
+from eos._guarantee import Guarantee, for_config
+from eos._kafka_errors import Cause, cause_of, error_name
+from eos._outputs import Outputs
+from eos._rebalance import RebalanceListener
+from eos._records import RecordFailures, decode_error
+from eos._stop import StopRequested, StopSignal
+from eos.config import Config
+from eos.errors import ConfigError
+from eos.faults import NO_FAULTS, Faults
 from eos.processor import Context, Processor
 from eos.record import Record
 from eos.serde import BytesSerde, Serde
 from eos.stats import EngineStats
-from eos.transaction import TransactionalProducer
-
-if TYPE_CHECKING:
-    from eos.config import Config
-    from eos.state.manager import StoreManager
-    from eos.state.transaction import StoreTransaction
 
 __all__ = ["Engine"]
 
 log = logging.getLogger("eos.engine")
 
-TP = tuple[str, int]
 _MAX_CONSUME = 5000
 _IDLE_POLL_S = 0.1
+_ADMIN_STEP_S = 5.0
+_ADMIN_TIMEOUT_S = 30.0
 _new_record = tuple.__new__
 
 
-class Engine(Committing, FailureHandling, Rebalancing):
+class Engine:
     """Runs one application instance: consume, process, commit, repeat.
 
     Lifecycle: ``run()`` blocks on the calling thread until ``stop()`` is
-    called (from any thread or a signal handler), a fatal error happens, or
-    ``processing_error_policy="fail"`` meets a failing record. ``run()``
-    always closes the consumer (leaving the group) and the producer.
+    called (from any thread or a signal handler), a fatal error happens, or a
+    failure stops the instance (``processing_error_policy="fail"``, a missing
+    topic, the abort limit). A stop requested at any moment, during start-up
+    and restores too, ends ``run()`` without an error. ``run()`` always
+    closes the consumer (leaving the group), the producer, the stores and the
+    processor, and never lets a failure on the way out replace the error that
+    ended the run.
+
+    Args:
+        config: The validated configuration.
+        processor: The user's processor.
+        stats: Counters shared with ``app.state`` and the metrics.
+        stop: The stop request (one is made if not given).
+        faults: The fault-injection seam (tests only).
     """
 
     def __init__(
@@ -73,120 +103,157 @@ class Engine(Committing, FailureHandling, Rebalancing):
         processor: Processor,
         *,
         stats: EngineStats | None = None,
-        stores: Callable[[Engine], StoreManager] | None = None,
+        stop: StopSignal | None = None,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         self.config = config
         self.processor = processor
         self.stats = stats or EngineStats(config.application_id)
-        self._stores_factory = stores
-        self.stores: StoreManager | None = None
-        self._guarantee = config.processing_guarantee
-        self._eos = self._guarantee == "exactly_once_v2"
-        self._stopping = False
-        self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
-        self._txn: TransactionalProducer | None = None
-        self._in_txn = False
-        self._txn_started = 0.0
-        self._txn_records = 0
-        self._assigned: set[TP] = set()
-        self._committed: dict[TP, int] = {}
-        self._positions: dict[TP, int] = {}
-        self._first_seen: dict[TP, int] = {}
-        self._poison: dict[tuple[str, int, int], BaseException] = {}
-        self._careful: dict[TP, int] = {}
-        self._one_by_one = False
-        self._delivery_failures: dict[tuple[str, int, int], KafkaError] = {}
-        self._alos_failures: list[KafkaError] = []
-        key_serde = config.resolved_key_serde()
-        value_serde = config.resolved_value_serde()
-        self._kdes = _fast_deserializer(key_serde)
-        self._vdes = _fast_deserializer(value_serde)
-        self._ctx: Context | None = None
-        # Test-only fault injection: commit attempts (1-based) that fail as if
-        # the broker had answered with an abortable error.
-        self._commit_attempts = 0
-        self._txn_sends = 0
-        self._lag_checked = 0.0
-        self._inject_failures = frozenset(
-            int(n) for n in os.environ.get("EOS_TEST_FAIL_COMMITS", "").split(",") if n.strip()
+        self.stop_signal = stop or StopSignal(config.shutdown_timeout_s)
+        self.faults = faults
+        self._key_serde: Serde = config.resolved_key_serde()
+        self._value_serde: Serde = config.resolved_value_serde()
+        self._kdes = _fast_deserializer(self._key_serde)
+        self._vdes = _fast_deserializer(self._value_serde)
+        self.batch = Batch()
+        self.assignment = Assignment()
+        self.poison = Poison()
+        self.guarantee: Guarantee = for_config(
+            config, self.stop_signal, with_stores=bool(processor.stores)
         )
-        self._key_serde = key_serde
-        self._value_serde = value_serde
+        self.outputs = Outputs(
+            self.guarantee,
+            dead_letter_topic=config.dead_letter_topic,
+            application_id=config.application_id,
+            flush_timeout_s=config.transaction_timeout_ms / 1000.0,
+        )
+        self.committer = Committer(
+            config=config,
+            guarantee=self.guarantee,
+            batch=self.batch,
+            assignment=self.assignment,
+            poison=self.poison,
+            outputs=self.outputs,
+            stats=self.stats,
+            stop=self.stop_signal,
+            faults=faults,
+        )
+        self.records = RecordFailures(
+            config=config,
+            guarantee=self.guarantee,
+            outputs=self.outputs,
+            committer=self.committer,
+            poison=self.poison,
+            stats=self.stats,
+        )
+        self.rebalance = RebalanceListener(
+            cooperative=_cooperative(config),
+            assignment=self.assignment,
+            batch=self.batch,
+            poison=self.poison,
+            outputs=self.outputs,
+            committer=self.committer,
+            processor=processor,
+            stats=self.stats,
+        )
+        self.ctx: Context | None = None
+        self.consumer: Consumer | None = None
 
     # ------------------------------------------------------------------ control
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch, commit and return. Thread-safe."""
-        self._stopping = True
+        self.stop_signal.set()
 
     def run(self) -> None:
         """Run until stopped. Raises the error that ended it, if any."""
         self.stats.state = "starting"
-        failed = False
+        error: BaseException | None = None
         try:
             self._start()
-            self.stats.state = "running"
+            if self.stats.state == "starting":
+                self.stats.state = "running"
             self._loop()
-        except BaseException:
-            failed = True
-            self.stats.state = "failed"
+        except StopRequested:
+            log.info("stop requested during start-up")
+        except BaseException as exc:
+            error = exc
             raise
         finally:
-            self._shutdown(failed)
+            self._shutdown(error)
 
     # ------------------------------------------------------------------ start/stop
 
     def _start(self) -> None:
         config = self.config
-        self._check_topics()
-        producer_settings = config.producer_settings()
-        if not self._eos:
-            producer_settings["on_delivery"] = self._on_alos_delivery  # type: ignore[assignment]
-            if self._stores_factory is None:
-                # Stores need success reports: a store partition's checkpoint
-                # is its highest delivered changelog offset + 1.
-                producer_settings["delivery.report.only.error"] = True
-        self._producer = Producer(producer_settings)
-        if self._eos:
-            self._txn = TransactionalProducer(
-                self._producer, config.transaction_timeout_ms / 1000.0
-            )
-            self._txn.init()
-        self._ctx = Context(
+        stop = self.stop_signal
+        stop.check()
+        admin = self._check_topics()
+        stop.check()
+        self.guarantee.start()
+        stop.check()
+        ctx = Context(
             application_id=config.application_id,
-            produce=self._producer.produce,
+            produce=self.guarantee.producer.produce,
             key_serde=self._key_serde,
             value_serde=self._value_serde,
             stores=self._store_lookup,
             on_full=self._drain,
         )
-        if self._stores_factory is not None:
-            self.stores = self._stores_factory(self)
-        self._consumer = Consumer(config.consumer_settings())
-        self._consumer.subscribe(
+        self.ctx = ctx
+        self.outputs.ctx = ctx
+        self.committer.ctx = ctx
+        self.rebalance.ctx = ctx
+        if self.processor.stores:
+            from eos.state.manager import StoreManager
+
+            stores = StoreManager(
+                config,
+                self.processor.stores,
+                processor_name=type(self.processor).__name__,
+                admin=admin,
+                stats=self.stats,
+                outputs=self.outputs,
+                faults=self.faults,
+            )
+            stores.attach(ctx)
+            self.committer.stores = stores
+            self.rebalance.stores = stores
+        stop.check()
+        consumer = Consumer(config.consumer_settings())
+        self.consumer = consumer
+        self.committer.consumer = consumer
+        self.rebalance.consumer = consumer
+        consumer.subscribe(
             list(config.input_topics),
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
+            on_assign=self.rebalance.on_assign,
+            on_revoke=self.rebalance.on_revoke,
+            on_lost=self.rebalance.on_lost,
         )
         log.info(
             "started %s (%s, transactional.id=%s) on %s",
             config.application_id,
-            self._guarantee,
-            config.transactional_id if self._eos else "-",
+            self.guarantee.name,
+            config.transactional_id if self.guarantee.transactional else "-",
             ",".join(config.input_topics),
         )
 
-    def _check_topics(self) -> None:
+    def _check_topics(self) -> AdminClient:
+        """Input topics must exist; the dead-letter topic is created if missing."""
         config = self.config
         admin = AdminClient(config.admin_settings())
-        try:
-            metadata = admin.list_topics(timeout=30)
-        except KafkaException as exc:
-            raise ConfigError(
-                f"cannot reach Kafka at {config.bootstrap_servers}: {exc}", "bootstrap.servers"
-            ) from exc
+        deadline = time.monotonic() + _ADMIN_TIMEOUT_S
+        while True:
+            try:
+                metadata = admin.list_topics(timeout=_ADMIN_STEP_S)
+                break
+            except KafkaException as exc:
+                self.stop_signal.check()
+                if time.monotonic() >= deadline:
+                    raise ConfigError(
+                        f"cannot reach Kafka at {config.bootstrap_servers}: {exc}",
+                        "bootstrap.servers",
+                    ) from exc
         missing = [t for t in config.input_topics if t not in metadata.topics]
         if missing:
             raise ConfigError(
@@ -206,93 +273,115 @@ class Engine(Committing, FailureHandling, Rebalancing):
                             f"cannot create dead-letter topic {dlq!r}: {exc}", "dead.letter.topic"
                         ) from exc
             log.info("created dead-letter topic %s", dlq)
-        self.admin = admin
+        return admin
 
-    def _shutdown(self, failed: bool) -> None:
+    def _shutdown(self, error: BaseException | None) -> None:
+        """Abort if the run failed, then close everything; never mask ``error``."""
+        self.stop_signal.set()  # bounds every retry from here on by shutdown_timeout_s
         self.stats.state = "stopping"
-        if self._consumer is not None:
+        if error is not None:
+            # BEFORE the consumer closes: its revoke callback must find nothing to commit.
+            self.committer.abandon()
+        steps: list[tuple[str, Callable[[], object]]] = []
+        consumer = self.consumer
+        if consumer is not None:
+            steps.append(("closing the consumer", consumer.close))
+        steps.append(("closing the producer", self._close_producer))
+        stores = self.committer.stores
+        if stores is not None:
+            steps.append(("closing the stores", stores.close_all))
+        steps.append((f"{type(self.processor).__name__}.close()", self.processor.close))
+        first: BaseException | None = None
+        for what, step in steps:
             try:
-                self._consumer.close()
-            except (KafkaException, RuntimeError) as exc:
-                log.warning("closing the consumer failed: %s", exc)
-        if self._producer is not None:
-            if self._txn is not None and self._txn.open and not self._txn.dead:
-                try:
-                    self._txn.abort()
-                except Exception as exc:
-                    log.warning("aborting on shutdown failed: %s", exc)
-            dead = self._txn is not None and self._txn.dead
-            try:
-                remaining = 0 if dead else self._producer.flush(self.config.shutdown_timeout_s)
-            except KafkaException as exc:
-                # Never let the way out mask the error that ended the run.
-                log.warning("flushing the producer on shutdown failed: %s", exc)
-                remaining = 0
-            if remaining:
-                log.warning("%d produced records were not delivered at shutdown", remaining)
-        if self.stores is not None:
-            self.stores.close_all()
-        try:
-            self.processor.close()
-        finally:
-            self.stats.state = "failed" if failed else "stopped"
+                step()
+            except Exception as exc:
+                if error is None and first is None:
+                    first = exc
+                else:
+                    log.warning("%s failed: %s", what, exc)
+        self.stats.state = "failed" if error is not None or first is not None else "stopped"
+        if first is not None:
+            raise first
+
+    def _close_producer(self) -> None:
+        remaining = self.guarantee.close(self.stop_signal.remaining(self.config.shutdown_timeout_s))
+        if remaining:
+            log.warning("%d produced records were not delivered at shutdown", remaining)
 
     # ------------------------------------------------------------------ the loop
 
     def _loop(self) -> None:
         consumer = self.consumer
+        if consumer is None:
+            raise RuntimeError("engine not started")
+        stop = self.stop_signal
+        committer = self.committer
+        rebalance = self.rebalance
+        batch = self.batch
         interval = self.config.commit_interval_ms / 1000.0
         max_batch = self.config.max_batch_records
-        while not self._stopping:
-            limit = max(1, min(_MAX_CONSUME, max_batch - self._txn_records))
-            if self._in_txn or self._positions:
+        transactional = self.guarantee.transactional
+        while not stop.is_set():
+            committer.wait_backoff()
+            if stop.is_set():
+                break
+            if rebalance.restoring:
+                # Restore between transactions: however long a step takes, no
+                # transaction is open while it runs.
+                if committer.open:
+                    committer.commit()
+                rebalance.restore_step()
+            limit = max(1, min(_MAX_CONSUME, max_batch - batch.records))
+            if committer.open:
                 # A batch is open: fill it until the commit is due.
-                timeout = max(0.0, self._txn_started + interval - time.monotonic())
+                timeout = max(0.0, batch.started + interval - time.monotonic())
                 messages = consumer.consume(limit, timeout)
             else:
                 # Idle: start on the first record that arrives, with whatever else
                 # is already fetched, instead of waiting for a full batch.
-                messages = consumer.consume(1, _IDLE_POLL_S)
+                timeout = 0.0 if rebalance.restoring else _IDLE_POLL_S
+                messages = consumer.consume(1, timeout)
                 if messages and limit > 1:
                     messages += consumer.consume(limit - 1, 0)
             if messages:
-                if self._guarantee == "at_most_once":
-                    self._commit_before(messages)
+                self.guarantee.before_processing(messages, consumer)
                 try:
-                    self._process_batch(messages)
-                except _Abort:
+                    self._process(messages)
+                except Rewound:
                     continue
-            if (self._in_txn or self._positions) and (
-                self._txn_records >= max_batch or time.monotonic() - self._txn_started >= interval
+            committed = False
+            if committer.open and (
+                batch.records >= max_batch or time.monotonic() - batch.started >= interval
             ):
-                self._commit()
-            elif not self._eos:
-                self.producer.poll(0)
-            if time.monotonic() - self._lag_checked >= 0.5:
-                self._refresh_lag()
-        if self._positions or self._in_txn:
-            self._commit()
+                committed = committer.commit()
+            elif not transactional:
+                self.outputs.poll()
+            rebalance.refresh_lag(time.monotonic(), force=committed)
+        if committer.open:
+            committer.commit()
 
-    def _process_batch(self, messages: Sequence[Any]) -> None:
-        """Process ``messages`` in order. Raises _Abort after a rewind."""
-        ctx = self._ctx
+    def _process(self, messages: Sequence[Any]) -> None:
+        """Process ``messages`` in order. Raises Rewound after an abort."""
+        ctx = self.ctx
         if ctx is None:
             raise RuntimeError("engine not started")
         process = self.processor.process
         kdes = self._kdes
         vdes = self._vdes
-        positions = self._positions
-        poison = self._poison
-        careful = bool(self._careful)
-        ctx._produce = self._careful_produce if careful else self.producer.produce
-        if not self._positions:
-            self._txn_started = time.monotonic()
-            self._txn_sends = ctx.sends
-        # Per partition, once per batch: is it assigned (else its records are
-        # skipped), and, on its first record, open the transaction and note where
-        # the partition started. Nothing in this loop changes the assignment,
-        # the transaction or the committed positions without raising, so the
-        # answer holds for the whole batch.
+        batch = self.batch
+        positions = batch.positions
+        poison = self.poison.records
+        records = self.records
+        ctx._produce = self.outputs.produce_for_batch()
+        if not positions:
+            batch.started = time.monotonic()
+            batch.sends_at_start = ctx.sends
+        # Per partition, once per polled batch: may its records be processed (it
+        # is assigned and not restoring), and, on its first record, open the
+        # transaction and note where the partition started. Nothing in this loop
+        # changes the assignment, the transaction or the batch without raising,
+        # so the answer holds for the whole polled batch.
         admitted: dict[TP, bool] = {}
         # Records come in runs of one partition: the partition's checks and its
         # position update happen once per run, not once per record.
@@ -306,7 +395,7 @@ class Engine(Committing, FailureHandling, Rebalancing):
             for msg in messages:
                 error = msg.error()
                 if error is not None:
-                    self._consumer_error(error)
+                    self._consumer_error(msg, error)
                     continue
                 topic = msg.topic()
                 partition = msg.partition()
@@ -322,12 +411,13 @@ class Engine(Committing, FailureHandling, Rebalancing):
                     if ok is None:
                         ok = admitted[run_tp] = self._admit(run_tp, offset)
                 if not ok:
+                    self.assignment.held_back(run_tp, offset)  # type: ignore[arg-type]
                     continue
                 if poison and (topic, partition, offset) in poison:
-                    # Kept until a commit moves past it: the transaction that applies
-                    # the policy may itself abort (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER) and replay.
-                    self._apply_policy(
-                        msg, poison[(topic, partition, offset)], messages, messages.index(msg)
+                    # Kept until a commit moves past it: the transaction that applies the policy
+                    # may itself abort (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER) and replay.
+                    records.apply_policy(
+                        msg, poison[(topic, partition, offset)], _from(messages, msg)
                     )
                     run_next = offset + 1
                     processed += 1
@@ -338,11 +428,8 @@ class Engine(Committing, FailureHandling, Rebalancing):
                     key = raw_key if kdes is None else kdes(raw_key)
                     value = raw_value if vdes is None else vdes(raw_value)
                 except Exception as exc:
-                    self._apply_policy(
-                        msg,
-                        _decode_error(exc, raw_key, kdes, topic),
-                        messages,
-                        messages.index(msg),
+                    records.apply_policy(
+                        msg, decode_error(exc, raw_key, kdes, topic), _from(messages, msg)
                     )
                     run_next = offset + 1
                     processed += 1
@@ -357,55 +444,78 @@ class Engine(Committing, FailureHandling, Rebalancing):
                 before = ctx.sends
                 try:
                     process(record, ctx)
-                except Exception as exc:
-                    self._processing_failed(
-                        msg, exc, ctx.sends != before, messages, messages.index(msg)
-                    )
+                except BaseException as exc:
+                    if isinstance(exc, Rewound):
+                        raise
+                    records.process_failed(msg, exc, ctx.sends != before, _from(messages, msg))
                 run_next = offset + 1
                 processed += 1
         finally:
             ctx.record = None
-        # Only on normal completion: after an abort the positions were cleared.
+        # Only on normal completion: after an abort the batch was cleared.
         if ok and run_next >= 0:
             positions[run_tp] = run_next  # type: ignore[index]
-        self._txn_records += processed
+        batch.records += processed
         if processed:
             self.stats.record_batch(
                 processed, messages[0].timestamp()[1], messages[-1].timestamp()[1]
             )
 
     def _admit(self, tp: TP, offset: int) -> bool:
-        """First record of ``tp`` in a batch: False if ``tp`` is not assigned; else
-        open the transaction if none is, and note ``offset`` as the rewind point
-        of a partition with no committed position yet."""
-        if tp not in self._assigned:
+        """First record of ``tp`` in a polled batch: False if it may not be processed
+        now; else open the transaction if none is, and note ``offset`` as where
+        ``tp`` rewinds to."""
+        if not self.assignment.ready(tp):
             return False
-        if self._eos and not self._in_txn:
-            self._begin()
-        if tp not in self._committed and tp not in self._first_seen:
-            self._first_seen[tp] = offset
+        self.guarantee.begin()
+        if tp not in self.batch.first_seen:
+            self.batch.first_seen[tp] = offset
         return True
 
-    # ------------------------------------------------------------------ errors in records
+    def _consumer_error(self, msg: Any, error: KafkaError) -> None:
+        """An error event from the consumer: fatal and configuration errors stop the run."""
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        if cause_of(error) is Cause.CONFIG:
+            topic = msg.topic()
+            raise ConfigError(
+                f"consuming {'topic ' + repr(topic) if topic else 'the input topics'} as group "
+                f"{self.config.application_id!r} failed: {error_name(error)}; check that the "
+                "topic exists and the principal may READ it and the group",
+                "input.topics",
+            )
+        log.warning("consumer error: %s", error)
 
-    # ------------------------------------------------------------------ transactions
-
-    # ------------------------------------------------------------------ producing
+    # ------------------------------------------------------------------ context hooks
 
     def _drain(self) -> None:
-        self.producer.poll(0.05)
+        self.outputs.poll(0.05)
 
-    def _store_lookup(self, name: str, partition: int) -> StoreTransaction:
-        if self.stores is None:
-            from eos.errors import StateError
-
-            raise StateError(
-                f"store {name!r} is not declared in {type(self.processor).__name__}.stores"
+    def _store_lookup(self, name: str, partition: int) -> Any:
+        stores = self.committer.stores
+        if stores is None:
+            raise ConfigError(
+                f"ctx.store({name!r}): {type(self.processor).__name__} declares no stores; "
+                f"add stores = [eos.Store({name!r})] to the class",
+                "stores",
             )
-        return self.stores.get(name, partition)
+        return stores.get(name, partition)
 
-    # ------------------------------------------------------------------ rebalances
+
+def _from(messages: Sequence[Any], msg: Any) -> Sequence[Any]:
+    """``msg`` and what follows it in ``messages`` (only computed on a failure)."""
+    return messages[messages.index(msg) :]
 
 
 def _fast_deserializer(serde: Serde) -> Callable[[bytes | None], object] | None:
     return None if isinstance(serde, BytesSerde) else serde.deserialize
+
+
+def _cooperative(config: Config) -> bool:
+    """Whether the group assigns incrementally (cooperative-sticky or KIP-848)."""
+    settings = config.consumer_settings()
+    strategy = str(settings.get("partition.assignment.strategy", ""))
+    protocol = str(settings.get("group.protocol", "classic"))
+    return protocol.lower() == "consumer" or strategy.split(",")[0].strip() == "cooperative-sticky"

@@ -7,12 +7,15 @@ Every exception eos raises on purpose derives from :class:`EosError`, so one
     ├── ConfigError                  a setting is missing or invalid (also a ValueError)
     ├── SerializationError           a key or value could not be (de)serialized
     ├── ProcessingError              the user's processor raised; wraps that exception
+    ├── ProduceError                 a record could not be handed to the producer
     ├── StateError                   a state store could not be opened, restored or used
+    ├── AbortLimitError              the batch kept failing without progress; the instance stopped
     └── TransactionError             a Kafka transactional call failed; keeps .kafka_error
         ├── RetriableTransactionError    retry the same call
         ├── AbortableTransactionError    abort, rewind, redo the batch
         └── FatalTransactionError        this producer can never commit again
-            └── ProducerFencedError      another instance took over this transactional.id
+            ├── ProducerFencedError      another instance took over this transactional.id
+            └── TransactionOutcomeUnknownError  a commit did not finish before the stop deadline
 
 Transaction errors are classified only by ``KafkaError.retriable()``,
 ``txn_requires_abort()`` and ``fatal()``; this module never imports
@@ -28,16 +31,19 @@ import copyreg
 from typing import Literal
 
 __all__ = [
+    "AbortLimitError",
     "AbortableTransactionError",
     "ConfigError",
     "EosError",
     "FatalTransactionError",
     "ProcessingError",
+    "ProduceError",
     "ProducerFencedError",
     "RetriableTransactionError",
     "SerializationError",
     "StateError",
     "TransactionError",
+    "TransactionOutcomeUnknownError",
 ]
 
 Part = Literal["key", "value"]
@@ -146,6 +152,34 @@ class ProcessingError(EosError):
         self.cause = cause
 
 
+class ProduceError(EosError):
+    """A record could not be handed to the producer.
+
+    Raised by ``ctx.send``/``ctx.send_raw`` (and the engine's changelog and
+    dead-letter writes) when the producer refuses a record at once: larger
+    than the producer's ``message.max.bytes``, an unknown partition, a value
+    that is not bytes. The engine decides from ``kafka_error`` whether the
+    record is to blame (then ``processing_error_policy`` applies to the input
+    record), the cluster is unavailable (abort and retry) or the topic is
+    missing or denied (stop). A processor need not catch it.
+
+    Attributes:
+        topic: The topic the record was for.
+        kafka_error: The ``confluent_kafka.KafkaError`` behind it, or ``None``
+            when the producer raised something else (``TypeError``); the
+            original exception is ``__cause__``.
+    """
+
+    def __init__(self, topic: str, error: BaseException) -> None:
+        kafka_error = error.args[0] if error.args else None
+        if not hasattr(kafka_error, "code"):
+            kafka_error = None
+        detail = kafka_error if kafka_error is not None else f"{type(error).__name__}: {error}"
+        super().__init__(f"producing to topic {topic!r} failed: {detail}")
+        self.topic = topic
+        self.kafka_error = kafka_error
+
+
 class StateError(EosError):
     """A state store could not be opened, restored or used.
 
@@ -156,6 +190,27 @@ class StateError(EosError):
     stop the instance, wipe that store's directory under ``state_dir`` and
     start again so the store is rebuilt from its changelog.
     """
+
+
+class AbortLimitError(EosError):
+    """The open batch was aborted too many times in a row without any progress.
+
+    Raised by the engine when ``max_aborts_without_progress`` consecutive
+    aborts happened without a commit and without finding a record to blame
+    (outages do not count: they are retried with backoff for as long as they
+    last). Nothing of the failing batch is visible. The message names the
+    last cause; the operator should fix it (a topic setting, an ACL, a
+    broker) and restart.
+
+    Attributes:
+        aborts: How many consecutive aborts there were.
+        cause: A description of the last failure.
+    """
+
+    def __init__(self, message: str, *, aborts: int, cause: str) -> None:
+        super().__init__(message)
+        self.aborts = aborts
+        self.cause = cause
 
 
 class TransactionError(EosError):
@@ -209,9 +264,23 @@ class ProducerFencedError(FatalTransactionError):
     """Another producer with the same ``transactional.id`` has taken over.
 
     Raised by the transaction wrapper when the broker fences this producer
-    (``_FENCED`` / ``PRODUCER_FENCED`` / ``INVALID_PRODUCER_EPOCH``). It
-    usually means a second instance runs with the same application_id and
-    instance_id, or this instance was paused past ``transaction.timeout.ms``
-    and was replaced. Stop this instance; make sure each running instance has
-    a distinct ``instance_id``.
+    (``_FENCED`` / ``PRODUCER_FENCED`` / ``INVALID_PRODUCER_EPOCH``) while
+    its transaction was younger than ``transaction.timeout.ms``: a second
+    instance runs with the same application_id and instance_id. Stop this
+    instance; make sure each running instance has a distinct ``instance_id``.
+    (A transaction older than that was aborted by the broker itself, after an
+    outage or a long pause: the engine then renews its producer and redoes
+    the batch instead of raising this.)
+    """
+
+
+class TransactionOutcomeUnknownError(FatalTransactionError):
+    """A commit was still in progress when the stop's grace period ended.
+
+    Raised by the transaction wrapper only after a stop was requested
+    (``shutdown_timeout_s``): the broker may or may not have committed the
+    transaction. Nothing is lost or duplicated either way: the local stores
+    were not written (the next start restores them from the changelog) and the
+    next start of this instance resolves the transaction. The operator should
+    check broker health if it happens.
     """

@@ -38,6 +38,7 @@ __all__ = [
     "BATCH_RECORDS",
     "COMMITS",
     "COMMIT_DURATION",
+    "CONSECUTIVE_ABORTS",
     "DEAD_LETTER_RECORDS",
     "FENCED",
     "INFO",
@@ -76,6 +77,7 @@ PROCESSING_LATENCY: Final = "eos_processing_latency_seconds"
 COMMIT_DURATION: Final = "eos_commit_duration_seconds"
 BATCH_RECORDS: Final = "eos_batch_records"
 RESTORE_DURATION: Final = "eos_state_restore_seconds"
+CONSECUTIVE_ABORTS: Final = "eos_consecutive_aborts"
 
 METRIC_NAMES: Final = (
     PROCESSED_RECORDS,
@@ -91,6 +93,7 @@ METRIC_NAMES: Final = (
     PROCESSING_LAG,
     ASSIGNED_PARTITIONS,
     LAST_COMMIT_TIMESTAMP,
+    CONSECUTIVE_ABORTS,
     APP_STATE,
     INFO,
     PROCESSING_LATENCY,
@@ -206,6 +209,13 @@ class EosCollector:
         if view.last_commit_time is not None:
             last_commit.add_metric(app, view.last_commit_time)
         yield last_commit
+        consecutive = GaugeMetricFamily(
+            CONSECUTIVE_ABORTS,
+            "Aborts in a row without a commit (0 when healthy; an outage keeps it rising).",
+            labels=_APP,
+        )
+        consecutive.add_metric(app, view.consecutive_aborts)
+        yield consecutive
         state = GaugeMetricFamily(
             APP_STATE, "1 for the current run state, 0 for the others.", labels=(*_APP, "state")
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from eos.errors import SerializationError, StateError
+from eos.errors import ProduceError, SerializationError, StateError
 from eos.record import Headers, Record, TopicPartition
 from eos.serde import BytesSerde, Serde
 
@@ -147,6 +147,10 @@ class Context:
                 return
             except BufferError:
                 pass
+            except ProduceError:
+                raise
+            except Exception as exc:
+                raise ProduceError(topic, exc) from exc
         self._emit(topic, vb, kb, headers, partition)
 
     def send_raw(
@@ -187,6 +191,10 @@ class Context:
                 if self._on_full is None:
                     raise
                 self._on_full()
+            except ProduceError:
+                raise
+            except Exception as exc:
+                raise ProduceError(topic, exc) from exc
 
     def store(self, name: str) -> StoreTransaction:
         """The store partition ``name`` for the current record's partition.

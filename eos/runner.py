@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -117,23 +118,67 @@ def run(
     metrics_port: int | None = None,
     instance_id: str | None = None,
 ) -> int:
-    """Run ``target`` in this process (``workers == 1``) or supervise N workers."""
+    """Run ``target`` in this process (``workers == 1``) or supervise N workers.
+
+    SIGTERM/SIGINT are caught before the user's module is imported: a signal
+    during the import or the start-up is a clean stop (exit 0), as is one at
+    any later moment.
+    """
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, not {workers}", "workers")
     if workers == 1:
+        return _run_one(target, config_path, instance_id, metrics_port)
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        base = instance_id or load_application(target, config_path=config_path).config.instance_id
+        if stopping:
+            return 0
+        return supervise(
+            target,
+            config_path=config_path,
+            workers=workers,
+            metrics_port=metrics_port,
+            base_instance_id=base,
+            stopped_before=lambda: stopping,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_one(
+    target: str, config_path: str | None, instance_id: str | None, metrics_port: int | None
+) -> int:
+    app: Application | None = None
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        log.info("received %s while starting: stopping", signal.Signals(signum).name)
+        if app is not None:
+            app.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    log.info("loading %s", target)
+    try:
         app = load_application(
             target, config_path=config_path, instance_id=instance_id, metrics_port=metrics_port
         )
+        if stopping:
+            return 0
+        # run() installs its own handlers (and puts these back when it returns).
         app.run()
         return 0
-    base = load_application(target, config_path=config_path).config.instance_id
-    return supervise(
-        target,
-        config_path=config_path,
-        workers=workers,
-        metrics_port=metrics_port,
-        base_instance_id=base,
-    )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def supervise(
@@ -143,8 +188,13 @@ def supervise(
     workers: int,
     metrics_port: int | None,
     base_instance_id: str,
+    stopped_before: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Start, watch and restart N worker processes; stop them all on SIGTERM/SIGINT."""
+    """Start, watch and restart N worker processes; stop them all on SIGTERM/SIGINT.
+
+    ``stopped_before`` says whether a signal arrived before this function
+    installed its handlers (then no worker is started).
+    """
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -174,8 +224,10 @@ def supervise(
     started: dict[int, float] = {}
     failures: dict[int, int] = dict.fromkeys(range(workers), 0)
     restart_at: dict[int, float] = {}
+    if stopped_before():
+        stopping = True
     try:
-        for index in range(workers):
+        for index in range(workers if not stopping else 0):
             procs[index] = start(index)
         while True:
             alive = [p for p in procs.values() if p.poll() is None]

@@ -227,6 +227,11 @@ def resolve_serde(spec: str | Serde, *, what: str = "serde") -> Serde:
                 key=what,
             )
         return serde
+    if isinstance(spec, type):
+        raise ConfigError(
+            f"invalid {what}: {spec.__name__} is a class; pass an instance: {spec.__name__}()",
+            key=what,
+        )
     if callable(getattr(spec, "serialize", None)) and callable(getattr(spec, "deserialize", None)):
         return spec
     raise ConfigError(

@@ -59,7 +59,12 @@ ABORT_REASONS: Final = (
     "commit_failed",
     "output_rejected",
     "produce_failed",
+    "outage",
+    "rebalance",
     "partitions_lost",
+    "transaction_timeout",
+    "config_error",
+    "run_failed",
 )
 
 #: Record timestamp to commit, in seconds.
@@ -244,6 +249,8 @@ class AppState:
         commit_count: Committed transactions.
         abort_count: Aborted transactions (any reason).
         assigned_partitions: The input partitions this instance owns.
+        restoring_partitions: Those of them still waiting for their stores to
+            be restored (not processed yet).
         last_commit_time: Wall-clock time (``time.time()``) of the last
             commit, or ``None`` before the first.
         partitions: Offsets and lag per assigned input partition.
@@ -260,6 +267,7 @@ class AppState:
         default_factory=lambda: MappingProxyType({})
     )
     lag: int = 0
+    restoring_partitions: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +287,7 @@ class StatsView:
     rebalances: int
     fenced: int
     restored: int
+    consecutive_aborts: int
     assigned: tuple[tuple[str, int], ...]
     partitions: Mapping[tuple[str, int], PartitionState]
     last_commit_time: float | None
@@ -292,9 +301,10 @@ class StatsView:
 class EngineStats:
     """Mutable counters of one engine; see the module docstring for threading.
 
-    The engine assigns ``state`` and increments ``processing_errors``,
-    ``skipped``, ``dead_lettered``, ``rebalances`` and ``fenced`` directly,
-    replaces ``assigned`` with a new list, and calls the ``record_*``,
+    The engine assigns ``state`` and ``consecutive_aborts`` and increments
+    ``processing_errors``, ``skipped``, ``dead_lettered``, ``rebalances`` and
+    ``fenced`` directly,
+    replaces ``assigned`` and ``restoring`` with new lists, and calls the ``record_*``,
     ``set_partition`` and ``drop_partitions`` methods for the rest.
 
     ``clock`` is the wall clock (seconds since the epoch) that record
@@ -314,7 +324,9 @@ class EngineStats:
     rebalances: int = 0
     fenced: int = 0
     restored: int = 0
+    consecutive_aborts: int = 0
     assigned: list[tuple[str, int]] = field(default_factory=list)
+    restoring: list[tuple[str, int]] = field(default_factory=list)
     last_commit_time: float | None = None
     last_batch_records: int = 0
     last_commit_seconds: float = 0.0
@@ -448,6 +460,7 @@ class EngineStats:
                 last_commit_time=self.last_commit_time,
                 partitions=MappingProxyType(partitions),
                 lag=_total_lag(partitions),
+                restoring_partitions=tuple(self.restoring),
             )
         return state
 
@@ -470,6 +483,7 @@ class EngineStats:
                 rebalances=self.rebalances,
                 fenced=self.fenced,
                 restored=self.restored,
+                consecutive_aborts=self.consecutive_aborts,
                 assigned=tuple(self.assigned),
                 partitions=self._partition_states(),
                 last_commit_time=self.last_commit_time,

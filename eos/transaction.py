@@ -15,6 +15,15 @@ into one of our outcomes, in this order (the contract of confluent-kafka's
 
 Anything else is treated as fatal: an error we cannot classify must not let
 the engine keep committing.
+
+Every call passes an explicit timeout. librdkafka documents ``-1`` for
+``commit_transaction``/``abort_transaction`` as "the remaining transaction
+timeout", but in the current code path it does not cap the wait, so nothing
+could bound a commit during an outage. Instead each call waits at most
+:data:`STEP_S` and is called again while its error is retriable: librdkafka
+resumes the commit (or abort, or init) that is progressing in the background.
+A retriable commit is never answered by an abort: librdkafka refuses
+``abort_transaction`` while a commit can still resume (``_CONFLICT``).
 """
 
 from __future__ import annotations
@@ -26,15 +35,17 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from eos._stop import StopRequested, StopSignal
 from eos.errors import (
     AbortableTransactionError,
     FatalTransactionError,
     ProducerFencedError,
     RetriableTransactionError,
     TransactionError,
+    TransactionOutcomeUnknownError,
 )
 
-__all__ = ["TransactionalProducer", "classify"]
+__all__ = ["STEP_S", "TransactionalProducer", "classify"]
 
 log = logging.getLogger("eos.transaction")
 
@@ -49,8 +60,11 @@ _FENCED_CODES = frozenset(
     )
     if code is not None
 )
+STEP_S = 1.0
+"""Longest single wait of a transactional call; it is called again while retriable."""
 _RETRY_BACKOFF_S = 0.05
 _RETRY_BACKOFF_MAX_S = 1.0
+_WARN_EVERY_S = 10.0
 
 
 def classify(exc: KafkaException, what: str) -> TransactionError:
@@ -76,42 +90,88 @@ def classify(exc: KafkaException, what: str) -> TransactionError:
 
 
 class TransactionalProducer:
-    """A transactional ``Producer`` with retries and classified failures.
+    """A transactional ``Producer`` with bounded calls, resumption and classified failures.
 
-    Retriable failures are retried with the identical arguments until the
-    deadline passes (``send_offsets_to_transaction`` is retriable but not
-    resumable: the same offsets and group metadata must be passed again).
+    - ``init``: ``init_transactions`` in steps of :data:`STEP_S`, resumed while
+      retriable; a stop request unwinds it (:class:`~eos._stop.StopRequested`).
+    - ``send_offsets``: retried with the identical offsets and group metadata
+      (retriable but not resumable) until ``timeout_s`` has passed, then
+      abortable.
+    - ``commit``: resumed while retriable. While running it keeps trying (an
+      outage ends; the commit then completes or fails for a reason we can act
+      on), warning every 10 s; once a stop was requested it gives up after the
+      stop's grace period with :class:`~eos.errors.TransactionOutcomeUnknownError`.
+    - ``abort``: resumed while retriable, the same way; past the grace period
+      it gives up with :class:`~eos.errors.FatalTransactionError` (the broker
+      aborts the transaction after ``transaction.timeout.ms``, or the next
+      incarnation's ``init_transactions`` does at once).
+
     Every other failure is raised as a :class:`~eos.errors.TransactionError`
-    subclass for the engine to act on. ``commit`` and ``abort`` pass no
-    timeout, so librdkafka uses the transaction's remaining time, as it
-    recommends.
+    subclass; a fatal one also marks the producer ``dead``.
 
     Threading: used from the processing thread only.
+
+    Args:
+        producer: A producer configured with ``transactional.id``.
+        timeout_s: The transaction timeout (bounds retries of ``send_offsets``).
+        stop: The application's stop request.
     """
 
-    def __init__(self, producer: Producer, timeout_s: float) -> None:
+    def __init__(self, producer: Producer, timeout_s: float, stop: StopSignal) -> None:
         self.producer = producer
         self.timeout_s = timeout_s
+        self.stop = stop
         self.open = False
         self.dead = False
+        self.began_at = 0.0
 
-    def _call(self, what: str, fn: Callable[..., object], *args: object) -> None:
+    def _fail(self, exc: KafkaException, what: str) -> TransactionError:
+        error = classify(exc, what)
+        if isinstance(error, FatalTransactionError):
+            self.dead = True
+        return error
+
+    def _check_alive(self, what: str) -> None:
         if self.dead:
             raise FatalTransactionError(f"{what}: the producer was fenced or failed fatally")
+
+    def init(self) -> None:
+        """``init_transactions()``: fences older incarnations, aborts their open transaction.
+
+        Raises:
+            StopRequested: A stop was requested before it completed.
+            FatalTransactionError: The producer cannot be initialised.
+        """
+        self._resume("init_transactions", self.producer.init_transactions, during_startup=True)
+
+    def begin(self) -> None:
+        """Start a transaction (a local call; no broker round trip)."""
+        self._check_alive("begin_transaction")
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            raise self._fail(exc, "begin_transaction") from exc
+        self.open = True
+        self.began_at = time.monotonic()
+
+    def send_offsets(self, offsets: Sequence[KafkaTopicPartition], metadata: object) -> None:
+        """Add the consumer positions to the transaction (KIP-447 group metadata)."""
+        what = "send_offsets_to_transaction"
+        self._check_alive(what)
+        offsets = list(offsets)
         deadline = time.monotonic() + self.timeout_s
         backoff = _RETRY_BACKOFF_S
         while True:
             try:
-                fn(*args)
+                self.producer.send_offsets_to_transaction(
+                    offsets, metadata, max(0.1, min(self.timeout_s, deadline - time.monotonic()))
+                )
                 return
             except KafkaException as exc:
-                error = classify(exc, what)
-                if isinstance(error, FatalTransactionError):
-                    self.dead = True
-                    raise error from exc
+                error = self._fail(exc, what)
                 if not isinstance(error, RetriableTransactionError):
                     raise error from exc
-                if time.monotonic() + backoff > deadline:
+                if time.monotonic() + backoff > deadline or self.stop.overdue():
                     raise AbortableTransactionError(
                         f"{error} (still failing after {self.timeout_s:.0f}s of retries)",
                         error.kafka_error,
@@ -120,35 +180,73 @@ class TransactionalProducer:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, _RETRY_BACKOFF_MAX_S)
 
-    def init(self) -> None:
-        """``init_transactions()``: fences older incarnations, aborts their open transaction."""
-        self._call("init_transactions", self.producer.init_transactions, self.timeout_s)
-
-    def begin(self) -> None:
-        """Start a transaction (a local call; no broker round trip)."""
-        self._call("begin_transaction", self.producer.begin_transaction)
-        self.open = True
-
-    def send_offsets(self, offsets: Sequence[KafkaTopicPartition], metadata: object) -> None:
-        """Add the consumer positions to the transaction (KIP-447 group metadata)."""
-        self._call(
-            "send_offsets_to_transaction",
-            self.producer.send_offsets_to_transaction,
-            list(offsets),
-            metadata,
-            self.timeout_s,
-        )
-
     def commit(self) -> None:
-        """Commit: flushes outstanding messages, then commits atomically."""
-        self._call("commit_transaction", self.producer.commit_transaction)
+        """Commit: flushes outstanding messages, then commits atomically.
+
+        Raises:
+            AbortableTransactionError: Abort and redo the batch.
+            FatalTransactionError: The producer is dead (ProducerFencedError if fenced).
+            TransactionOutcomeUnknownError: A stop was requested and the commit
+                did not finish within the grace period: it may or may not have
+                committed. Local stores must not be written.
+        """
+        self._resume("commit_transaction", self.producer.commit_transaction)
         self.open = False
 
     def abort(self) -> None:
-        """Abort the open transaction; a no-op when none is open."""
+        """Abort the open transaction; a no-op when none is open.
+
+        Raises:
+            FatalTransactionError: The producer is dead, or a stop was requested
+                and the abort did not finish within the grace period.
+        """
         if not self.open:
             return
         try:
-            self._call("abort_transaction", self.producer.abort_transaction)
+            self._resume("abort_transaction", self.producer.abort_transaction)
+        except TransactionOutcomeUnknownError as exc:
+            raise FatalTransactionError(
+                "abort_transaction did not finish before the stop's grace period ended; "
+                "the broker aborts the transaction after transaction.timeout.ms (or the next "
+                "start of this instance does at once)",
+                exc.kafka_error,
+            ) from exc
         finally:
             self.open = False
+
+    def _resume(
+        self, what: str, call: Callable[[float], object], *, during_startup: bool = False
+    ) -> None:
+        """Call ``call(STEP_S)`` until it succeeds, resuming it while it is retriable."""
+        self._check_alive(what)
+        started = time.monotonic()
+        warn_at = started + _WARN_EVERY_S
+        backoff = _RETRY_BACKOFF_S
+        while True:
+            step = max(0.05, self.stop.remaining(STEP_S))
+            called = time.monotonic()
+            try:
+                call(step)
+                return
+            except KafkaException as exc:
+                error = self._fail(exc, what)
+                if not isinstance(error, RetriableTransactionError):
+                    raise error from exc
+                if during_startup and self.stop.is_set():
+                    raise StopRequested() from exc
+                if self.stop.overdue():
+                    raise TransactionOutcomeUnknownError(
+                        f"{what} did not complete within the shutdown timeout "
+                        f"({self.stop.grace_s:.0f}s after the stop request): {error}",
+                        error.kafka_error,
+                    ) from exc
+                now = time.monotonic()
+                if now >= warn_at:
+                    warn_at = now + _WARN_EVERY_S
+                    log.warning("%s still retrying after %.0fs: %s", what, now - started, error)
+                if now - called < step / 2:
+                    # It failed at once (not by waiting out the step): do not spin.
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, _RETRY_BACKOFF_MAX_S)
+                else:
+                    backoff = _RETRY_BACKOFF_S

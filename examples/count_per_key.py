@@ -49,7 +49,9 @@ class CountPerKey(eos.Processor):
         ctx.send(self.output, key=key, value=str(n))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_app(argv: list[str] | None = None, **extra: object) -> eos.Application:
+    """The application the command line describes; ``extra`` are further
+    ``eos.Application`` keywords (the chaos tests pass their fault hooks so)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--bootstrap-servers", default=os.environ.get("EOS_BOOTSTRAP_SERVERS", "localhost:9092")
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.session_timeout_ms:
         consumer_config["session.timeout.ms"] = args.session_timeout_ms
         consumer_config["heartbeat.interval.ms"] = max(100, args.session_timeout_ms // 5)
-    app = eos.Application(
+    return eos.Application(
         application_id=args.application_id,
         bootstrap_servers=args.bootstrap_servers,
         input_topics=[args.input],
@@ -92,8 +94,12 @@ def main(argv: list[str] | None = None) -> None:
         max_batch_records=args.max_batch_records,
         transaction_timeout_ms=args.transaction_timeout_ms,
         consumer_config=consumer_config,
+        **extra,  # type: ignore[arg-type]
     )
-    app.run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    build_app(argv).run()
 
 
 if __name__ == "__main__":

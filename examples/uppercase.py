@@ -32,7 +32,9 @@ class Upper(eos.Processor):
         ctx.send(self.output, value.upper(), record.key)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_app(argv: list[str] | None = None, **extra: object) -> eos.Application:
+    """The application the command line describes; ``extra`` are further
+    ``eos.Application`` keywords (the chaos tests pass their fault hooks so)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--bootstrap-servers", default=os.environ.get("EOS_BOOTSTRAP_SERVERS", "localhost:9092")
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-records", type=int, default=10_000)
     parser.add_argument("--assignment-strategy", default=None)
     parser.add_argument("--session-timeout-ms", type=int, default=None)
+    parser.add_argument("--transaction-timeout-ms", type=int, default=60_000)
     parser.add_argument(
         "--log-level", default="INFO", help="Python logging level (DEBUG logs each commit)"
     )
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.session_timeout_ms:
         consumer_config["session.timeout.ms"] = args.session_timeout_ms
         consumer_config["heartbeat.interval.ms"] = max(100, args.session_timeout_ms // 5)
-    app = eos.Application(
+    return eos.Application(
         application_id=args.application_id,
         bootstrap_servers=args.bootstrap_servers,
         input_topics=[args.input],
@@ -73,9 +76,14 @@ def main(argv: list[str] | None = None) -> None:
         dead_letter_topic=args.dead_letter_topic,
         commit_interval_ms=args.commit_interval_ms,
         max_batch_records=args.max_batch_records,
+        transaction_timeout_ms=args.transaction_timeout_ms,
         consumer_config=consumer_config,
+        **extra,  # type: ignore[arg-type]
     )
-    app.run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    build_app(argv).run()
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -164,19 +164,29 @@ class RestoreTask:
 class ChangelogRestorer:
     """Restores store partitions from their changelogs; see the module docstring.
 
-    Blocking: :meth:`restore` returns when every task is up to date with the
-    high watermark its changelog partition had when it was called, or raises.
-    It runs on the caller's thread (the engine calls it from the consumer's
-    assignment callback, so no record of those partitions is processed before
-    the stores are complete). A restore that makes no progress for
-    ``stall_timeout_s`` raises :class:`~eos.errors.StateError`; keep that
-    below the group consumer's ``max.poll.interval.ms``.
+    Stepwise: :meth:`add` checks the checkpoints of new tasks (and returns the
+    ones already up to date); each :meth:`step` reads and applies changelog
+    records for at most its time budget and returns the tasks that reached
+    their end. The engine calls ``step`` between two polls of its group
+    consumer, so a restore of any length never holds a transaction open and
+    never blocks the group protocol. :meth:`restore` runs tasks to completion
+    in one call (tests, benchmarks).
+
+    One ``read_committed`` consumer (``assign()`` only) reads every active
+    task; it is created on the first :meth:`add` with work and closed by
+    :meth:`close`. A restore that makes no progress for ``stall_timeout_s``
+    raises :class:`~eos.errors.StateError`.
+
+    Threading: the caller's thread only.
 
     Args:
         admin: Admin client used to read watermarks.
         consumer_settings: Settings for the restore consumer, see
             :func:`restore_consumer_settings`.
         stall_timeout_s: Give up after this long without progress.
+        progress_interval_s: Seconds between progress log lines.
+        on_chunk: Called with ``(store, partition, records)`` after each
+            applied chunk (the fault-injection seam).
     """
 
     def __init__(
@@ -186,11 +196,23 @@ class ChangelogRestorer:
         *,
         stall_timeout_s: float,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
+        on_chunk: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self._admin = admin
         self._settings = dict(consumer_settings)
         self._stall_timeout = stall_timeout_s
         self._progress_interval = progress_interval_s
+        self._on_chunk = on_chunk
+        self._consumer: Consumer | None = None
+        self._active: dict[tuple[str, int], RestoreTask] = {}
+        self._last_advance = 0.0
+        self._next_log = 0.0
+        self._next_warn = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether some task is still behind its changelog's end."""
+        return bool(self._active)
 
     def restore(self, tasks: Sequence[RestoreTask]) -> None:
         """Bring every task's store up to its changelog's end; fill ``restored``/``position``.
@@ -199,11 +221,29 @@ class ChangelogRestorer:
             StateError: A checkpoint lies outside its changelog, reading failed,
                 or restore stalled past the deadline.
         """
+        try:
+            self.add(tasks)
+            while self._active:
+                self.step(1.0)
+        finally:
+            self.close()
+
+    def add(self, tasks: Sequence[RestoreTask]) -> list[RestoreTask]:
+        """Check the tasks' checkpoints against their changelogs and queue those behind.
+
+        Returns:
+            The tasks that are already up to date (nothing to read).
+
+        Raises:
+            StateError: A checkpoint lies outside its changelog, or the
+                changelog's offsets cannot be read.
+        """
         if not tasks:
-            return
+            return []
         tps = [KafkaTopicPartition(t.topic, t.partition) for t in tasks]
         lows = self._list_offsets(tps, _EARLIEST, IsolationLevel.READ_UNCOMMITTED)
         highs = self._list_offsets(tps, _LATEST, IsolationLevel.READ_UNCOMMITTED)
+        done: list[RestoreTask] = []
         behind: list[RestoreTask] = []
         for task in tasks:
             key = (task.topic, task.partition)
@@ -211,41 +251,78 @@ class ChangelogRestorer:
             start = _start_offset(task, lows[key], highs[key])
             task.position = start
             task._end = highs[key]
-            if start < task._end:
-                behind.append(task)
+            (behind if start < task._end else done).append(task)
         if behind:
-            self._read(behind)
+            now = time.monotonic()
+            for task in behind:
+                task._progress = RestoreProgress(
+                    task.store, task.partition, task._end - task.position
+                )
+                log.info(
+                    "restoring %s from %s[%d] offsets %d..%d: %s",
+                    task.label,
+                    task.topic,
+                    task.partition,
+                    task.position,
+                    task._end,
+                    task._progress.format(),
+                )
+                self._active[(task.topic, task.partition)] = task
+            self._last_advance = now
+            self._next_warn = now + _STALL_WARN_S
+            self._next_log = now + self._progress_interval
+            self._assign()
+        return done
 
-    # -- reading -------------------------------------------------------------
+    def remove(self, partitions: set[int]) -> None:
+        """Stop restoring the store partitions numbered ``partitions`` (revoked)."""
+        gone = [key for key, task in self._active.items() if task.partition in partitions]
+        for key in gone:
+            del self._active[key]
+        if gone:
+            self._assign()
 
-    def _read(self, tasks: list[RestoreTask]) -> None:
-        active: dict[tuple[str, int], RestoreTask] = {(t.topic, t.partition): t for t in tasks}
-        for task in tasks:
-            task._progress = RestoreProgress(task.store, task.partition, task._end - task.position)
-            log.info(
-                "restoring %s from %s[%d] offsets %d..%d: %s",
-                task.label,
-                task.topic,
-                task.partition,
-                task.position,
-                task._end,
-                task._progress.format(),
-            )
-        consumer = Consumer(self._settings)
-        try:
-            consumer.assign([KafkaTopicPartition(t.topic, t.partition, t.position) for t in tasks])
-            self._loop(consumer, active)
-        finally:
+    def close(self) -> None:
+        """Close the restore consumer (a later :meth:`add` opens a new one)."""
+        consumer, self._consumer = self._consumer, None
+        self._active.clear()
+        if consumer is not None:
             consumer.close()
 
-    def _loop(self, consumer: Consumer, active: dict[tuple[str, int], RestoreTask]) -> None:
-        now = time.monotonic()
-        last_advance = now
-        next_log = now + self._progress_interval
-        next_warn = now + _STALL_WARN_S
+    def _assign(self) -> None:
+        """(Re)assign the restore consumer to every active task at its position."""
+        if not self._active:
+            if self._consumer is not None:
+                self._consumer.assign([])
+            return
+        if self._consumer is None:
+            self._consumer = Consumer(self._settings)
+        tps = [KafkaTopicPartition(t.topic, t.partition, t.position) for t in self._active.values()]
+        self._consumer.assign(tps)
+        # A partition paused when an earlier restore of it finished stays paused
+        # through a new assign(): resume explicitly.
+        self._consumer.resume(tps)
+
+    def step(self, budget_s: float) -> list[RestoreTask]:
+        """Read and apply changelog records for up to ``budget_s`` seconds.
+
+        Returns:
+            The tasks that reached their changelog's end in this step.
+
+        Raises:
+            StateError: Reading failed, or no progress for ``stall_timeout_s``.
+        """
+        finished: list[RestoreTask] = []
+        consumer = self._consumer
+        if consumer is None or not self._active:
+            return finished
+        deadline = time.monotonic() + budget_s
+        active = self._active
         while active:
             try:
-                messages = consumer.consume(_CHUNK, _POLL_S)
+                messages = consumer.consume(
+                    _CHUNK, max(0.0, min(_POLL_S, deadline - time.monotonic()))
+                )
             except KafkaException as exc:
                 raise StateError(f"reading changelogs to restore stores failed: {exc}") from exc
             # Keys typed as the client returns them; they equal the str/int keys.
@@ -265,21 +342,24 @@ class ChangelogRestorer:
                 if chunk is None:
                     chunk = chunks[key] = []
                 chunk.append((msg.key(), msg.value()))
-            advanced = self._apply(consumer, active, chunks, eof)
+            advanced = self._apply(consumer, active, chunks, eof, finished)
             now = time.monotonic()
             if advanced:
-                last_advance = now
-                next_warn = now + _STALL_WARN_S
-            elif active and now - last_advance >= self._stall_timeout:
-                raise self._stalled(active, now - last_advance)
-            elif active and now >= next_warn:
-                next_warn = now + _STALL_WARN_S
-                self._warn_stalled(active, now - last_advance)
-            if active and now >= next_log:
-                next_log = now + self._progress_interval
+                self._last_advance = now
+                self._next_warn = now + _STALL_WARN_S
+            elif active and now - self._last_advance >= self._stall_timeout:
+                raise self._stalled(active, now - self._last_advance)
+            elif active and now >= self._next_warn:
+                self._next_warn = now + _STALL_WARN_S
+                self._warn_stalled(active, now - self._last_advance)
+            if active and now >= self._next_log:
+                self._next_log = now + self._progress_interval
                 for task in active.values():
                     if task._progress is not None:
                         log.info("restoring %s", task._progress.format())
+            if now >= deadline:
+                break
+        return finished
 
     def _apply(
         self,
@@ -287,12 +367,13 @@ class ChangelogRestorer:
         active: dict[tuple[str, int], RestoreTask],
         chunks: dict[tuple[str | None, int | None], list[tuple[bytes | None, bytes | None]]],
         eof: dict[tuple[str | None, int | None], int | None],
+        finished: list[RestoreTask],
     ) -> bool:
         """Apply this poll's records; retire finished partitions. True if anything moved."""
         keys = list(active)
         positions = consumer.position([KafkaTopicPartition(t, p) for t, p in keys])
         advanced = False
-        finished: list[tuple[str, int]] = []
+        done: list[tuple[str, int]] = []
         for key, tp in zip(keys, positions, strict=True):
             task = active[key]
             records = chunks.get(key)
@@ -304,8 +385,8 @@ class ChangelogRestorer:
                     f"restoring {task.label}: consumer position {tp.offset} is behind the "
                     f"records it returned (from {task.position})"
                 )
-            done = position >= task._end
-            if records or (done and position > task.position):
+            is_done = position >= task._end
+            if records or (is_done and position > task.position):
                 # A keyless record is rejected there with a clear message.
                 changes = cast("list[tuple[bytes, bytes | None]]", records or [])
                 apply_changelog(task.backend, changes, position)
@@ -316,9 +397,11 @@ class ChangelogRestorer:
                 task.restored += len(records)
                 if task._progress is not None:
                     task._progress.add(len(records))
-            if done:
-                finished.append(key)
-        for key in finished:
+                if self._on_chunk is not None:
+                    self._on_chunk(task.store, task.partition, len(records))
+            if is_done:
+                done.append(key)
+        for key in done:
             task = active.pop(key)
             consumer.pause([KafkaTopicPartition(task.topic, task.partition)])
             elapsed = task._progress.elapsed if task._progress is not None else 0.0
@@ -329,6 +412,7 @@ class ChangelogRestorer:
                 task.position,
                 task._progress.format() if task._progress is not None else "",
             )
+            finished.append(task)
         return advanced
 
     def _consumer_error(self, error: KafkaError, task: RestoreTask | None) -> None:

@@ -5,7 +5,11 @@ the instance and the :class:`~eos.state.transaction.StoreTransaction` of each
 for the current Kafka transaction. Its calls line up with the engine's
 commit sequence::
 
-    open(tps)      on assignment: open the backends, restore from the changelog
+    assign(tps)    on assignment: open the backends of new store partitions and
+                   queue their restore; returns the input partitions that must
+                   wait (the engine pauses them)
+    restore_step() between polls: restore for a bounded time; returns the
+                   store partitions that are now up to date
     get(name, p)   per ctx.store(): the transaction of (name, p), made lazily;
                    its writes go to the overlay and, through the engine's
                    producer, to changelog partition p (same Kafka transaction)
@@ -31,34 +35,31 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from eos.errors import ConfigError, StateError
+from eos.config import Config
+from eos.errors import ConfigError, ProduceError, StateError
+from eos.faults import NO_FAULTS, Faults
 from eos.serde import Serde
 from eos.state.base import StateStore, Store, open_backend
 from eos.state.changelog import ChangelogRestorer, RestoreTask, restore_consumer_settings
 from eos.state.topics import changelog_topic, ensure_changelog_topics
 from eos.state.transaction import ChangelogWriter, StoreTransaction, TransactionState
+from eos.stats import EngineStats
 
 if TYPE_CHECKING:
-    from eos.engine import Engine
+    from confluent_kafka.admin import AdminClient
 
-__all__ = ["CRASH_AFTER_KAFKA_COMMIT_ENV", "StoreManager"]
+    from eos._outputs import Outputs
+    from eos.processor import Context
+
+__all__ = ["StoreManager"]
 
 log = logging.getLogger("eos.state")
 
-CRASH_AFTER_KAFKA_COMMIT_ENV = "EOS_TEST_CRASH_AFTER_KAFKA_COMMIT"
-"""TEST ONLY. Set to ``N`` to SIGKILL the process on the ``N``-th commit that
-has store writes, after the Kafka commit and before the local store write:
-the window in which local state lags the changelog. Read once per manager."""
-
 _STALL_MARGIN_S = 30.0
-# librdkafka's default for a group consumer; the rebalance callback (and so
-# the restore) must end well before it or the consumer leaves the group.
-_MAX_POLL_INTERVAL_MS = 300_000
 
 StoreKey = tuple[str, int]
 """``(store name, partition)``."""
@@ -67,13 +68,19 @@ StoreKey = tuple[str, int]
 class StoreManager:
     """Owns the store partitions of one engine; see the module docstring.
 
-    Built by the engine after its producer and ``engine.admin`` exist and
-    before it subscribes. Construction checks or creates the changelog topics.
+    Built by the engine after its producer exists and before it subscribes.
+    Construction checks or creates the changelog topics.
 
     Args:
-        engine: The engine whose producer, admin client, config, stats and
-            context the manager uses.
+        config: The application's configuration.
         specs: The processor's store declarations.
+        processor_name: For error messages.
+        admin: Admin client (changelog topics, restore watermarks).
+        stats: Counters (restore records and durations).
+        outputs: The engine's produce paths: a changelog writer produces
+            through :meth:`eos._outputs.Outputs.changelog_produce`, so its
+            failures are attributed like any output's.
+        faults: The fault-injection seam (restore chunks).
 
     Raises:
         ConfigError: Two stores share a name, the input topics differ in
@@ -82,30 +89,37 @@ class StoreManager:
         StateError: An existing changelog topic has the wrong partition count.
 
     Attributes:
-        last_restore_records: Records restored by the most recent ``open()``.
         restored_records: Records restored per ``(store, partition)`` by the
             most recent restore of that store partition.
         total_restored: Records restored since construction.
     """
 
-    def __init__(self, engine: Engine, specs: Sequence[Store]) -> None:
-        config = engine.config
+    def __init__(
+        self,
+        config: Config,
+        specs: Sequence[Store],
+        *,
+        processor_name: str,
+        admin: AdminClient,
+        stats: EngineStats,
+        outputs: Outputs,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
         specs_by_name: dict[str, Store] = {}
         for spec in specs:
             if spec.name in specs_by_name:
                 raise ConfigError(
                     f"store name {spec.name!r} is declared twice in "
-                    f"{type(engine.processor).__name__}.stores; store names must be unique",
+                    f"{processor_name}.stores; store names must be unique",
                     "store.name",
                 )
             specs_by_name[spec.name] = spec
         if not specs_by_name:
             raise ConfigError("StoreManager needs at least one store", "store.name")
         _check_assignor(config.input_topics, config.consumer_settings())
-        admin = engine.admin
-        if admin is None:
-            raise RuntimeError("StoreManager must be built after the engine's admin client")
-        self._engine = engine
+        self._processor_name = processor_name
+        self._stats = stats
+        self._outputs = outputs
         self._specs = specs_by_name
         self._serdes: dict[str, tuple[Serde, Serde]] = {
             n: s.serdes() for n, s in specs_by_name.items()
@@ -122,43 +136,49 @@ class StoreManager:
         self._restorer = ChangelogRestorer(
             admin,
             restore_consumer_settings(config.consumer_settings(), config.application_id, client_id),
-            stall_timeout_s=_stall_timeout(
-                config.transaction_timeout_ms, config.consumer_settings()
-            ),
+            stall_timeout_s=_stall_timeout(config.transaction_timeout_ms),
+            on_chunk=faults.restore_chunk,
         )
-        # Under exactly_once_v2 a failed changelog delivery fails
-        # commit_transaction; otherwise it must reach the engine's failure
-        # list, which the per-message callback would bypass.
-        self._on_failure: Callable[..., None] | None = (
-            None if config.processing_guarantee == "exactly_once_v2" else engine._on_alos_delivery
-        )
+        # A changelog record's own delivery callback bypasses the producer's:
+        # its failures go to the outputs, which diagnose a failed batch from
+        # them (and, without transactions, fail the next commit).
+        self._on_failure: Callable[[Any, Any], None] = outputs.on_failed_delivery
+        self._ctx: Context | None = None
         self._backends: dict[StoreKey, StateStore] = {}
         self._floor: dict[StoreKey, int] = {}
         self._owners: dict[int, set[str]] = {}
+        self._pending: list[RestoreTask] = []
+        self._restoring: set[int] = set()
+        self._restore_started: dict[int, float] = {}
         self._txns: dict[StoreKey, StoreTransaction] = {}
         self._delivered: dict[StoreKey, int] = {}
-        self.last_restore_records = 0
         self.restored_records: dict[StoreKey, int] = {}
         self.total_restored = 0
-        self._crash_after = _crash_after()
-        self._dirty_commits = 0
-        if self._crash_after is not None:
-            log.warning(
-                "%s=%d is set: this process kills itself on that commit (test only)",
-                CRASH_AFTER_KAFKA_COMMIT_ENV,
-                self._crash_after,
-            )
 
     def __repr__(self) -> str:
         return (
             f"StoreManager(stores={list(self._specs)}, open={sorted(self._backends)}, "
-            f"transactions={len(self._txns)})"
+            f"restoring={sorted(self._restoring)}, transactions={len(self._txns)})"
         )
+
+    def attach(self, ctx: Context) -> None:
+        """The context whose send count a store write increments (before ``get``)."""
+        self._ctx = ctx
 
     @property
     def open_partitions(self) -> list[StoreKey]:
         """The ``(store, partition)`` pairs open on this instance, sorted."""
         return sorted(self._backends)
+
+    @property
+    def restoring(self) -> bool:
+        """Whether some store partition is still being restored."""
+        return bool(self._restoring)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the open transactions hold writes."""
+        return any(t.dirty for t in self._txns.values())
 
     def changelog_topic(self, name: str) -> str:
         """Return the changelog topic of store ``name``."""
@@ -170,17 +190,18 @@ class StoreManager:
 
     # -- assignment ----------------------------------------------------------
 
-    def open(self, tps: list[tuple[str, int]]) -> None:
-        """Open and restore the store partitions of newly assigned input partitions.
+    def assign(self, tps: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Open the store partitions of newly assigned input partitions; queue their restore.
 
-        Called from the assignment callback, before any record of ``tps`` is
-        processed. Blocks until every new store partition is up to date with
-        its changelog. A partition number already open (for another input
-        topic) is not restored again.
+        Called from the assignment callback; quick (no Kafka I/O). A partition
+        number already open for another input topic is not opened again.
+
+        Returns:
+            The input partitions whose store partition is not restored yet:
+            their records must wait until :meth:`restore_step` reports it done.
 
         Raises:
-            StateError: A backend cannot be opened, a checkpoint lies outside
-                its changelog, or restoring failed or stalled.
+            StateError: A backend cannot be opened (for example its lock is held).
         """
         new: list[int] = []
         for topic, partition in tps:
@@ -188,12 +209,7 @@ class StoreManager:
             if not owners and partition not in new:
                 new.append(partition)
             owners.add(topic)
-        if not new:
-            return
-        tasks: list[RestoreTask] = []
-        stats = self._engine.stats
-        previous = stats.state
-        started = time.monotonic()
+        opened: list[int] = []
         try:
             for partition in sorted(new):
                 for name, spec in self._specs.items():
@@ -201,36 +217,73 @@ class StoreManager:
                     path = self.path(name, partition)
                     backend = open_backend(spec, path, partition)
                     self._backends[key] = backend
-                    tasks.append(RestoreTask(name, partition, self._topics[name], backend, path))
-            stats.state = "restoring"
-            self._restorer.restore(tasks)
+                    self._pending.append(
+                        RestoreTask(name, partition, self._topics[name], backend, path)
+                    )
+                opened.append(partition)
         except BaseException:
             # Leave nothing half-open: these partitions are not usable.
             for partition in new:
                 self._owners.pop(partition, None)
+            self._pending = [t for t in self._pending if t.partition not in new]
             try:
                 self._close_partitions(set(new))
             except StateError as exc:
                 log.warning("closing store partitions after a failed open: %s", exc)
             raise
-        finally:
-            stats.state = previous
-        total = 0
-        for task in tasks:
+        now = time.monotonic()
+        for partition in opened:
+            self._restoring.add(partition)
+            self._restore_started[partition] = now
+        return [tp for tp in tps if tp[1] in self._restoring]
+
+    def restore_step(self, budget_s: float) -> list[int]:
+        """Restore for up to ``budget_s`` seconds; return the store partitions now up to date.
+
+        A store partition (all stores of one partition number) is up to date
+        when every one of its stores reached its changelog's end.
+
+        Raises:
+            StateError: A checkpoint lies outside its changelog, or reading
+                failed or stalled.
+        """
+        finished: list[RestoreTask] = []
+        if self._pending:
+            pending, self._pending = self._pending, []
+            finished.extend(self._restorer.add(pending))
+        if self._restorer.active:
+            finished.extend(self._restorer.step(budget_s))
+        for task in finished:
             key = (task.store, task.partition)
+            if key not in self._backends:
+                continue  # closed meanwhile
             self._floor[key] = task.position
             self.restored_records[key] = task.restored
-            total += task.restored
-        self.last_restore_records = total
-        self.total_restored += total
-        stats.record_restore(total, time.monotonic() - started)
+            self.total_restored += task.restored
+        done: list[int] = []
+        waiting = {t.partition for t in self._pending}
+        for partition in {t.partition for t in finished}:
+            if partition not in self._restoring or partition in waiting:
+                continue
+            if any(
+                (name, partition) in self._backends and (name, partition) not in self._floor
+                for name in self._specs
+            ):
+                continue  # another store of this partition is still restoring
+            self._restoring.discard(partition)
+            started = self._restore_started.pop(partition, time.monotonic())
+            restored = sum(self.restored_records.get((n, partition), 0) for n in self._specs)
+            self._stats.record_restore(restored, time.monotonic() - started)
+            done.append(partition)
+        return sorted(done)
 
     def close(self, tps: list[tuple[str, int]]) -> None:
         """Close the store partitions no remaining input partition uses.
 
         Store partition ``p`` stays open while any other assigned input topic
         still has partition ``p``. Open transactions of closed partitions are
-        dropped (the engine committed or aborted them already).
+        dropped (the engine committed or aborted them already); a restore in
+        progress stops where it is (its checkpoint is consistent).
         """
         closing: set[int] = set()
         for topic, partition in tps:
@@ -245,11 +298,21 @@ class StoreManager:
             self._close_partitions(closing)
 
     def close_all(self) -> None:
-        """Drop every transaction and close every backend. Idempotent."""
+        """Drop every transaction, stop restoring, close every backend. Idempotent."""
         self._owners.clear()
-        self._close_partitions({p for _, p in self._backends} | {p for _, p in self._txns})
+        try:
+            self._restorer.close()
+        finally:
+            self._close_partitions(
+                {p for _, p in self._backends} | {p for _, p in self._txns} | self._restoring
+            )
 
     def _close_partitions(self, partitions: set[int]) -> None:
+        self._restorer.remove(partitions)
+        self._pending = [t for t in self._pending if t.partition not in partitions]
+        for partition in partitions:
+            self._restoring.discard(partition)
+            self._restore_started.pop(partition, None)
         for key in [k for k in self._txns if k[1] in partitions]:
             txn = self._txns.pop(key)
             if txn.dirty:
@@ -273,8 +336,9 @@ class StoreManager:
         """The transaction of store ``name``, partition ``partition`` (made on first use).
 
         Raises:
-            StateError: No store ``name`` is declared, or partition
-                ``partition`` is not assigned to this instance.
+            ConfigError: No store ``name`` is declared (a programming error).
+            StateError: Partition ``partition`` is not assigned to this
+                instance, or its store is still restoring.
         """
         txn = self._txns.get((name, partition))
         if txn is None:
@@ -284,16 +348,18 @@ class StoreManager:
     def _begin(self, name: str, partition: int) -> StoreTransaction:
         key = (name, partition)
         backend = self._backends.get(key)
-        if backend is None:
+        if backend is None or partition in self._restoring:
             if name not in self._specs:
-                raise StateError(
-                    f"store {name!r} is not declared in "
-                    f"{type(self._engine.processor).__name__}.stores "
-                    f"(declared: {', '.join(map(repr, self._specs)) or 'none'})"
+                raise ConfigError(
+                    f"store {name!r} is not declared in {self._processor_name}.stores "
+                    f"(declared: {', '.join(map(repr, self._specs)) or 'none'}); add "
+                    f"eos.Store({name!r}) to stores",
+                    "stores",
                 )
+            state = "still restoring" if backend is not None else "not assigned here"
             raise StateError(
-                f"store {name}[{partition}] is not open on this instance: partition {partition} "
-                f"is not assigned here (open: {sorted(self._owners) or 'none'})"
+                f"store {name}[{partition}] is not usable on this instance: partition "
+                f"{partition} is {state} (open: {sorted(self._owners) or 'none'})"
             )
         key_serde, value_serde = self._serdes[name]
         txn = StoreTransaction(
@@ -304,13 +370,11 @@ class StoreManager:
 
     def _writer(self, key: StoreKey) -> ChangelogWriter:
         """A changelog writer for one store partition, bound to the current producer."""
-        engine = self._engine
-        ctx = engine._ctx
+        ctx = self._ctx
         if ctx is None:
             raise StateError("stores are only usable while the engine runs")
-        producer = engine.producer
-        produce = producer.produce
-        poll = producer.poll
+        outputs = self._outputs
+        produce = outputs.changelog_produce()
         topic = self._topics[key[0]]
         partition = key[1]
         delivered = self._delivered
@@ -321,7 +385,7 @@ class StoreManager:
                 offset: int = msg.offset()  # type: ignore[attr-defined]
                 if offset > delivered.get(key, -1):
                     delivered[key] = offset
-            elif on_failure is not None:
+            else:
                 on_failure(error, msg)
 
         def write(key_bytes: bytes, value_bytes: bytes | None) -> None:
@@ -334,7 +398,11 @@ class StoreManager:
                     produce(topic, value_bytes, key_bytes, partition, on_delivery)
                     return
                 except BufferError:
-                    poll(0.05)
+                    outputs.poll(0.05)
+                except ProduceError:
+                    raise
+                except Exception as exc:
+                    raise ProduceError(topic, exc) from exc
 
         return write
 
@@ -346,19 +414,14 @@ class StoreManager:
 
         Raises:
             StateError: A backend write failed. Local state then lags the
-                changelog, which the next restore repairs.
+                changelog: the instance must stop (the next restore repairs it).
         """
         txns = self._txns
         if not txns:
             return
         # Serve delivery reports not yet served by commit_transaction/flush.
-        self._engine.producer.poll(0)
+        self._outputs.poll()
         try:
-            if self._crash_after is not None and any(t.dirty for t in txns.values()):
-                self._dirty_commits += 1
-                if self._dirty_commits == self._crash_after:
-                    log.warning("%s: killing this process now", CRASH_AFTER_KAFKA_COMMIT_ENV)
-                    os.kill(os.getpid(), signal.SIGKILL)
             for key, txn in txns.items():
                 if txn.dirty:
                     txn.commit(self._checkpoint(key))
@@ -400,20 +463,6 @@ def _finish(txn: StoreTransaction) -> None:
         txn.abort()
 
 
-def _crash_after() -> int | None:
-    raw = os.environ.get(CRASH_AFTER_KAFKA_COMMIT_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{CRASH_AFTER_KAFKA_COMMIT_ENV}={raw!r} must be an integer (it is a test hook; "
-            "unset it in production)",
-            CRASH_AFTER_KAFKA_COMMIT_ENV,
-        ) from None
-
-
 def _check_assignor(input_topics: Sequence[str], settings: Mapping[str, object]) -> None:
     """Several input topics share store partition p: their partitions p must stay together."""
     if len(input_topics) < 2:
@@ -430,15 +479,12 @@ def _check_assignor(input_topics: Sequence[str], settings: Mapping[str, object])
         )
 
 
-def _stall_timeout(transaction_timeout_ms: int, settings: Mapping[str, object]) -> float:
+def _stall_timeout(transaction_timeout_ms: int) -> float:
     """How long a restore may make no progress before it fails.
 
     Long enough for the broker to abort a dead former owner's transaction
-    (``transaction.timeout.ms`` plus the coordinator's check interval), but
-    shorter than ``max.poll.interval.ms``, since restore runs inside the
-    assignment callback.
+    (``transaction.timeout.ms`` plus the coordinator's check interval). The
+    restore runs between polls of the group consumer, so it is not bounded by
+    ``max.poll.interval.ms``.
     """
-    wait = transaction_timeout_ms / 1000.0 + _STALL_MARGIN_S
-    raw = settings.get("max.poll.interval.ms", _MAX_POLL_INTERVAL_MS)
-    max_poll = float(raw) / 1000.0 if isinstance(raw, (int, float, str)) else 300.0
-    return max(5.0, min(wait, max_poll * 0.8))
+    return max(5.0, transaction_timeout_ms / 1000.0 + _STALL_MARGIN_S)

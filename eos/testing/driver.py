@@ -28,8 +28,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from eos._processor_checks import check_processor
 from eos.config import ErrorPolicy
-from eos.errors import ConfigError, ProcessingError, SerializationError
+from eos.errors import ConfigError, ProcessingError, SerializationError, StateError
 from eos.processor import Context, Processor
 from eos.record import Headers, Record, TopicPartition, dead_letter_headers
 from eos.serde import Serde, resolve_serde
@@ -81,6 +82,7 @@ class TestDriver:
         dead_letter_topic: str | None = None,
         application_id: str = "test-driver",
     ) -> None:
+        check_processor(processor)
         if processing_error_policy == "dead_letter" and not dead_letter_topic:
             raise ConfigError("dead_letter policy needs dead_letter_topic", "dead_letter_topic")
         self.processor = processor
@@ -167,6 +169,11 @@ class TestDriver:
             )
             self.ctx.record = record
             self.processor.process(record, self.ctx)
+        except (ConfigError, StateError):
+            # A programming error (an undeclared store), not a bad record: as in
+            # the engine, no policy applies.
+            self._abort()
+            raise
         except Exception as exc:
             self._abort()
             self._apply_policy(exc, topic, partition, offset, raw_key, raw_value, headers)
@@ -242,10 +249,11 @@ class TestDriver:
             return txn
         spec = self._specs.get(name)
         if spec is None:
-            from eos.errors import StateError
-
-            raise StateError(
-                f"store {name!r} is not declared in {type(self.processor).__name__}.stores"
+            raise ConfigError(
+                f"store {name!r} is not declared in {type(self.processor).__name__}.stores "
+                f"(declared: {', '.join(map(repr, self._specs)) or 'none'}); add "
+                f"eos.Store({name!r}) to stores",
+                "stores",
             )
         key_serde, value_serde = spec.serdes()
 

@@ -236,10 +236,17 @@ _COORDINATOR_ERRORS = frozenset(
 )
 
 
-def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, int]:
-    """``{partition: committed offset}`` of consumer group ``group`` on ``topic`` (-1 if none)."""
+def committed_offsets(
+    bootstrap_servers: str, group: str, topic: str, *, timeout: float = 60.0
+) -> dict[int, int]:
+    """``{partition: committed offset}`` of consumer group ``group`` on ``topic`` (-1 if none).
+
+    Retries for up to ``timeout`` seconds while the coordinator is loading or while
+    transactional offsets are pending (a dead producer's open transaction holds them
+    until it is aborted).
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         while True:
@@ -319,7 +326,9 @@ def wait_caught_up(
     ends: dict[int, int] = {}
     while True:
         marks = watermarks(bootstrap_servers, topic)
-        committed = committed_offsets(bootstrap_servers, group, topic)
+        committed = committed_offsets(
+            bootstrap_servers, group, topic, timeout=max(10.0, deadline - time.monotonic())
+        )
         if all(committed.get(p, -1) >= high for p, (_low, high) in marks.items() if high > 0):
             return
         if committed == previous:

@@ -14,7 +14,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["AppProcess"]
+__all__ = ["READY_MARKER", "AppProcess"]
+
+READY_MARKER = "eos.app: running"
+"""What ``Application.run()`` logs once its signal handlers are installed."""
 
 
 class AppProcess:
@@ -65,8 +68,16 @@ class AppProcess:
         self.signal(signal.SIGKILL)
         self.wait(30)
 
-    def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM and wait for a clean exit; returns the exit code."""
+    def terminate(self, timeout: float = 60.0, *, when_started: bool = True) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code.
+
+        With ``when_started`` (the default) the signal is sent only once this
+        start of the process logged ``READY_MARKER`` (its handler is installed
+        then): a script's Python start-up and imports run before any eos code
+        and die of a SIGTERM like any Python program. Pass False to hit start-up.
+        """
+        if when_started and self.alive():
+            self.wait_for_current_log(READY_MARKER, timeout)
         self.signal(signal.SIGTERM)
         return self.wait(timeout)
 
@@ -85,6 +96,25 @@ class AppProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def current_log(self) -> str:
+        """The log of the current (last) start only."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        marker = f"=== start {self.starts} ==="
+        index = text.rfind(marker)
+        return text[index:] if index >= 0 else text
+
+    def wait_for_current_log(self, text: str, timeout: float = 60.0) -> None:
+        """Block until ``text`` appears in the current start's log (or the process exits)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.current_log() or not self.alive():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{text!r} not seen in {self.log_path}:\n{self.log_tail()}")
 
     def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
         """Block until ``text`` appears in the log (or fail with its tail)."""

@@ -1,0 +1,524 @@
+"""The one owner of a batch's end: the commit sequence, the abort sequence, and their limits.
+
+Commit (:meth:`Committer.commit`), as numbered steps:
+
+1. outputs and changelog records were produced while processing;
+2. the input positions join the transaction (``send_offsets_to_transaction``
+   with the consumer's group metadata; at_least_once commits them after the
+   flush instead);
+3. ``commit_transaction``;
+4. local stores: overlay and changelog checkpoint in one write per store partition.
+
+Abort (:meth:`Committer.abort`): abort the transaction (or drop what is
+queued), drop the store overlays and the delivery failures, seek every
+partition of the batch back to its first offset seen, forget the batch; then
+count the abort. Consecutive aborts without progress back off exponentially
+(:data:`BACKOFF_BASE_S` doubling up to :data:`BACKOFF_CAP_S`); past
+``max_aborts_without_progress`` of them (outages and rebalances excluded) the
+instance stops with :class:`~eos.errors.AbortLimitError`.
+
+A failed batch (:meth:`Committer.batch_failed`) is diagnosed first
+(:meth:`eos._outputs.Outputs.diagnose`): a record to blame is marked poison
+for the replay, an outage or a rebalance is retried, a missing topic or a
+denied ACL stops the instance with a :class:`~eos.errors.ConfigError`, and an
+unknown cause replays the batch with per-output delivery reports to find out.
+
+A fatal producer error (:meth:`Committer.fatal`) stops the instance, except
+when the transaction merely outlived ``transaction.timeout.ms``: the broker
+aborted it and bumped the producer epoch, so the old producer reads as
+fenced although no other instance exists. Then a new producer with the same
+``transactional.id`` takes over and the batch is redone in process.
+
+After a failed run (``failed``), nothing commits again: the revoke callback
+that ``consumer.close()`` runs aborts instead.
+
+Threading: the processing thread only (rebalance callbacks run there too).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from eos._batch import Assignment, Batch, Poison, Source
+from eos._guarantee import Guarantee
+from eos._kafka_errors import Cause, cause_of, error_name
+from eos._outputs import Diagnosis, Outputs
+from eos._stop import StopSignal
+from eos.config import Config
+from eos.errors import (
+    AbortableTransactionError,
+    AbortLimitError,
+    ConfigError,
+    FatalTransactionError,
+    ProcessingError,
+    ProduceError,
+    ProducerFencedError,
+    TransactionOutcomeUnknownError,
+)
+from eos.faults import Faults
+from eos.stats import EngineStats
+
+if TYPE_CHECKING:
+    from eos.processor import Context
+    from eos.state.manager import StoreManager
+
+__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "AbortBudget", "Committer", "Rewound"]
+
+log = logging.getLogger("eos.engine")
+
+BACKOFF_BASE_S = 0.1
+"""Wait after the first abort without progress; it doubles with each further one."""
+BACKOFF_CAP_S = 10.0
+"""Longest wait between two attempts of a failing batch."""
+
+
+class Rewound(Exception):
+    """Internal: the batch was aborted and its partitions rewound; drop the polled messages."""
+
+
+class AbortBudget:
+    """Backoff between consecutive aborts, and the limit on aborts without progress.
+
+    Progress is a commit, or a record newly found to blame (its replay then
+    applies the policy to it). Aborts caused by outages and rebalances back off
+    but do not count towards the limit: they end when the cluster recovers.
+
+    Args:
+        limit: Counted aborts in a row that stop the instance.
+        stop: The stop request (a wait ends early when it is set).
+        clock: Monotonic clock; injectable for tests.
+    """
+
+    def __init__(self, limit: int, stop: StopSignal, *, clock: Any = time.monotonic) -> None:
+        self.limit = limit
+        self.stop = stop
+        self.clock = clock
+        self.consecutive = 0
+        self.counted = 0
+        self.until = 0.0
+
+    def progress(self) -> None:
+        """A commit or a new blame: the count and the backoff start over."""
+        self.consecutive = 0
+        self.counted = 0
+        self.until = 0.0
+
+    def aborted(self, cause: str, *, counted: bool) -> None:
+        """Count an abort and schedule the next attempt.
+
+        Raises:
+            AbortLimitError: ``limit`` counted aborts in a row.
+        """
+        self.consecutive += 1
+        if counted:
+            self.counted += 1
+            if self.counted >= self.limit:
+                raise AbortLimitError(
+                    f"the batch was aborted {self.counted} times in a row without progress "
+                    f"(max_aborts_without_progress={self.limit}); last cause: {cause}",
+                    aborts=self.counted,
+                    cause=cause,
+                )
+        self.until = self.clock() + self.delay()
+
+    def delay(self) -> float:
+        """The wait before the next attempt after the current run of aborts."""
+        if self.consecutive <= 0:
+            return 0.0
+        return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self.consecutive - 1)))
+
+    def wait(self) -> None:
+        """Sleep until the next attempt is due (returns early on a stop request)."""
+        remaining = self.until - self.clock()
+        if remaining > 0:
+            self.stop.wait(remaining)
+
+
+class Committer:
+    """Commits and aborts the open batch; see the module docstring.
+
+    Built by the engine with the parts it uses; ``consumer``, ``ctx`` and
+    ``stores`` are attached once they exist.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        guarantee: Guarantee,
+        batch: Batch,
+        assignment: Assignment,
+        poison: Poison,
+        outputs: Outputs,
+        stats: EngineStats,
+        stop: StopSignal,
+        faults: Faults,
+    ) -> None:
+        self.config = config
+        self.guarantee = guarantee
+        self.batch = batch
+        self.assignment = assignment
+        self.poison = poison
+        self.outputs = outputs
+        self.stats = stats
+        self.stop = stop
+        self.faults = faults
+        self.budget = AbortBudget(config.max_aborts_without_progress, stop)
+        self.consumer: Consumer | None = None
+        self.ctx: Context | None = None
+        self.stores: StoreManager | None = None
+        self.failed = False
+        self._attempts = 0
+        self._commits_with_writes = 0
+
+    @property
+    def open(self) -> bool:
+        """Whether a batch (or a transaction) is open."""
+        return bool(self.batch) or self.guarantee.in_transaction
+
+    def _consumer(self) -> Consumer:
+        if self.consumer is None:
+            raise RuntimeError("the engine has no consumer yet")
+        return self.consumer
+
+    # -- commit --------------------------------------------------------------
+
+    def commit(self) -> bool:
+        """Commit the open batch. True if it committed; False if it was aborted instead.
+
+        Raises:
+            TransactionOutcomeUnknownError: A stop is overdue and the commit
+                did not finish (local stores are not written).
+            FatalTransactionError: The producer is dead (not a timeout).
+            ConfigError, ProcessingError, AbortLimitError: see :meth:`batch_failed`.
+            StateError: The local store write after the Kafka commit failed.
+        """
+        if self.failed:
+            raise RuntimeError("commit after the run failed")
+        if not self.open:
+            return True
+        batch = self.batch
+        started = time.monotonic()
+        self._attempts += 1
+        attempt = self._attempts
+        try:
+            # (1) outputs and changelog records were produced while processing.
+            # (2) the positions join the transaction; (3) commit.
+            self.guarantee.commit(
+                batch.positions, self._consumer(), lambda: self.faults.before_commit(attempt)
+            )
+        except AbortableTransactionError as exc:
+            self.batch_failed(exc.kafka_error, f"commit failed: {exc}")
+            return False
+        except TransactionOutcomeUnknownError:
+            self.failed = True
+            if self.stores is not None:
+                self.stores.abort()
+            raise
+        except FatalTransactionError as exc:
+            self.fatal(exc)
+            return False
+        # (4) local stores: overlay + changelog checkpoint, one write per store partition.
+        stores = self.stores
+        if stores is not None:
+            if stores.dirty:
+                self._commits_with_writes += 1
+                self.faults.after_kafka_commit(self._commits_with_writes)
+            stores.commit()
+        self._committed(started)
+        return True
+
+    def _committed(self, started: float) -> None:
+        batch = self.batch
+        positions = batch.positions
+        self.assignment.committed.update(positions)
+        self.poison.committed(positions)
+        self.outputs.committed(positions)
+        sends = self.ctx.sends if self.ctx is not None else 0
+        seconds = time.monotonic() - started
+        self.stats.record_commit(batch.records, seconds, produced=sends - batch.sends_at_start)
+        if batch.records:
+            self.budget.progress()
+            self.stats.consecutive_aborts = 0
+        log.debug("committed %d records in %.1f ms", batch.records, 1000 * seconds)
+        batch.clear()
+
+    # -- abort ---------------------------------------------------------------
+
+    def abort(
+        self,
+        kind: str,
+        reason: str,
+        unprocessed: Sequence[Any] = (),
+        *,
+        counted: bool = True,
+        progress: bool = False,
+    ) -> None:
+        """Abort the open batch and rewind its partitions; then count the abort.
+
+        Args:
+            kind: The metric label (``eos_transaction_aborts_total{reason}``).
+            reason: For the log.
+            unprocessed: Consumed messages not processed yet (their partitions
+                are rewound too).
+            counted: Whether it counts towards ``max_aborts_without_progress``.
+            progress: A record was newly blamed: start the count over, no wait.
+
+        Raises:
+            AbortLimitError: The limit was reached (the abort is complete).
+            FatalTransactionError: The abort failed fatally and it was not a timeout.
+        """
+        self.stats.record_abort(kind)
+        log.info("aborting transaction (%s): %s", kind, reason)
+        try:
+            self.guarantee.abort()
+        except FatalTransactionError as exc:
+            self.fatal(exc, unprocessed)
+            return
+        self._drop_batch(unprocessed)
+        if progress:
+            self.budget.progress()
+        else:
+            self.budget.aborted(f"{kind}: {reason}", counted=counted)
+        self.stats.consecutive_aborts = self.budget.consecutive
+
+    def _drop_batch(self, unprocessed: Sequence[Any]) -> None:
+        """Drop overlays and failures, rewind, forget the batch."""
+        if self.stores is not None:
+            self.stores.abort()
+        self.outputs.clear()
+        if self.guarantee.rewinds:
+            self._rewind(unprocessed)
+        self.batch.clear()
+
+    def _rewind(self, unprocessed: Sequence[Any]) -> None:
+        """Seek every partition of the batch back to its first offset seen."""
+        targets = self.batch.rewind_targets(unprocessed)
+        consumer = self._consumer()
+        done = []
+        for tp, offset in sorted(targets.items()):
+            if not self.assignment.ready(tp):
+                continue  # revoked, or held back and seeked when it resumes
+            try:
+                consumer.seek(KafkaTopicPartition(tp[0], tp[1], offset))
+            except KafkaException as exc:
+                raise FatalTransactionError(
+                    f"cannot rewind {tp[0]}[{tp[1]}] to {offset} after an abort ({exc}); "
+                    "stopping so no record is skipped"
+                ) from exc
+            done.append(f"{tp[0]}[{tp[1]}]->{offset}")
+        if done:
+            log.info("rewound %s", ", ".join(done))
+
+    def abandon(self) -> None:
+        """The run failed: abort what is open, drop the overlays, never commit again.
+
+        Bounded by the stop's grace period; never raises (the error that ended
+        the run is what the caller reports).
+        """
+        self.failed = True
+        try:
+            if self.guarantee.in_transaction and not self.guarantee.dead:
+                self.stats.record_abort("run_failed")
+                log.info("aborting transaction (run_failed): the run ended with an error")
+                self.guarantee.abort()
+        except Exception as exc:
+            log.warning("aborting the open transaction after the failure failed: %s", exc)
+        if self.stores is not None:
+            self.stores.abort()
+        self.batch.clear()
+
+    def wait_backoff(self) -> None:
+        """Wait out the backoff of the last abort (early on a stop request)."""
+        if self.budget.until:
+            self.budget.wait()
+            self.budget.until = 0.0
+
+    # -- failures ------------------------------------------------------------
+
+    def batch_failed(
+        self,
+        failed: object,
+        reason: str,
+        unprocessed: Sequence[Any] = (),
+        *,
+        kind: str = "commit_failed",
+    ) -> None:
+        """The batch cannot commit: diagnose why, abort, and act on the cause.
+
+        Args:
+            failed: The error of the failed call (a ``KafkaError``), if any.
+            reason: For the log.
+            unprocessed: Consumed messages not processed yet.
+            kind: The abort's metric label when the cause is not known yet.
+
+        Raises:
+            ConfigError: A topic is missing or an ACL denies the operation.
+            ProcessingError: A record's dead-letter copy was rejected.
+            AbortLimitError: Too many aborts without progress.
+        """
+        diagnosis = self.outputs.diagnose(failed)
+        what = f"{reason} [{diagnosis.cause.value}: {diagnosis.describe()}]"
+        if diagnosis.cause is Cause.FENCED and isinstance(diagnosis.error, KafkaError):
+            self.fatal(ProducerFencedError(what, diagnosis.error), unprocessed)
+            return
+        if diagnosis.cause is Cause.CONFIG:
+            self.abort("config_error", what, unprocessed, counted=False)
+            raise ConfigError(self.config_message(diagnosis))
+        if diagnosis.undeliverable:
+            source, error = next(iter(diagnosis.undeliverable.items()))
+            failure = self.undeliverable(source, error)
+            self.abort("output_rejected", what, unprocessed, counted=False)
+            raise failure
+        if diagnosis.blamed:
+            for source, error in diagnosis.blamed.items():
+                self.poison.mark(
+                    source, ProduceError(diagnosis.topic or "?", KafkaException(error))
+                )
+            first = next(iter(diagnosis.blamed))
+            log.warning(
+                "output of %d record(s) rejected by the broker (first %s[%d]@%d: %s); "
+                "the policy %r applies to them on replay",
+                len(diagnosis.blamed),
+                *first,
+                error_name(diagnosis.blamed[first]),
+                self.config.processing_error_policy,
+            )
+            self.abort("output_rejected", what, unprocessed, progress=True)
+            self.renew_after_rejection()
+            return
+        if diagnosis.cause is Cause.OUTAGE:
+            self.abort("outage", what, unprocessed, counted=False)
+            log.warning(
+                "the cluster is unavailable (%s); retrying the batch in %.1fs",
+                diagnosis.describe(),
+                self.budget.delay(),
+            )
+            return
+        if diagnosis.cause is Cause.REBALANCE:
+            self.abort("rebalance", what, unprocessed, counted=False)
+            return
+        # A record may be to blame, or the cause is not known: replay the batch
+        # with a delivery report per output to find out.
+        self.outputs.replay_carefully(self.batch.positions)
+        self.abort(kind, what, unprocessed)
+        if isinstance(diagnosis.error, KafkaError) and (
+            cause_of(diagnosis.error) is Cause.RECORD
+            or diagnosis.error.code() == KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER
+        ):
+            self.renew_after_rejection()
+
+    def renew_after_rejection(self) -> None:
+        """After a permanently rejected message: a new producer closes the sequence gap.
+
+        librdkafka only closes the gap with an epoch bump, which it does on the
+        NEXT transaction's failure (OUT_OF_ORDER_SEQUENCE_NUMBER "requires
+        epoch bump"), wasting one more abort; ``init_transactions`` of a new
+        producer bumps the epoch now. Without transactions nothing is needed.
+        """
+        if self.guarantee.transactional:
+            self.guarantee.renew()
+
+    def fatal(self, exc: FatalTransactionError, unprocessed: Sequence[Any] = ()) -> None:
+        """The producer failed fatally: recover if the transaction only timed out, else stop.
+
+        Raises:
+            ConfigError: The transactional id is not authorized.
+            FatalTransactionError: Any other fatal failure (the run stops).
+        """
+        timeout_s = self.config.transaction_timeout_ms / 1000.0
+        age = self.guarantee.transaction_age()
+        error = exc.kafka_error
+        config_error = isinstance(error, KafkaError) and cause_of(error) is Cause.CONFIG
+        if (
+            self.guarantee.transactional
+            and age >= timeout_s
+            and not config_error
+            and not self.stop.is_set()
+        ):
+            # The broker aborts a transaction older than transaction.timeout.ms and
+            # bumps the producer epoch; the old producer then reads as fenced
+            # (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH) or in an invalid state
+            # (INVALID_TXN_STATE). A second instance would fence a young
+            # transaction too, so only an old one is recovered here.
+            log.warning(
+                "the transaction was open for %.1fs, longer than transaction.timeout.ms (%d): "
+                "the broker aborted it and bumped the producer epoch (%s). No other instance is "
+                "involved; starting a new producer with the same transactional.id and redoing "
+                "the batch",
+                age,
+                self.config.transaction_timeout_ms,
+                exc,
+            )
+            self.stats.record_abort("transaction_timeout")
+            self._drop_batch(unprocessed)
+            self.guarantee.renew()
+            self.budget.aborted(f"transaction_timeout: {exc}", counted=False)
+            self.stats.consecutive_aborts = self.budget.consecutive
+            return
+        self.failed = True
+        if self.stores is not None:
+            self.stores.abort()
+        self.batch.clear()
+        if isinstance(exc, ProducerFencedError):
+            self.stats.fenced += 1
+        if config_error and isinstance(error, KafkaError):
+            raise ConfigError(
+                self.config_message(Diagnosis(Cause.CONFIG, error)), "transactional.id"
+            ) from exc
+        raise exc
+
+    def undeliverable(self, source: Source, error: KafkaError) -> ProcessingError:
+        """The error for a record whose dead-letter copy can never be written."""
+        topic, partition, offset = source
+        cause = self.outputs.dead_letter_reason(source)
+        return ProcessingError(
+            f"record {topic}[{partition}]@{offset} failed"
+            + (f" ({type(cause).__name__}: {cause})" if cause is not None else "")
+            + f" and could not be dead-lettered to {self.config.dead_letter_topic!r}: "
+            f"{error_name(error)}. Nothing of its batch was committed. Raise the producer's "
+            "message.max.bytes and the dead-letter topic's max.message.bytes, or choose "
+            "processing_error_policy='skip'",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            cause=cause if cause is not None else KafkaException(error),
+        )
+
+    def config_message(self, diagnosis: Diagnosis) -> str:
+        """An error message naming the resource, the operation and the fix."""
+        error = diagnosis.error
+        name = error_name(error)
+        code = error.code() if isinstance(error, KafkaError) else None
+        topic = diagnosis.topic or "(unknown topic)"
+        group = self.config.application_id
+        if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            return (
+                f"committing offsets for consumer group {group!r} was denied ({name}); grant the "
+                f"application's principal READ on Group:{group}"
+            )
+        if code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+            tid = self.config.transactional_id
+            return (
+                f"using transactional id {tid!r} was denied ({name}); grant the application's "
+                f"principal WRITE and DESCRIBE on TransactionalId:{tid}"
+            )
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            return (
+                f"writing to topic {topic!r} was denied ({name}); grant the application's "
+                f"principal WRITE on Topic:{topic}"
+            )
+        if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            return (
+                f"producing to topic {topic!r} failed: the topic does not exist ({name}); "
+                "create it (eos creates only its changelog and dead-letter topics)"
+            )
+        if code == KafkaError._UNKNOWN_PARTITION:
+            return f"producing to topic {topic!r} failed: no such partition ({name})"
+        return f"producing to topic {topic!r} failed: {name}"

@@ -1,0 +1,140 @@
+"""Programming errors in a processor, caught when the application is built.
+
+A mistake in how a processor is written is not a poison record: left to run,
+it would fail on every record and ``processing_error_policy`` would skip or
+dead-letter all of them. :func:`check_processor` finds the common ones before
+anything is consumed and raises a :class:`~eos.errors.ConfigError` that says
+what to write instead. The ``Application`` and the ``TestDriver`` both call it.
+
+Checked: the processor is an ``eos.Processor`` instance (not its class), it
+implements ``process``, its hooks are plain functions (eos never awaits a
+coroutine), ``stores`` is a sequence of ``eos.Store``, and every
+``ctx.store("name")`` with a literal name in the class's source names a
+declared store. Names computed at run time are checked when used
+(``ctx.store`` raises ConfigError for an undeclared name, which stops the
+instance instead of being treated as a record error).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from collections.abc import Iterator, Sequence
+
+from eos.errors import ConfigError
+from eos.processor import Processor
+from eos.state.base import Store
+
+__all__ = ["check_processor"]
+
+_HOOKS = ("process", "on_assign", "on_revoke", "close")
+
+
+def check_processor(processor: object) -> None:
+    """Raise ConfigError if ``processor`` cannot work; see the module docstring."""
+    if isinstance(processor, type):
+        if issubclass(processor, Processor):
+            raise ConfigError(
+                f"processor is the class {processor.__name__}, not an instance: "
+                f"pass {processor.__name__}()",
+                "processor",
+            )
+        raise ConfigError(f"processor must be an eos.Processor, not {processor!r}", "processor")
+    if not isinstance(processor, Processor):
+        raise ConfigError(
+            f"processor must be an eos.Processor instance, not {type(processor).__name__}: "
+            "subclass eos.Processor and implement process(self, record, ctx)",
+            "processor",
+        )
+    cls = type(processor)
+    name = cls.__name__
+    if cls.process is Processor.process:
+        raise ConfigError(
+            f"{name} does not implement process(self, record, ctx); eos calls it once per "
+            "input record",
+            "processor",
+        )
+    for hook in _HOOKS:
+        function = getattr(cls, hook, None)
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            raise ConfigError(
+                f"{name}.{hook} is an async def: eos calls processor hooks synchronously and "
+                f"would never await it (the record would be committed unprocessed). Make "
+                f"{hook} a plain def",
+                "processor",
+            )
+    declared = _check_stores(name, processor.stores)
+    _check_store_names(cls, declared)
+
+
+def _check_stores(name: str, stores: object) -> set[str]:
+    if isinstance(stores, (str, bytes, Store)) or not isinstance(stores, Sequence):
+        raise ConfigError(
+            f"{name}.stores must be a list of eos.Store, not {type(stores).__name__} "
+            f"({stores!r}); write stores = [eos.Store('counts')]",
+            "stores",
+        )
+    names: set[str] = set()
+    for item in stores:
+        if not isinstance(item, Store):
+            hint = f"eos.Store({item!r})" if isinstance(item, str) else "eos.Store('name')"
+            raise ConfigError(
+                f"{name}.stores holds {item!r} ({type(item).__name__}); each entry must be an "
+                f"eos.Store: write {hint}",
+                "stores",
+            )
+        if item.name in names:
+            raise ConfigError(
+                f"store name {item.name!r} is declared twice in {name}.stores; store names "
+                "must be unique",
+                "store.name",
+            )
+        names.add(item.name)
+    return names
+
+
+def _check_store_names(cls: type, declared: set[str]) -> None:
+    """Every ``ctx.store("literal")`` in the class body names a declared store."""
+    for used, method in _literal_store_names(cls):
+        if used not in declared:
+            have = ", ".join(sorted(map(repr, declared))) or "none"
+            raise ConfigError(
+                f"{cls.__name__}.{method} uses ctx.store({used!r}) but {cls.__name__}.stores "
+                f"declares {have}; add eos.Store({used!r}) to stores",
+                "stores",
+            )
+
+
+def _literal_store_names(cls: type) -> Iterator[tuple[str, str]]:
+    """``(name, method)`` for each ``<ctx>.store("name")`` call in the class's own source."""
+    for klass in cls.__mro__:
+        if klass is Processor or klass is object or klass.__module__.startswith("eos."):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue  # no source (built dynamically, or a compiled module)
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            contexts = {"ctx", "context"}
+            params = [a.arg for a in node.args.args]
+            if node.name == "process" and len(params) >= 3:
+                contexts.add(params[2])
+            for call in ast.walk(node):
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "store"
+                    and isinstance(call.func.value, ast.Name)
+                    and call.func.value.id in contexts
+                    and len(call.args) == 1
+                    and isinstance(call.args[0], ast.Constant)
+                    and isinstance(call.args[0].value, str)
+                ):
+                    yield call.args[0].value, node.name

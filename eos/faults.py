@@ -1,0 +1,42 @@
+"""The fault-injection seam: hooks the engine calls at fixed points of its work.
+
+Production code passes nothing (:data:`NO_FAULTS`, whose hooks do nothing).
+Tests pass an object of their own to ``eos.Application(..., faults=...)`` to
+make a commit fail, kill the process between the Kafka commit and the local
+store write, or slow a restore down, and then check that the guarantees
+still hold. Ready-made hooks live in :mod:`eos.testing.faults`.
+
+No production module reads an environment variable to decide on a fault.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NO_FAULTS", "Faults"]
+
+
+class Faults:
+    """Hooks called on the processing thread; the default implementation does nothing.
+
+    A hook may raise to simulate a failure at that point (see each method), or
+    block to simulate a slow step. Hooks must not touch the engine's clients.
+    """
+
+    def before_commit(self, attempt: int) -> None:
+        """Called before ``commit_transaction`` (after the offsets were sent).
+
+        ``attempt`` counts commit attempts from 1. Raise
+        :class:`~eos.errors.AbortableTransactionError` to make this commit
+        fail as if the broker had answered with an abortable error.
+        """
+
+    def after_kafka_commit(self, attempt: int) -> None:
+        """Called after a commit with store writes succeeded in Kafka, before the
+        local store write (step 4): the window in which local state lags the
+        changelog. ``attempt`` counts such commits from 1."""
+
+    def restore_chunk(self, store: str, partition: int, records: int) -> None:
+        """Called after each chunk of changelog records a restore applied."""
+
+
+NO_FAULTS = Faults()
+"""The hooks production runs with: all no-ops."""
