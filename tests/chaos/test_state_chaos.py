@@ -24,7 +24,6 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from eos.state.changelog import ChangelogRestorer, RestoreTask, restore_consumer_settings
-from eos.state.manager import CRASH_AFTER_KAFKA_COMMIT_ENV
 from eos.state.memory import MemoryStore
 from eos.state.rocksdb import RocksDBStore
 from eos.state.topics import changelog_topic
@@ -40,6 +39,7 @@ from eos.testing.process import AppProcess
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "count_per_key.py")
+FAULT_APP = str(Path(__file__).resolve().parent / "fault_app.py")
 PARTITIONS = 4
 STORE = "counts"
 
@@ -126,12 +126,14 @@ class CountRun:
         instance: str = "0",
         *,
         backend: str = "rocksdb",
-        env: dict[str, str] | None = None,
+        faults: list[str] | None = None,
         **flags: str,
     ) -> AppProcess:
-        """An unstarted count_per_key.py process; ``flags`` become ``--flag-name value``."""
+        """An unstarted count_per_key.py process; ``flags`` become ``--flag-name value``;
+        ``faults`` are fault_app.py options (the process then runs through it)."""
+        prefix = [FAULT_APP, "count_per_key", *faults, "--"] if faults else [EXAMPLE]
         args = [
-            EXAMPLE,
+            *prefix,
             "--bootstrap-servers", self.bootstrap,
             "--input", self.source,
             "--output", self.sink,
@@ -142,7 +144,7 @@ class CountRun:
         ]  # fmt: skip
         for key, value in flags.items():
             args += [f"--{key.replace('_', '-')}", value]
-        return AppProcess(args, log_path=self.tmp_path / f"app-{instance}.log", env=env)
+        return AppProcess(args, log_path=self.tmp_path / f"app-{instance}.log")
 
     def feeder(self, total: int, keys: int, seconds: float, seed: int) -> Feeder:
         return Feeder(self.bootstrap, self.source, total, keys, seconds, seed)
@@ -396,12 +398,13 @@ def test_restart_after_kill_restores_only_the_unapplied_tail(
     # Dies on its 12th commit with store writes, after the Kafka commit and
     # before the local write: the window in which local state lags the changelog.
     crashing = run.app(
-        env={CRASH_AFTER_KAFKA_COMMIT_ENV: "12"}, max_batch_records=str(batch)
+        faults=["--crash-after-kafka-commit", "12"], max_batch_records=str(batch)
     ).start()
     assert crashing.wait(90) == -9, crashing.log_tail()
     checkpoints = run.checkpoints()
-    app = crashing  # same instance, log and state directory, without the crash hook
-    del app.env[CRASH_AFTER_KAFKA_COMMIT_ENV]
+    # The same instance, log and state directory, without the crash hook.
+    app = run.app(max_batch_records=str(batch))
+    app.starts = crashing.starts
     app.start()
     try:
         # Every partition is behind its changelog end (at least by a commit

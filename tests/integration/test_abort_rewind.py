@@ -6,6 +6,7 @@ import pytest
 from apprunner import AppThread, Upper, wait_committed
 
 import eos
+from eos.testing.faults import FailCommits
 from eos.testing.helpers import committed_offsets, create_topic, produce, read_topic, unique_name
 from eos.testing.verify import verify_exactly_once
 
@@ -14,12 +15,9 @@ pytestmark = pytest.mark.integration
 RECORDS = 3_000
 
 
-def test_injected_abortable_commits_are_rewound_and_redone(
-    bootstrap, app_threads, monkeypatch
-) -> None:
+def test_injected_abortable_commits_are_rewound_and_redone(bootstrap, app_threads) -> None:
     """Commit attempts 3 and 5 fail abortably after send_offsets: the same running engine
     aborts twice, rewinds and reprocesses, and the output holds every input exactly once."""
-    monkeypatch.setenv("EOS_TEST_FAIL_COMMITS", "3,5")
     source = create_topic(bootstrap, unique_name("in"), 3)
     sink = create_topic(bootstrap, unique_name("out"), 3)
     app_id = unique_name("rewind")
@@ -30,6 +28,7 @@ def test_injected_abortable_commits_are_rewound_and_redone(
         input_topics=[source],
         processor=Upper(sink),
         max_batch_records=300,  # ~10 transactions, so attempts 3 and 5 fall mid-stream
+        faults=FailCommits(3, 5),
     )
     runner = AppThread(app).start()
     app_threads.append(runner)

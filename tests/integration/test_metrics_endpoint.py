@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import eos
+from eos.testing.faults import FailCommits
 from eos.testing.helpers import create_topic, produce, unique_name, wait_caught_up
 
 pytestmark = pytest.mark.integration
@@ -44,14 +45,13 @@ def _value(samples: dict, name: str, **labels: str) -> float:
     return total
 
 
-def test_metrics_match_processing_and_app_state(bootstrap, monkeypatch) -> None:
+def test_metrics_match_processing_and_app_state(bootstrap) -> None:
     """5,000 records: processed_total = 5,000, commits > 0, aborts 0, lag 0 once caught up,
     app.state agrees; then an injected abort increments aborts with its reason."""
     source = create_topic(bootstrap, unique_name("in"), 2)
     sink = create_topic(bootstrap, unique_name("out"), 2)
     app_id = unique_name("metrics")
     produce(bootstrap, source, ((f"k{i % 20}", f"v{i}") for i in range(5000)))
-    monkeypatch.setenv("EOS_TEST_FAIL_COMMITS", "1000000")  # none yet
     app = eos.Application(
         application_id=app_id,
         bootstrap_servers=bootstrap,
@@ -86,7 +86,6 @@ def test_metrics_match_processing_and_app_state(bootstrap, monkeypatch) -> None:
         thread.join(60)
 
     # A second run of the same application with the next commit failing.
-    monkeypatch.setenv("EOS_TEST_FAIL_COMMITS", "1")
     registry = CollectorRegistry()
     app = eos.Application(
         application_id=app_id,
@@ -94,11 +93,15 @@ def test_metrics_match_processing_and_app_state(bootstrap, monkeypatch) -> None:
         input_topics=[source],
         processor=Upper(sink),
         metrics_registry=registry,
+        faults=FailCommits(1),
     )
     thread = threading.Thread(target=app.run, daemon=True)
     thread.start()
     try:
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while len(app.state.assigned_partitions) < 2:
+            assert time.monotonic() < deadline, "the second run was never assigned its partitions"
+            time.sleep(0.1)
         produce(bootstrap, source, ((f"k{i % 20}", f"w{i}") for i in range(100)))
         wait_caught_up(bootstrap, app_id, source, timeout=60)
         value = registry.get_sample_value(

@@ -7,6 +7,7 @@ import pytest
 from apprunner import AppThread, Upper, wait_committed
 
 import eos
+from eos.testing.faults import FailCommits
 from eos.testing.helpers import (
     ReadRecord,
     committed_offsets,
@@ -227,11 +228,10 @@ def test_partial_output_before_a_failure_is_never_visible(bootstrap, app_threads
 
 
 def test_dead_letter_write_of_an_aborted_transaction_is_never_visible(
-    bootstrap, app_threads, monkeypatch
+    bootstrap, app_threads
 ) -> None:
     """When the transaction holding a dead-letter write aborts, read_committed sees the
     dead-lettered record exactly once (from the replay), never the aborted copy."""
-    monkeypatch.setenv("EOS_TEST_FAIL_COMMITS", "1")
     source = create_topic(bootstrap, unique_name("in"), 1)
     sink = create_topic(bootstrap, unique_name("out"), 1)
     dlq = unique_name("dlq")
@@ -248,6 +248,7 @@ def test_dead_letter_write_of_an_aborted_transaction_is_never_visible(
         dead_letter_topic=dlq,
         # All 100 records are already there: the first transaction holds them all.
         commit_interval_ms=2000,
+        faults=FailCommits(1),
     )
     runner = AppThread(app).start()
     app_threads.append(runner)

@@ -26,7 +26,6 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 
 import eos
 from eos.state.changelog import ChangelogRestorer, RestoreTask, restore_consumer_settings
-from eos.state.manager import CRASH_AFTER_KAFKA_COMMIT_ENV
 from eos.state.memory import MemoryStore
 from eos.state.rocksdb import RocksDBStore
 from eos.state.topics import changelog_topic
@@ -163,7 +162,9 @@ def processed(n: int) -> Callable[[eos.Application], bool]:
 
 
 def assigned(app: eos.Application) -> bool:
-    return len(app.state.assigned_partitions) == PARTITIONS
+    """Every partition assigned and its stores restored."""
+    state = app.state
+    return len(state.assigned_partitions) == PARTITIONS and not state.restoring_partitions
 
 
 def test_clean_restart_restores_nothing(setup: Setup) -> None:
@@ -246,6 +247,7 @@ _CRASH_APP = textwrap.dedent(
     """
     import logging, sys
     import eos
+    from eos.testing.faults import CrashAfterKafkaCommit
 
     bootstrap, app_id, input_topic, output, state_dir = sys.argv[1:6]
 
@@ -269,6 +271,7 @@ _CRASH_APP = textwrap.dedent(
         state_dir=state_dir,
         commit_interval_ms=100,
         max_batch_records=50,
+        faults=CrashAfterKafkaCommit(3),
     ).run()
     """
 )
@@ -281,7 +284,7 @@ def test_crash_between_kafka_commit_and_local_write(setup: Setup, tmp_path: Path
     setup.feed(600)
     script = tmp_path / "crash_app.py"
     script.write_text(_CRASH_APP)
-    env = {**os.environ, CRASH_AFTER_KAFKA_COMMIT_ENV: "3"}
+    env = dict(os.environ)
     args = [sys.executable, str(script), setup.bootstrap, setup.app_id, setup.input]
     args += [setup.output, setup.state_dir]
     log_path = tmp_path / "crash_app.log"

@@ -9,14 +9,17 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+import eos._stop
 import eos.transaction
+from eos._stop import StopRequested, StopSignal
 from eos.errors import (
     AbortableTransactionError,
     FatalTransactionError,
     ProducerFencedError,
     RetriableTransactionError,
+    TransactionOutcomeUnknownError,
 )
-from eos.transaction import TransactionalProducer, classify
+from eos.transaction import STEP_S, TransactionalProducer, classify
 
 FENCED_CODES = [
     KafkaError._FENCED,
@@ -111,19 +114,21 @@ def _no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def test_retriable_send_offsets_is_retried_with_identical_arguments() -> None:
-    """A retriable send_offsets failure is retried with the same offsets and metadata."""
+    """A retriable send_offsets failure is retried with the same offsets and metadata (only
+    the timeout may shrink towards the deadline)."""
     fake = FakeProducer()
     fake.failures["send_offsets_to_transaction"] = [
         KafkaError(KafkaError._TIMED_OUT, retriable=True),
         KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS, retriable=True),
     ]
-    txn = TransactionalProducer(fake, 30.0)  # type: ignore[arg-type]
+    txn = TransactionalProducer(fake, 30.0, StopSignal(30.0))  # type: ignore[arg-type]
     offsets = [KafkaTopicPartition("in", 0, 10), KafkaTopicPartition("in", 1, 7)]
     metadata = object()
     txn.send_offsets(offsets, metadata)
     calls = [args for name, args in fake.calls if name == "send_offsets_to_transaction"]
     assert len(calls) == 3
-    assert all(args == calls[0] for args in calls)
+    assert all(args[:2] == calls[0][:2] for args in calls)
+    assert all(0 < args[2] <= 30.0 for args in calls)
     assert calls[0][1] is metadata and all(args[1] is metadata for args in calls)
     assert [(tp.topic, tp.partition, tp.offset) for tp in calls[0][0]] == [
         ("in", 0, 10),
@@ -132,20 +137,90 @@ def test_retriable_send_offsets_is_retried_with_identical_arguments() -> None:
     assert not txn.dead
 
 
-def test_retriable_past_the_deadline_becomes_abortable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A call still failing retriably when the deadline passes is raised as abortable."""
-    clock = iter(range(0, 10_000))
-    monkeypatch.setattr(eos.transaction.time, "monotonic", lambda: float(next(clock)))
+def test_retriable_commit_is_resumed_never_aborted_with_explicit_timeouts() -> None:
+    """A commit that keeps timing out retriably is called again (librdkafka resumes it),
+    never answered by an abort, and every call passes a bounded timeout, not -1."""
     fake = FakeProducer()
     fake.failures["commit_transaction"] = [
-        KafkaError(KafkaError._TIMED_OUT, retriable=True) for _ in range(100)
+        KafkaError(KafkaError._TIMED_OUT, retriable=True) for _ in range(5)
     ]
-    txn = TransactionalProducer(fake, 5.0)  # type: ignore[arg-type]
+    txn = TransactionalProducer(fake, 30.0, StopSignal(30.0))  # type: ignore[arg-type]
     txn.begin()
-    with pytest.raises(AbortableTransactionError, match="still failing"):
+    txn.commit()
+    commits = [args for name, args in fake.calls if name == "commit_transaction"]
+    assert len(commits) == 6
+    assert all(0 < args[0] <= STEP_S for args in commits), commits
+    assert "abort_transaction" not in [name for name, _ in fake.calls]
+    assert not txn.open and not txn.dead
+
+
+def test_retriable_commit_after_the_stop_grace_is_an_unknown_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a stop is overdue, a commit still failing retriably ends with
+    TransactionOutcomeUnknownError (not an abort, which librdkafka would refuse)."""
+    now = [0.0]
+    monkeypatch.setattr(eos.transaction.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(eos._stop.time, "monotonic", lambda: now[0])
+
+    def commit_transaction(timeout: float) -> None:
+        now[0] += timeout
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, retriable=True))
+
+    fake = FakeProducer()
+    stop = StopSignal(5.0)
+    txn = TransactionalProducer(fake, 30.0, stop)  # type: ignore[arg-type]
+    txn.begin()
+    fake.commit_transaction = commit_transaction  # type: ignore[method-assign]
+    stop.set()
+    with pytest.raises(TransactionOutcomeUnknownError, match="shutdown timeout"):
         txn.commit()
-    assert 1 < len([c for c in fake.calls if c[0] == "commit_transaction"]) < 100
-    assert not txn.dead
+    assert 4.0 <= now[0] <= 6.0
+    assert "abort_transaction" not in [name for name, _ in fake.calls]
+
+
+def test_retriable_abort_is_resumed_and_bounded_after_a_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """abort_transaction timing out is called again; after the stop's grace it gives up
+    with a FatalTransactionError that says the broker will abort it."""
+    now = [0.0]
+    monkeypatch.setattr(eos.transaction.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(eos._stop.time, "monotonic", lambda: now[0])
+    calls = []
+
+    def abort_transaction(timeout: float) -> None:
+        calls.append(timeout)
+        now[0] += timeout
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, retriable=True))
+
+    fake = FakeProducer()
+    stop = StopSignal(3.0)
+    txn = TransactionalProducer(fake, 30.0, stop)  # type: ignore[arg-type]
+    txn.begin()
+    fake.abort_transaction = abort_transaction  # type: ignore[method-assign]
+    stop.set()
+    with pytest.raises(FatalTransactionError, match=r"transaction\.timeout\.ms"):
+        txn.abort()
+    assert len(calls) >= 3 and not txn.open
+
+
+def test_init_is_resumed_and_a_stop_unwinds_it() -> None:
+    """init_transactions timing out is called again while running; a stop request unwinds
+    it with StopRequested (start-up ends cleanly)."""
+    fake = FakeProducer()
+    fake.failures["init_transactions"] = [
+        KafkaError(KafkaError._TIMED_OUT, retriable=True) for _ in range(3)
+    ]
+    txn = TransactionalProducer(fake, 30.0, StopSignal(30.0))  # type: ignore[arg-type]
+    txn.init()
+    assert len([c for c in fake.calls if c[0] == "init_transactions"]) == 4
+    fake.failures["init_transactions"] = [KafkaError(KafkaError._TIMED_OUT, retriable=True)]
+    stop = StopSignal(30.0)
+    stop.set()
+    txn = TransactionalProducer(fake, 30.0, stop)  # type: ignore[arg-type]
+    with pytest.raises(StopRequested):
+        txn.init()
 
 
 def test_abortable_is_raised_at_once_without_retry() -> None:
@@ -154,7 +229,7 @@ def test_abortable_is_raised_at_once_without_retry() -> None:
     fake.failures["commit_transaction"] = [
         KafkaError(KafkaError.ILLEGAL_GENERATION, txn_requires_abort=True)
     ]
-    txn = TransactionalProducer(fake, 30.0)  # type: ignore[arg-type]
+    txn = TransactionalProducer(fake, 30.0, StopSignal(30.0))  # type: ignore[arg-type]
     txn.begin()
     with pytest.raises(AbortableTransactionError):
         txn.commit()
@@ -170,7 +245,7 @@ def test_fatal_marks_the_producer_dead_and_refuses_further_calls() -> None:
     reaching the producer."""
     fake = FakeProducer()
     fake.failures["commit_transaction"] = [KafkaError(KafkaError._FENCED, fatal=True)]
-    txn = TransactionalProducer(fake, 30.0)  # type: ignore[arg-type]
+    txn = TransactionalProducer(fake, 30.0, StopSignal(30.0))  # type: ignore[arg-type]
     txn.begin()
     with pytest.raises(ProducerFencedError):
         txn.commit()
@@ -186,6 +261,6 @@ def test_fatal_marks_the_producer_dead_and_refuses_further_calls() -> None:
 def test_abort_when_no_transaction_is_open_is_a_no_op() -> None:
     """abort() without an open transaction never calls abort_transaction."""
     fake = FakeProducer()
-    txn = TransactionalProducer(fake, 30.0)  # type: ignore[arg-type]
+    txn = TransactionalProducer(fake, 30.0, StopSignal(30.0))  # type: ignore[arg-type]
     txn.abort()
     assert fake.calls == []
