@@ -101,12 +101,15 @@ class Assignment:
             seeked back there when it resumes, so nothing is skipped.
         committed: The last committed position per partition known to this
             instance (for the lag gauge).
+        leaving: Partitions being revoked or lost (inside the rebalance
+            callback): their batch is committed or aborted, never rewound.
     """
 
-    __slots__ = ("assigned", "committed", "restoring", "skipped")
+    __slots__ = ("assigned", "committed", "leaving", "restoring", "skipped")
 
     def __init__(self) -> None:
         self.assigned: set[TP] = set()
+        self.leaving: set[TP] = set()
         self.restoring: set[TP] = set()
         self.skipped: dict[TP, int] = {}
         self.committed: dict[TP, int] = {}
@@ -116,7 +119,7 @@ class Assignment:
 
     def ready(self, tp: TP) -> bool:
         """Whether records of ``tp`` may be processed now."""
-        return tp in self.assigned and tp not in self.restoring
+        return tp in self.assigned and tp not in self.restoring and tp not in self.leaving
 
     def held_back(self, tp: TP, offset: int) -> None:
         """A record of restoring partition ``tp`` at ``offset`` was consumed and not processed."""
@@ -127,6 +130,7 @@ class Assignment:
         """Forget partitions that left this instance."""
         for tp in tps:
             self.assigned.discard(tp)
+            self.leaving.discard(tp)
             self.restoring.discard(tp)
             self.skipped.pop(tp, None)
             self.committed.pop(tp, None)

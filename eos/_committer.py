@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from eos._backoff import AbortBudget
 from eos._batch import Assignment, Batch, Poison, Source
 from eos._guarantee import Guarantee
 from eos._kafka_errors import Cause, cause_of, error_name
@@ -53,7 +54,6 @@ from eos._stop import StopSignal
 from eos.config import Config
 from eos.errors import (
     AbortableTransactionError,
-    AbortLimitError,
     ConfigError,
     FatalTransactionError,
     ProcessingError,
@@ -68,76 +68,13 @@ if TYPE_CHECKING:
     from eos.processor import Context
     from eos.state.manager import StoreManager
 
-__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "AbortBudget", "Committer", "Rewound"]
+__all__ = ["Committer", "Rewound"]
 
 log = logging.getLogger("eos.engine")
-
-BACKOFF_BASE_S = 0.1
-"""Wait after the first abort without progress; it doubles with each further one."""
-BACKOFF_CAP_S = 10.0
-"""Longest wait between two attempts of a failing batch."""
 
 
 class Rewound(Exception):
     """Internal: the batch was aborted and its partitions rewound; drop the polled messages."""
-
-
-class AbortBudget:
-    """Backoff between consecutive aborts, and the limit on aborts without progress.
-
-    Progress is a commit, or a record newly found to blame (its replay then
-    applies the policy to it). Aborts caused by outages and rebalances back off
-    but do not count towards the limit: they end when the cluster recovers.
-
-    Args:
-        limit: Counted aborts in a row that stop the instance.
-        stop: The stop request (a wait ends early when it is set).
-        clock: Monotonic clock; injectable for tests.
-    """
-
-    def __init__(self, limit: int, stop: StopSignal, *, clock: Any = time.monotonic) -> None:
-        self.limit = limit
-        self.stop = stop
-        self.clock = clock
-        self.consecutive = 0
-        self.counted = 0
-        self.until = 0.0
-
-    def progress(self) -> None:
-        """A commit or a new blame: the count and the backoff start over."""
-        self.consecutive = 0
-        self.counted = 0
-        self.until = 0.0
-
-    def aborted(self, cause: str, *, counted: bool) -> None:
-        """Count an abort and schedule the next attempt.
-
-        Raises:
-            AbortLimitError: ``limit`` counted aborts in a row.
-        """
-        self.consecutive += 1
-        if counted:
-            self.counted += 1
-            if self.counted >= self.limit:
-                raise AbortLimitError(
-                    f"the batch was aborted {self.counted} times in a row without progress "
-                    f"(max_aborts_without_progress={self.limit}); last cause: {cause}",
-                    aborts=self.counted,
-                    cause=cause,
-                )
-        self.until = self.clock() + self.delay()
-
-    def delay(self) -> float:
-        """The wait before the next attempt after the current run of aborts."""
-        if self.consecutive <= 0:
-            return 0.0
-        return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self.consecutive - 1)))
-
-    def wait(self) -> None:
-        """Sleep until the next attempt is due (returns early on a stop request)."""
-        remaining = self.until - self.clock()
-        if remaining > 0:
-            self.stop.wait(remaining)
 
 
 class Committer:

@@ -116,6 +116,7 @@ class RebalanceListener:
         """Commit the open batch (abort it after a failure), then release the partitions."""
         tps = [(p.topic, p.partition) for p in partitions]
         log.info("revoking %s", _fmt(tps))
+        self.assignment.leaving.update(tps)
         try:
             if self.committer.open:
                 if self.committer.failed or self.committer.guarantee.dead:
@@ -131,6 +132,7 @@ class RebalanceListener:
         """The partitions are gone already: abort the batch, release them."""
         tps = [(p.topic, p.partition) for p in partitions]
         log.info("lost %s", _fmt(tps))
+        self.assignment.leaving.update(tps)
         try:
             if self.committer.open and not self.committer.failed:
                 self.committer.abort("partitions_lost", "partitions lost", counted=False)

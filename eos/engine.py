@@ -48,8 +48,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from eos._admin import check_topics
 from eos._batch import TP, Assignment, Batch, Poison
 from eos._committer import Committer, Rewound
 from eos._guarantee import Guarantee, for_config
@@ -72,8 +72,6 @@ log = logging.getLogger("eos.engine")
 
 _MAX_CONSUME = 5000
 _IDLE_POLL_S = 0.1
-_ADMIN_STEP_S = 5.0
-_ADMIN_TIMEOUT_S = 30.0
 _new_record = tuple.__new__
 
 
@@ -188,7 +186,7 @@ class Engine:
         config = self.config
         stop = self.stop_signal
         stop.check()
-        admin = self._check_topics()
+        admin = check_topics(config, stop)
         stop.check()
         self.guarantee.start()
         stop.check()
@@ -237,43 +235,6 @@ class Engine:
             config.transactional_id if self.guarantee.transactional else "-",
             ",".join(config.input_topics),
         )
-
-    def _check_topics(self) -> AdminClient:
-        """Input topics must exist; the dead-letter topic is created if missing."""
-        config = self.config
-        admin = AdminClient(config.admin_settings())
-        deadline = time.monotonic() + _ADMIN_TIMEOUT_S
-        while True:
-            try:
-                metadata = admin.list_topics(timeout=_ADMIN_STEP_S)
-                break
-            except KafkaException as exc:
-                self.stop_signal.check()
-                if time.monotonic() >= deadline:
-                    raise ConfigError(
-                        f"cannot reach Kafka at {config.bootstrap_servers}: {exc}",
-                        "bootstrap.servers",
-                    ) from exc
-        missing = [t for t in config.input_topics if t not in metadata.topics]
-        if missing:
-            raise ConfigError(
-                f"input topic(s) {', '.join(missing)} do not exist on "
-                f"{config.bootstrap_servers}; create them first",
-                "input.topics",
-            )
-        dlq = config.dead_letter_topic
-        if dlq is not None and dlq not in metadata.topics:
-            futures = admin.create_topics([NewTopic(dlq, num_partitions=1)])
-            for future in futures.values():
-                try:
-                    future.result()
-                except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                        raise ConfigError(
-                            f"cannot create dead-letter topic {dlq!r}: {exc}", "dead.letter.topic"
-                        ) from exc
-            log.info("created dead-letter topic %s", dlq)
-        return admin
 
     def _shutdown(self, error: BaseException | None) -> None:
         """Abort if the run failed, then close everything; never mask ``error``."""

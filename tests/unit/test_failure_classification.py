@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from eos._batch import Assignment, Batch, Poison
-from eos._committer import BACKOFF_CAP_S, AbortBudget
+from eos._backoff import BACKOFF_CAP_S, AbortBudget
 from eos._kafka_errors import Cause, cause_of
 from eos._outputs import Outputs
 from eos._stop import StopSignal
