@@ -363,40 +363,61 @@ class Committer:
             self.guarantee.renew()
 
     def fatal(self, exc: FatalTransactionError, unprocessed: Sequence[Any] = ()) -> None:
-        """The producer failed fatally: recover if the transaction only timed out, else stop.
+        """The producer failed fatally: recover when no other instance can be involved, else stop.
+
+        - Fenced (``PRODUCER_FENCED``, ``INVALID_PRODUCER_EPOCH``) while the
+          transaction was younger than ``transaction.timeout.ms``: another
+          instance took over this transactional.id. Stop.
+        - Fenced after the transaction outlived ``transaction.timeout.ms``: the
+          broker aborted it and bumped the epoch itself (an outage held it).
+        - Any other fatal error (``INVALID_TXN_STATE`` after a transaction
+          coordinator moved, for example) says nothing about another instance:
+          a second holder of the transactional.id fences, it does not do that.
+
+        In the last two cases a new producer with the same transactional.id
+        (``init_transactions`` bumps the epoch and resolves what is left) takes
+        over and the batch is redone in process; such a renewal counts towards
+        ``max_aborts_without_progress`` unless it was a timed-out transaction.
 
         Raises:
             ConfigError: The transactional id is not authorized.
-            FatalTransactionError: Any other fatal failure (the run stops).
+            FatalTransactionError: Fenced by another instance, or a stop was requested.
         """
         timeout_s = self.config.transaction_timeout_ms / 1000.0
         age = self.guarantee.transaction_age()
         error = exc.kafka_error
-        config_error = isinstance(error, KafkaError) and cause_of(error) is Cause.CONFIG
-        if (
+        cause = cause_of(error) if isinstance(error, KafkaError) else None
+        timed_out = cause is Cause.FENCED and age >= timeout_s
+        recoverable = (
             self.guarantee.transactional
-            and age >= timeout_s
-            and not config_error
+            and isinstance(error, KafkaError)
+            and cause is not Cause.CONFIG
+            and (timed_out or cause is not Cause.FENCED)
             and not self.stop.is_set()
-        ):
-            # The broker aborts a transaction older than transaction.timeout.ms and
-            # bumps the producer epoch; the old producer then reads as fenced
-            # (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH) or in an invalid state
-            # (INVALID_TXN_STATE). A second instance would fence a young
-            # transaction too, so only an old one is recovered here.
-            log.warning(
-                "the transaction was open for %.1fs, longer than transaction.timeout.ms (%d): "
-                "the broker aborted it and bumped the producer epoch (%s). No other instance is "
-                "involved; starting a new producer with the same transactional.id and redoing "
-                "the batch",
-                age,
-                self.config.transaction_timeout_ms,
-                exc,
-            )
-            self.stats.record_abort("transaction_timeout")
+        )
+        if recoverable:
+            if timed_out:
+                log.warning(
+                    "the transaction was open for %.1fs, longer than transaction.timeout.ms "
+                    "(%d): the broker aborted it and bumped the producer epoch (%s). No other "
+                    "instance is involved; starting a new producer with the same "
+                    "transactional.id and redoing the batch",
+                    age,
+                    self.config.transaction_timeout_ms,
+                    exc,
+                )
+            else:
+                log.warning(
+                    "the producer failed fatally (%s) without being fenced by another "
+                    "instance; starting a new producer with the same transactional.id and "
+                    "redoing the batch",
+                    exc,
+                )
+            kind = "transaction_timeout" if timed_out else "producer_failed"
+            self.stats.record_abort(kind)
             self._drop_batch(unprocessed)
             self.guarantee.renew()
-            self.budget.aborted(f"transaction_timeout: {exc}", counted=False)
+            self.budget.aborted(f"{kind}: {exc}", counted=not timed_out)
             self.stats.consecutive_aborts = self.budget.consecutive
             return
         self.failed = True
@@ -405,7 +426,7 @@ class Committer:
         self.batch.clear()
         if isinstance(exc, ProducerFencedError):
             self.stats.fenced += 1
-        if config_error and isinstance(error, KafkaError):
+        if cause is Cause.CONFIG and isinstance(error, KafkaError):
             raise ConfigError(
                 self.config_message(Diagnosis(Cause.CONFIG, error)), "transactional.id"
             ) from exc

@@ -437,7 +437,9 @@ class Engine:
         """An error event from the consumer: fatal and configuration errors stop the run."""
         if error.code() == KafkaError._PARTITION_EOF:
             return
-        if error.fatal():
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            # A fatal consumer (for example a falsely fenced static member) never
+            # recovers by itself: never carry on with it, silently processing nothing.
             raise KafkaException(error)
         if cause_of(error) is Cause.CONFIG:
             topic = msg.topic()

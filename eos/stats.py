@@ -63,6 +63,7 @@ ABORT_REASONS: Final = (
     "rebalance",
     "partitions_lost",
     "transaction_timeout",
+    "producer_failed",
     "config_error",
     "run_failed",
 )

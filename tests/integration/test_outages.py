@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from apprunner import AppThread, Upper
+from apprunner import AppThread, Upper, wait_committed
 
 import eos
-from eos.testing.helpers import create_topic, produce, read_topic, unique_name, wait_caught_up
+from eos.testing.helpers import create_topic, produce, read_topic, unique_name
 from eos.testing.verify import verify_exactly_once
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -75,8 +75,7 @@ def _run_through_outage(
     for node in victims:
         node.restart()
     outage = time.monotonic() - started
-    wait_caught_up(bootstrap, app_id, source, timeout=240)
-    assert runner.thread.is_alive(), f"the instance stopped: {runner.error!r}"
+    wait_committed(bootstrap, app_id, source, timeout=240, thread=runner)
     runner.stop(120)
     inputs = read_topic(bootstrap, source, timeout=120)
     verdict = verify_exactly_once(inputs, read_topic(bootstrap, sink, timeout=120), bytes.upper)
