@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import eos
-from eos.testing.helpers import committed_offsets, watermarks
+from eos.testing.helpers import ReadRecord, committed_offsets, watermarks
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "uppercase.py"
 
@@ -24,6 +24,24 @@ def _load_example() -> ModuleType:
 
 uppercase = _load_example()
 Upper: type[eos.Processor] = uppercase.Upper
+
+
+def application(
+    bootstrap: str, app_id: str, source: str, processor: eos.Processor, **kw: object
+) -> eos.Application:
+    """An Application on one input topic; ``kw`` are further Application keywords."""
+    return eos.Application(
+        application_id=app_id,
+        bootstrap_servers=bootstrap,
+        input_topics=[source],
+        processor=processor,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def not_poison(records: list[ReadRecord]) -> list[ReadRecord]:
+    """The records whose value does not start with ``poison``."""
+    return [r for r in records if not (r.value or b"").startswith(b"poison")]
 
 
 class AppThread:

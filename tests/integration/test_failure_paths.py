@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from apprunner import AppThread, Upper, wait_committed
+from apprunner import AppThread, Upper, application, not_poison, wait_committed
 
 import eos
 from eos.state.rocksdb import RocksDBStore
 from eos.state.topics import changelog_topic
 from eos.testing.faults import FailCommits
 from eos.testing.helpers import (
-    ReadRecord,
     committed_offsets,
     create_topic,
     produce,
@@ -31,20 +30,6 @@ from eos.testing.verify import verify_exactly_once
 pytestmark = pytest.mark.integration
 
 
-def _app(bootstrap: str, app_id: str, source: str, processor: eos.Processor, **kw: object):
-    return eos.Application(
-        application_id=app_id,
-        bootstrap_servers=bootstrap,
-        input_topics=[source],
-        processor=processor,
-        **kw,
-    )
-
-
-def _good(records: list[ReadRecord]) -> list[ReadRecord]:
-    return [r for r in records if not (r.value or b"").startswith(b"poison")]
-
-
 def _visible_matches_committed(bootstrap: str, app_id: str, source: str, sink: str) -> int:
     """read_committed outputs are exactly the outputs of the committed inputs; returns the
     committed offset of the (single) input partition."""
@@ -52,7 +37,7 @@ def _visible_matches_committed(bootstrap: str, app_id: str, source: str, sink: s
     inputs = read_topic(bootstrap, source)
     done = [r for r in inputs if r.offset < max(committed, 0)]
     visible = read_topic(bootstrap, sink)
-    assert [r.value for r in visible] == [r.value.upper() for r in _good(done)], (
+    assert [r.value for r in visible] == [r.value.upper() for r in not_poison(done)], (
         f"visible={len(visible)} committed offset={committed}"
     )
     return committed
@@ -62,13 +47,13 @@ def _restart_to_the_end(
     bootstrap: str, app_id: str, source: str, sink: str, app_threads: list[AppThread], **kw
 ) -> None:
     """Restart with the skip policy, catch up, and check every good input exactly once."""
-    app = _app(bootstrap, app_id, source, Upper(sink), processing_error_policy="skip", **kw)
+    app = application(bootstrap, app_id, source, Upper(sink), processing_error_policy="skip", **kw)
     runner = AppThread(app).start()
     app_threads.append(runner)
     wait_committed(bootstrap, app_id, source, thread=runner)
     runner.stop()
     verdict = verify_exactly_once(
-        _good(read_topic(bootstrap, source)), read_topic(bootstrap, sink), bytes.upper
+        not_poison(read_topic(bootstrap, source)), read_topic(bootstrap, sink), bytes.upper
     )
     print(f"after restart: {verdict}")
     assert verdict.ok, verdict
@@ -89,7 +74,7 @@ def test_dead_letter_copy_too_large_stops_with_nothing_partial(bootstrap, app_th
     records = [(f"k{i % 7}", f"v{i:05d}") for i in range(2000)]
     records[1000] = ("k-big", "poison" + "x" * 999_894)  # 999,900 bytes
     produce(bootstrap, source, records)
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -135,7 +120,7 @@ def test_exit_from_process_aborts_the_open_batch(bootstrap, app_threads, exc) ->
     sink = create_topic(bootstrap, unique_name("out"), 1)
     app_id = unique_name("exit")
     produce(bootstrap, source, ((f"k{i % 5}", f"v{i:05d}") for i in range(1500)))
-    app = _app(bootstrap, app_id, source, ExitAt(sink, 700, exc), commit_interval_ms=20_000)
+    app = application(bootstrap, app_id, source, ExitAt(sink, 700, exc), commit_interval_ms=20_000)
     runner = AppThread(app).start()
     app_threads.append(runner)
     error = runner.join(60)
@@ -185,7 +170,7 @@ def test_changelog_record_over_its_topic_limit_is_blamed_on_its_record(
     records = [(f"k{i:03d}", f"v{i:04d}") for i in range(300)]
     records[150] = ("k-big", "B" * 3000)
     produce(bootstrap, source, records)
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -225,7 +210,7 @@ def test_rejected_dead_letter_record_stops_with_processing_error(bootstrap, app_
     records = [(f"k{i % 3}", f"v{i:04d}") for i in range(400)]
     records[200] = ("k", "poison" + "p" * 3000)
     produce(bootstrap, source, records)
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -254,7 +239,7 @@ def test_abort_limit_stops_with_the_cause_after_backing_off(bootstrap, app_threa
     sink = create_topic(bootstrap, unique_name("out"), 1)
     app_id = unique_name("abort-limit")
     produce(bootstrap, source, ((f"k{i}", f"v{i}") for i in range(100)))
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -291,7 +276,7 @@ def test_at_least_once_rejected_output_is_dead_lettered_not_fatal(bootstrap, app
     records = [(f"k{i % 4}", f"v{i:04d}") for i in range(300)]
     records[120] = ("k-big", "b" * 5000)
     produce(bootstrap, source, records)
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -348,7 +333,7 @@ def test_shutdown_errors_never_replace_the_error_that_ended_the_run(
     sink = create_topic(bootstrap, unique_name("out"), 1)
     app_id = unique_name("clumsy")
     produce(bootstrap, source, [("k1", "a"), ("k2", "b"), ("k3", "poison"), ("k4", "d")])
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -392,7 +377,7 @@ def test_undeclared_store_at_run_time_stops_despite_the_skip_policy(
     sink = create_topic(bootstrap, unique_name("out"), 1)
     app_id = unique_name("dyn-store")
     produce(bootstrap, source, [("k1", "a"), ("k2", "a"), ("k3", "b"), ("k4", "a")])
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -421,7 +406,7 @@ def test_missing_output_topic_stops_naming_the_topic(bootstrap, app_threads) -> 
     missing = unique_name("no-such-topic")
     app_id = unique_name("missing-out")
     produce(bootstrap, source, ((f"k{i}", f"v{i}") for i in range(50)))
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,

@@ -40,7 +40,7 @@ def _run_through_outage(
     outage_s: float,
     producer_config: dict[str, object],
 ) -> tuple[eos.Application, float]:
-    """Start a skip-policy pipeline over 12,000 records, take ``down`` nodes out for
+    """Start a skip-policy pipeline over 5,000 records, take ``down`` nodes out for
     ``outage_s`` seconds in the middle of it, bring them back; return the app and the time
     the outage lasted."""
     bootstrap = cluster.bootstrap_servers
@@ -49,7 +49,7 @@ def _run_through_outage(
         bootstrap, unique_name("out"), 3, 3, {"min.insync.replicas": sink_min_insync}
     )
     app_id = unique_name("outage")
-    total = 12_000
+    total = 5_000
     produce(bootstrap, source, ((f"k{i % 97}", f"v{i:06d}") for i in range(total)))
     app = eos.Application(
         application_id=app_id,

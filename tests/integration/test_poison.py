@@ -4,7 +4,7 @@ of a failed or aborted transaction is ever visible to read_committed readers."""
 from __future__ import annotations
 
 import pytest
-from apprunner import AppThread, Upper, wait_committed
+from apprunner import AppThread, Upper, application, not_poison, wait_committed
 
 import eos
 from eos.testing.faults import FailCommits
@@ -38,22 +38,6 @@ class SendThenFail(Upper):  # type: ignore[misc, valid-type]
         ctx.send(self.output, record.value.upper(), record.key)
 
 
-def _app(
-    bootstrap: str, app_id: str, source: str, processor: eos.Processor, **kw: object
-) -> eos.Application:
-    return eos.Application(
-        application_id=app_id,
-        bootstrap_servers=bootstrap,
-        input_topics=[source],
-        processor=processor,
-        **kw,
-    )
-
-
-def _good(records: list[ReadRecord]) -> list[ReadRecord]:
-    return [r for r in records if not (r.value or b"").startswith(b"poison")]
-
-
 def test_fail_policy_raises_hides_the_batch_and_a_fixed_restart_is_exactly_once(
     bootstrap, app_threads
 ) -> None:
@@ -64,7 +48,7 @@ def test_fail_policy_raises_hides_the_batch_and_a_fixed_restart_is_exactly_once(
     sink = create_topic(bootstrap, unique_name("out"), 1)
     app_id = unique_name("poison-fail")
     produce(bootstrap, source, [("k", f"a{i:03d}") for i in range(20)])
-    runner = AppThread(_app(bootstrap, app_id, source, Upper(sink))).start()
+    runner = AppThread(application(bootstrap, app_id, source, Upper(sink))).start()
     app_threads.append(runner)
     wait_committed(bootstrap, app_id, source, thread=runner)
     # One produce call: the good records before the poison share its batch.
@@ -90,7 +74,7 @@ def test_fail_policy_raises_hides_the_batch_and_a_fixed_restart_is_exactly_once(
     assert committed <= poison_offset
     assert [r.value for r in visible] == [r.value.upper() for r in inputs[:committed]]
 
-    fixed = AppThread(_app(bootstrap, app_id, source, Fixed(sink))).start()
+    fixed = AppThread(application(bootstrap, app_id, source, Fixed(sink))).start()
     app_threads.append(fixed)
     wait_committed(bootstrap, app_id, source, thread=fixed)
     fixed.stop()
@@ -105,7 +89,7 @@ def test_failed_run_leaves_state_failed(bootstrap, app_threads) -> None:
     source = create_topic(bootstrap, unique_name("in"), 1)
     sink = create_topic(bootstrap, unique_name("out"), 1)
     produce(bootstrap, source, [("k", "poison-0")])
-    runner = AppThread(_app(bootstrap, unique_name("state"), source, Upper(sink))).start()
+    runner = AppThread(application(bootstrap, unique_name("state"), source, Upper(sink))).start()
     app_threads.append(runner)
     assert isinstance(runner.join(60), eos.ProcessingError)
     print(f"state after a failed run: {runner.app.state.state!r}")
@@ -122,14 +106,14 @@ def test_skip_policy_counts_poison_and_passes_the_rest_exactly_once(bootstrap, a
     records[100] = ("k1", "poison-a")
     records[700] = ("k2", "poison-b")
     produce(bootstrap, source, records)
-    app = _app(bootstrap, app_id, source, Upper(sink), processing_error_policy="skip")
+    app = application(bootstrap, app_id, source, Upper(sink), processing_error_policy="skip")
     runner = AppThread(app).start()
     app_threads.append(runner)
     wait_committed(bootstrap, app_id, source, thread=runner)
     runner.stop()
 
     inputs = read_topic(bootstrap, source)
-    verdict = verify_exactly_once(_good(inputs), read_topic(bootstrap, sink), bytes.upper)
+    verdict = verify_exactly_once(not_poison(inputs), read_topic(bootstrap, sink), bytes.upper)
     stats = app._stats  # AppState has no skipped count; the engine stats do
     print(
         f"{verdict} skipped={stats.skipped} processed={app.state.processed_count} "
@@ -163,7 +147,7 @@ def test_dead_letter_policy_routes_poison_with_headers(bootstrap, app_threads) -
     records = [(f"k{i % 7}", f"v{i:04d}") for i in range(1000)]
     records[500] = ("poison-key", "poison-500")
     produce(bootstrap, source, records)
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -178,7 +162,7 @@ def test_dead_letter_policy_routes_poison_with_headers(bootstrap, app_threads) -
 
     inputs = read_topic(bootstrap, source)
     (poison,) = [r for r in inputs if r.value == b"poison-500"]
-    verdict = verify_exactly_once(_good(inputs), read_topic(bootstrap, sink), bytes.upper)
+    verdict = verify_exactly_once(not_poison(inputs), read_topic(bootstrap, sink), bytes.upper)
     dead = read_topic(bootstrap, dlq)
     print(f"{verdict} dead_lettered={len(dead)} headers={dict(dead[0].headers) if dead else None}")
     assert verdict.ok and verdict.inputs == 999, verdict
@@ -197,7 +181,7 @@ def test_partial_output_before_a_failure_is_never_visible(bootstrap, app_threads
     records = [("k", f"v{i:04d}") for i in range(200)]
     records[120] = ("k", "poison-120")
     produce(bootstrap, source, records)
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -213,7 +197,7 @@ def test_partial_output_before_a_failure_is_never_visible(bootstrap, app_threads
     inputs = read_topic(bootstrap, source)
     outputs = read_topic(bootstrap, sink)
     uncommitted = read_topic(bootstrap, sink, isolation_level="read_uncommitted")
-    verdict = verify_exactly_once(_good(inputs), outputs, bytes.upper)
+    verdict = verify_exactly_once(not_poison(inputs), outputs, bytes.upper)
     dead = read_topic(bootstrap, dlq)
     partial = [r for r in outputs if r.value.startswith(b"PARTIAL-")]
     print(
@@ -239,7 +223,7 @@ def test_dead_letter_write_of_an_aborted_transaction_is_never_visible(
     records = [("k", f"v{i:04d}") for i in range(100)]
     records[50] = ("k", "poison-50")
     produce(bootstrap, source, records)
-    app = _app(
+    app = application(
         bootstrap,
         app_id,
         source,
@@ -256,7 +240,7 @@ def test_dead_letter_write_of_an_aborted_transaction_is_never_visible(
     runner.stop()
 
     inputs = read_topic(bootstrap, source)
-    verdict = verify_exactly_once(_good(inputs), read_topic(bootstrap, sink), bytes.upper)
+    verdict = verify_exactly_once(not_poison(inputs), read_topic(bootstrap, sink), bytes.upper)
     dead = read_topic(bootstrap, dlq)
     dead_uncommitted = read_topic(bootstrap, dlq, isolation_level="read_uncommitted")
     print(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError
 
-from eos._batch import Assignment, Batch, Poison
 from eos._backoff import BACKOFF_CAP_S, AbortBudget
+from eos._batch import Assignment, Batch, Poison
 from eos._kafka_errors import Cause, cause_of
 from eos._outputs import Outputs
 from eos._stop import StopSignal
