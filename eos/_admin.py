@@ -16,8 +16,35 @@ __all__ = ["check_topics"]
 
 log = logging.getLogger("eos.engine")
 
-_ADMIN_STEP_S = 5.0
+_ADMIN_STEP_S = 2.0
 _ADMIN_TIMEOUT_S = 30.0
+_REFUSED = frozenset(
+    code
+    for code in (
+        getattr(KafkaError, "_AUTHENTICATION", None),
+        getattr(KafkaError, "SASL_AUTHENTICATION_FAILED", None),
+        getattr(KafkaError, "_SSL", None),
+    )
+    if code is not None
+)
+
+
+def _key(error: KafkaError) -> str:
+    return "ssl" if error.code() == getattr(KafkaError, "_SSL", None) else "sasl.password"
+
+
+def _refused_message(
+    config: Config, settings: dict[str, str | int | float | bool], error: KafkaError
+) -> str:
+    """Names the user and the listener, never the password."""
+    user = settings.get("sasl.username")
+    who = f" as user {user!r}" if user else ""
+    fix = (
+        "check ssl.ca.location and the broker's certificate"
+        if _key(error) == "ssl"
+        else "check sasl.username, sasl.password and sasl.mechanism"
+    )
+    return f"Kafka at {config.bootstrap_servers} refused the connection{who}: {error.str()}; {fix}"
 
 
 def check_topics(config: Config, stop: StopSignal) -> AdminClient:
@@ -31,13 +58,25 @@ def check_topics(config: Config, stop: StopSignal) -> AdminClient:
             dead-letter topic cannot be created.
         StopRequested: A stop was requested meanwhile.
     """
-    admin = AdminClient(config.admin_settings())
+    refused: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() in _REFUSED:
+            refused.append(error)
+
+    settings = config.admin_settings()
+    admin = AdminClient({**settings, "error_cb": on_error})  # type: ignore[dict-item]
     deadline = time.monotonic() + _ADMIN_TIMEOUT_S
     while True:
         try:
             metadata = admin.list_topics(timeout=_ADMIN_STEP_S)
             break
         except KafkaException as exc:
+            admin.poll(0)  # serve error_cb: an authentication failure is not worth waiting for
+            if refused:
+                raise ConfigError(
+                    _refused_message(config, settings, refused[0]), _key(refused[0])
+                ) from exc
             stop.check()
             if time.monotonic() >= deadline:
                 raise ConfigError(

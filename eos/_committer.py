@@ -467,6 +467,11 @@ class Committer:
                 f"using transactional id {tid!r} was denied ({name}); grant the application's "
                 f"principal WRITE and DESCRIBE on TransactionalId:{tid}"
             )
+        if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            return (
+                f"a cluster operation was denied ({name}); grant the application's principal "
+                "IDEMPOTENT_WRITE on the Cluster (older brokers) or WRITE on its output topics"
+            )
         if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
             return (
                 f"writing to topic {topic!r} was denied ({name}); grant the application's "

@@ -186,6 +186,10 @@ class RebalanceListener:
 
     # -- release -----------------------------------------------------------------
 
+    def release_all(self) -> None:
+        """Release every assigned partition (the consumer is being replaced)."""
+        self._release(sorted(self.assignment.assigned))
+
     def _release(self, tps: list[TP]) -> None:
         """Close stores, ``on_revoke``, forget the partitions: every step runs, even if one fails.
 

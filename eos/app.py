@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -223,10 +224,17 @@ class Application:
 
         for sig in previous:
             signal.signal(sig, handler)
+        # `kill -USR1 <pid>` prints every thread's stack to stderr, even while the
+        # main thread is blocked in a librdkafka call: for diagnosing a stuck instance.
+        dump = hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+        if dump:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
 
         def restore() -> None:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+            if dump:
+                faulthandler.unregister(signal.SIGUSR1)
 
         return restore
 

@@ -34,6 +34,12 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--nodes", type=int, choices=(1, 3), default=1, help="1 combined node or 3 voters"
     )
+    up.add_argument(
+        "--security",
+        choices=("sasl",),
+        default=None,
+        help="SASL/SCRAM users, ACLs enforced and a TLS listener (see docs/security.md)",
+    )
     dev_commands.add_parser("down", help="stop the cluster that `up` started")
     dev_commands.add_parser("status", help="say whether it runs; exit 1 if not")
 
@@ -78,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eos import devkafka
 
             if args.action == "up":
-                return devkafka.up(args.nodes)
+                return devkafka.up(args.nodes, args.security)
             if args.action == "down":
                 return devkafka.down()
             return devkafka.status()

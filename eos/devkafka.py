@@ -25,6 +25,10 @@ from eos.testing.kafka import (
     port_open,
     resolve_kafka,
 )
+from eos.testing.security import ClusterSecurity
+
+APP_USER = "eos-app"
+"""The application user ``eos dev-kafka up --security sasl`` creates."""
 
 
 def _state_path() -> Path:
@@ -57,16 +61,25 @@ def _state_running(state: dict[str, object]) -> bool:
     return all(_alive(int(n["pid"])) and port_open(int(n["port"])) for n in nodes)
 
 
-def up(nodes: int = 1) -> int:
-    """Start (or find) the background cluster; print bootstrap servers last."""
+def up(nodes: int = 1, security: str | None = None) -> int:
+    """Start (or find) the background cluster; print bootstrap servers last.
+
+    ``security="sasl"``: SCRAM-SHA-512 users ``admin`` (super user) and
+    ``eos-app`` (no ACLs), ACLs enforced, and a SASL_SSL listener besides the
+    SASL_PLAINTEXT one; the users' client settings go to ``<name>.properties``
+    files in the cluster's directory (mode 0600), whose paths are printed.
+    """
     state = _read_state()
     if state is not None and _state_running(state):
         running_nodes = len(state["nodes"])  # type: ignore[arg-type]
-        if running_nodes != nodes:
+        running_security = state.get("security")
+        if running_nodes != nodes or running_security != security:
             print(
-                f"eos: a {running_nodes}-node dev Kafka is already running at "
-                f"{state['bootstrap_servers']}; run `eos dev-kafka down` first to start "
-                f"{nodes} node(s)",
+                f"eos: a {running_nodes}-node dev Kafka "
+                f"({'security ' + str(running_security) if running_security else 'no security'})"
+                f" is already running at {state['bootstrap_servers']}; run `eos dev-kafka down`"
+                f" first to start {nodes} node(s)"
+                + (f" with security {security}" if security else " without security"),
                 file=sys.stderr,
             )
             return 1
@@ -86,7 +99,8 @@ def up(nodes: int = 1) -> int:
     )
     directory = cache_dir() / "dev-kafka"
     shutil.rmtree(directory, ignore_errors=True)
-    cluster = KafkaCluster(nodes, directory=directory, detach=True)
+    secured = ClusterSecurity.with_users(APP_USER) if security == "sasl" else None
+    cluster = KafkaCluster(nodes, directory=directory, detach=True, security=secured)
     cluster.start()
     _state_path().write_text(
         json.dumps(
@@ -94,9 +108,12 @@ def up(nodes: int = 1) -> int:
                 "bootstrap_servers": cluster.bootstrap_servers,
                 "directory": str(directory),
                 "nodes": [{"pid": n.pid, "port": n.port} for n in cluster.nodes],
+                "security": security,
             }
         )
     )
+    if secured is not None:
+        _write_client_files(cluster, secured, directory)
     total = time.monotonic() - started
     print(
         f"eos: Kafka ready with {nodes} node(s) in {cluster.ready_seconds or 0:.1f}s "
@@ -105,6 +122,31 @@ def up(nodes: int = 1) -> int:
     )
     print(cluster.bootstrap_servers, flush=True)
     return 0
+
+
+def _write_client_files(cluster: KafkaCluster, secured: ClusterSecurity, directory: Path) -> None:
+    """One properties file per user (passwords included, mode 0600); print the paths only."""
+    paths = []
+    for user in (secured.admin, *secured.users):
+        path = directory / f"{user.name}.properties"
+        text = (
+            f"# eos dev-kafka client settings for user {user.name}\n"
+            f"bootstrap.servers={cluster.bootstrap_servers}\n"
+            + secured.properties(user)
+            + f"# over TLS instead: bootstrap.servers={cluster.tls_bootstrap_servers}\n"
+            + "# security.protocol=SASL_SSL\n"
+            + f"# ssl.ca.location={secured.ca_path}\n"
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        paths.append(str(path))
+    print(
+        f"eos: SASL/SCRAM-SHA-512 with ACLs enforced; users {secured.admin.name} (super user) "
+        f"and {APP_USER} (no ACLs yet); client settings in {', '.join(paths)}; "
+        f"SASL_SSL at {cluster.tls_bootstrap_servers} (CA {secured.ca_path})",
+        flush=True,
+    )
 
 
 def _teardown(state: dict[str, object]) -> None:

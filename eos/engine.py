@@ -54,12 +54,12 @@ from eos._batch import TP, Assignment, Batch, Poison
 from eos._committer import Committer, Rewound
 from eos._guarantee import Guarantee, for_config
 from eos._kafka_errors import Cause, cause_of, error_name
-from eos._outputs import Outputs
+from eos._outputs import Diagnosis, Outputs
 from eos._rebalance import RebalanceListener
 from eos._records import RecordFailures, decode_error
 from eos._stop import StopRequested, StopSignal
 from eos.config import Config
-from eos.errors import ConfigError
+from eos.errors import ConfigError, FatalTransactionError
 from eos.faults import NO_FAULTS, Faults
 from eos.processor import Context, Processor
 from eos.record import Record
@@ -188,7 +188,18 @@ class Engine:
         stop.check()
         admin = check_topics(config, stop)
         stop.check()
-        self.guarantee.start()
+        try:
+            self.guarantee.start()
+        except FatalTransactionError as exc:
+            error = exc.kafka_error
+            if isinstance(error, KafkaError) and cause_of(error) is Cause.CONFIG:
+                # Denied (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED):
+                # name the resource and the ACL instead of a bare fatal error.
+                raise ConfigError(
+                    self.committer.config_message(Diagnosis(Cause.CONFIG, error)),
+                    "transactional.id",
+                ) from exc
+            raise
         stop.check()
         ctx = Context(
             application_id=config.application_id,
@@ -218,16 +229,7 @@ class Engine:
             self.committer.stores = stores
             self.rebalance.stores = stores
         stop.check()
-        consumer = Consumer(config.consumer_settings())
-        self.consumer = consumer
-        self.committer.consumer = consumer
-        self.rebalance.consumer = consumer
-        consumer.subscribe(
-            list(config.input_topics),
-            on_assign=self.rebalance.on_assign,
-            on_revoke=self.rebalance.on_revoke,
-            on_lost=self.rebalance.on_lost,
-        )
+        self._subscribe()
         log.info(
             "started %s (%s, transactional.id=%s) on %s",
             config.application_id,
@@ -235,6 +237,51 @@ class Engine:
             config.transactional_id if self.guarantee.transactional else "-",
             ",".join(config.input_topics),
         )
+
+    def _subscribe(self) -> Consumer:
+        """A new group consumer, subscribed with the rebalance listener, handed to the parts."""
+        consumer = Consumer(self.config.consumer_settings())
+        self.consumer = consumer
+        self.committer.consumer = consumer
+        self.rebalance.consumer = consumer
+        consumer.subscribe(
+            list(self.config.input_topics),
+            on_assign=self.rebalance.on_assign,
+            on_revoke=self.rebalance.on_revoke,
+            on_lost=self.rebalance.on_lost,
+        )
+        return consumer
+
+    def _renew_consumer(self, error: KafkaError) -> Consumer:
+        """The consumer failed fatally: abort the batch, release every partition, join again.
+
+        A fatal consumer never recovers by itself (for example a static member
+        falsely fenced "by another consumer with the same group.instance.id"
+        while the group coordinator moved in a broker bounce); carrying on with
+        it would process nothing, silently. A real second instance with the same
+        ids is fenced by the transactional id anyway, so rejoining is safe. Each
+        renewal counts towards ``max_aborts_without_progress``.
+        """
+        log.warning(
+            "the consumer failed fatally (%s): aborting the open batch, releasing its "
+            "partitions and joining the group again with a new consumer",
+            error_name(error),
+        )
+        committer = self.committer
+        assignment = self.assignment
+        assignment.leaving.update(assignment.assigned)  # never seek the failed consumer
+        if committer.open:
+            committer.abort("consumer_failed", f"the consumer failed: {error_name(error)}")
+        else:
+            committer.budget.aborted(f"consumer_failed: {error_name(error)}", counted=True)
+        self.rebalance.release_all()
+        old = self.consumer
+        if old is not None:
+            try:
+                old.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing the failed consumer: %s", exc)
+        return self._subscribe()
 
     def _shutdown(self, error: BaseException | None) -> None:
         """Abort if the run failed, then close everything; never mask ``error``."""
@@ -294,23 +341,31 @@ class Engine:
                     committer.commit()
                 rebalance.restore_step()
             limit = max(1, min(_MAX_CONSUME, max_batch - batch.records))
-            if committer.open:
-                # A batch is open: fill it until the commit is due.
-                timeout = max(0.0, batch.started + interval - time.monotonic())
-                messages = consumer.consume(limit, timeout)
-            else:
-                # Idle: start on the first record that arrives, with whatever else
-                # is already fetched, instead of waiting for a full batch.
-                timeout = 0.0 if rebalance.restoring else _IDLE_POLL_S
-                messages = consumer.consume(1, timeout)
-                if messages and limit > 1:
-                    messages += consumer.consume(limit - 1, 0)
-            if messages:
-                self.guarantee.before_processing(messages, consumer)
-                try:
+            try:
+                if committer.open:
+                    # A batch is open: fill it until the commit is due.
+                    timeout = max(0.0, batch.started + interval - time.monotonic())
+                    messages = consumer.consume(limit, timeout)
+                else:
+                    # Idle: start on the first record that arrives, with whatever else
+                    # is already fetched, instead of waiting for a full batch.
+                    timeout = 0.0 if rebalance.restoring else _IDLE_POLL_S
+                    messages = consumer.consume(1, timeout)
+                    if messages and limit > 1:
+                        messages += consumer.consume(limit - 1, 0)
+                if messages:
+                    self.guarantee.before_processing(messages, consumer)
                     self._process(messages)
-                except Rewound:
-                    continue
+            except Rewound:
+                continue
+            except ConsumerFailed as failed:
+                consumer = self._renew_consumer(failed.error)
+                continue
+            except KafkaException as exc:
+                if not _fatal_consumer_error(exc.args[0]):
+                    raise
+                consumer = self._renew_consumer(exc.args[0])
+                continue
             committed = False
             if committer.open and (
                 batch.records >= max_batch or time.monotonic() - batch.started >= interval
@@ -437,18 +492,10 @@ class Engine:
         """An error event from the consumer: fatal and configuration errors stop the run."""
         if error.code() == KafkaError._PARTITION_EOF:
             return
-        if error.fatal() or error.code() == KafkaError._FATAL:
-            # A fatal consumer (for example a falsely fenced static member) never
-            # recovers by itself: never carry on with it, silently processing nothing.
-            raise KafkaException(error)
+        if _fatal_consumer_error(error):
+            raise ConsumerFailed(error)
         if cause_of(error) is Cause.CONFIG:
-            topic = msg.topic()
-            raise ConfigError(
-                f"consuming {'topic ' + repr(topic) if topic else 'the input topics'} as group "
-                f"{self.config.application_id!r} failed: {error_name(error)}; check that the "
-                "topic exists and the principal may READ it and the group",
-                "input.topics",
-            )
+            raise ConfigError(_consumer_denied(self.config, msg.topic(), error), "input.topics")
         log.warning("consumer error: %s", error)
 
     # ------------------------------------------------------------------ context hooks
@@ -465,6 +512,36 @@ class Engine:
                 "stores",
             )
         return stores.get(name, partition)
+
+
+class ConsumerFailed(Exception):
+    """Internal: the consumer reported a fatal error; it must be replaced."""
+
+    def __init__(self, error: KafkaError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _fatal_consumer_error(error: object) -> bool:
+    return isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL)
+
+
+def _consumer_denied(config: Config, topic: str | None, error: KafkaError) -> str:
+    """What the consumer was refused, and the fix (names the resource, never a secret)."""
+    name = error_name(error)
+    group = config.application_id
+    code = error.code()
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return (
+            f"joining consumer group {group!r} was denied ({name}); grant the application's "
+            f"principal READ on Group:{group}"
+        )
+    where = f"topic {topic!r}" if topic else f"the input topics {', '.join(config.input_topics)}"
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return f"reading {where} was denied ({name}); grant READ on Topic:{topic or '<input>'}"
+    if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+        return f"consuming {where} failed: it does not exist ({name})"
+    return f"consuming {where} as group {group!r} failed: {name}"
 
 
 def _from(messages: Sequence[Any], msg: Any) -> Sequence[Any]:

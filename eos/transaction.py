@@ -56,7 +56,6 @@ _FENCED_CODES = frozenset(
         getattr(KafkaError, "PRODUCER_FENCED", None),
         getattr(KafkaError, "INVALID_PRODUCER_EPOCH", None),
         getattr(KafkaError, "INVALID_PRODUCER_ID_MAPPING", None),
-        getattr(KafkaError, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", None),
     )
     if code is not None
 )

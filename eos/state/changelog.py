@@ -43,6 +43,7 @@ This module, like the engine and the transaction wrapper, imports
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +57,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in its 
     OffsetSpec,
 )
 
+from eos._kafka_errors import Cause, cause_of
 from eos.config import ClientValue
 from eos.errors import StateError
 from eos.state.base import StateStore
@@ -487,8 +489,9 @@ class ChangelogRestorer:
         *,
         deadline_s: float = _ADMIN_TIMEOUT_S,
     ) -> dict[tuple[str, int], int]:
-        # A just-created changelog may not be known to every broker yet:
-        # retry retriable errors until the deadline.
+        # A just-created changelog may not be known to every broker yet, and a
+        # leader may be moving (FENCED_LEADER_EPOCH after a broker bounce): retry
+        # such transient errors until the deadline.
         deadline = time.monotonic() + deadline_s
         pending = {(tp.topic, tp.partition) for tp in tps}
         result: dict[tuple[str, int], int] = {}
@@ -504,16 +507,27 @@ class ChangelogRestorer:
                     pending.discard((tp.topic, tp.partition))
                 except KafkaException as exc:
                     failure = exc
-                    if not exc.args[0].retriable():
+                    if not _transient(exc):
                         break
             if not pending:
                 return result
-            if failure is None or not failure.args[0].retriable() or time.monotonic() >= deadline:
+            if failure is None or not _transient(failure) or time.monotonic() >= deadline:
                 raise StateError(
                     f"cannot read the offsets of changelog partitions "
                     f"{', '.join(f'{t}[{p}]' for t, p in sorted(pending))}: {failure}"
                 )
+            # The admin client may hold a stale leader (FENCED_LEADER_EPOCH until its
+            # metadata is refreshed): ask for the topics' metadata before retrying.
+            for topic in {t for t, _p in pending}:
+                with contextlib.suppress(KafkaException):
+                    self._admin.list_topics(topic, timeout=5)
             time.sleep(0.2)
+
+
+def _transient(exc: KafkaException) -> bool:
+    """An error that goes away by itself: retriable, or an outage such as a leader change."""
+    error = exc.args[0]
+    return bool(error.retriable()) or cause_of(error) is Cause.OUTAGE
 
 
 def _start_offset(task: RestoreTask, low: int, high: int) -> int:

@@ -9,6 +9,7 @@ module talks to Kafka through ``confluent_kafka``'s admin client.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
@@ -124,9 +125,23 @@ def _create(
             replication,
         )
     if raced:
-        metadata = admin.list_topics(timeout=timeout)
+        # Another instance created them a moment ago: wait until the metadata shows them.
+        deadline = time.monotonic() + timeout
+        while True:
+            metadata = admin.list_topics(timeout=timeout)
+            known = [t for t in raced if t in metadata.topics and metadata.topics[t].partitions]
+            if len(known) == len(raced) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         for topic in raced:
-            _check_partitions(topic, len(metadata.topics[topic].partitions), partitions)
+            meta = metadata.topics.get(topic)
+            if meta is None:
+                raise ConfigError(
+                    f"changelog topic {topic!r} exists (its creation raced another instance) "
+                    f"but is not in the cluster's metadata after {timeout:.0f}s",
+                    "state",
+                )
+            _check_partitions(topic, len(meta.partitions), partitions)
 
 
 def _warn_if_not_compacted(admin: AdminClient, topics: list[str], timeout: float) -> None:

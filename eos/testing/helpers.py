@@ -120,7 +120,11 @@ def produce(
 
 
 def watermarks(
-    bootstrap_servers: str, topic: str, *, timeout: float = 30.0
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    timeout: float = 30.0,
+    config: Mapping[str, object] | None = None,
 ) -> dict[int, tuple[int, int]]:
     """``{partition: (low, high)}`` of ``topic``: the true high watermark.
 
@@ -130,6 +134,7 @@ def watermarks(
     """
     consumer = Consumer(
         {
+            **(config or {}),
             "bootstrap.servers": bootstrap_servers,
             "group.id": unique_name("wm"),
             "isolation.level": "read_uncommitted",
@@ -164,6 +169,7 @@ def read_topic(
     *,
     isolation_level: str = "read_committed",
     timeout: float = 60.0,
+    config: Mapping[str, object] | None = None,
 ) -> list[ReadRecord]:
     """Read every partition of ``topic`` from the start to its current end.
 
@@ -175,9 +181,12 @@ def read_topic(
         TimeoutError: the end was not reached in ``timeout`` seconds (for
             ``read_committed``, an open transaction holds the end back).
     """
-    ends = {p: high for p, (_low, high) in watermarks(bootstrap_servers, topic).items()}
+    ends = {
+        p: high for p, (_low, high) in watermarks(bootstrap_servers, topic, config=config).items()
+    }
     consumer = Consumer(
         {
+            **(config or {}),
             "bootstrap.servers": bootstrap_servers,
             "group.id": unique_name("reader"),
             "isolation.level": isolation_level,
@@ -237,15 +246,22 @@ _COORDINATOR_ERRORS = frozenset(
 
 
 def committed_offsets(
-    bootstrap_servers: str, group: str, topic: str, *, timeout: float = 60.0
+    bootstrap_servers: str,
+    group: str,
+    topic: str,
+    *,
+    timeout: float = 60.0,
+    config: Mapping[str, object] | None = None,
 ) -> dict[int, int]:
     """``{partition: committed offset}`` of consumer group ``group`` on ``topic`` (-1 if none).
 
     Retries for up to ``timeout`` seconds while the coordinator is loading or while
     transactional offsets are pending (a dead producer's open transaction holds them
-    until it is aborted).
+    until it is aborted). ``config``: extra client settings (security) for the reader.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
+    consumer = Consumer(
+        {**(config or {}), "bootstrap.servers": bootstrap_servers, "group.id": group}
+    )
     deadline = time.monotonic() + timeout
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions

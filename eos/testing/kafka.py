@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eos.errors import EosError
+from eos.testing.security import ClusterSecurity
 
 __all__ = [
     "KAFKA_VERSION",
@@ -276,6 +277,7 @@ class KafkaNode:
     java: str
     heap_mb: int
     detach: bool = False
+    tls_port: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     pid: int | None = None
 
@@ -374,8 +376,32 @@ class KafkaNode:
                 time.sleep(0.2)
 
 
+_RAFT_LEADER = re.compile(
+    r"\[RaftManager id=(?P<leader>\d+)\] Completed transition to Leader\("
+    r".*?, epoch=(?P<epoch>\d+), epochStartOffset"
+)
+_TXN_PARTITIONS = 10
+
+
+def _java_hash(text: str) -> int:
+    """Java's ``String.hashCode()`` (for text of the Basic Multilingual Plane)."""
+    value = 0
+    for char in text:
+        value = (31 * value + ord(char)) & 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def _java_abs(value: int) -> int:
+    """Kafka's ``Utils.abs``: ``Integer.MIN_VALUE`` maps to 0."""
+    return 0 if value == -(1 << 31) else abs(value)
+
+
 def _server_properties(
-    node: KafkaNode, voters: str, nodes: int, cluster_size_settings: dict[str, str]
+    node: KafkaNode,
+    voters: str,
+    nodes: int,
+    cluster_size_settings: dict[str, str],
+    security: ClusterSecurity | None = None,
 ) -> str:
     settings = {
         "process.roles": "broker,controller",
@@ -395,7 +421,7 @@ def _server_properties(
         "group.initial.rebalance.delay.ms": "0",
         "group.min.session.timeout.ms": "1000",
         "offsets.topic.num.partitions": "10",
-        "transaction.state.log.num.partitions": "10",
+        "transaction.state.log.num.partitions": str(_TXN_PARTITIONS),
         "num.network.threads": "2",
         "num.io.threads": "4",
         "num.recovery.threads.per.data.dir": "1",
@@ -410,6 +436,8 @@ def _server_properties(
         "share.coordinator.state.topic.replication.factor": str(min(nodes, 3)),
         "share.coordinator.state.topic.min.isr": str(min(nodes, 2)),
     }
+    if security is not None and node.tls_port is not None:
+        settings.update(security.server_settings(node.port, node.tls_port, node.controller_port))
     settings.update(cluster_size_settings)
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
@@ -427,6 +455,10 @@ class KafkaCluster:
         directory: where to put data; a fresh temp dir when None.
         detach: start nodes in their own session so they outlive this process.
         broker_settings: extra ``server.properties`` entries for every node.
+        security: SASL/SCRAM users, ACLs and TLS (:mod:`eos.testing.security`);
+            ``bootstrap_servers`` is then the SASL_PLAINTEXT listener and
+            ``tls_bootstrap_servers`` the SASL_SSL one; clients need
+            ``security.client_settings(user)``.
     """
 
     def __init__(
@@ -437,6 +469,7 @@ class KafkaCluster:
         directory: str | os.PathLike[str] | None = None,
         detach: bool = False,
         broker_settings: dict[str, str] | None = None,
+        security: ClusterSecurity | None = None,
     ) -> None:
         if nodes not in (1, 3):
             raise ValueError(f"nodes must be 1 or 3, not {nodes}")
@@ -444,6 +477,7 @@ class KafkaCluster:
         self.heap_mb = heap_mb or (DEFAULT_HEAP_MB if nodes == 1 else 320)
         self.detach = detach
         self.broker_settings = dict(broker_settings or {})
+        self.security = security
         self._own_directory = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="eos-kafka-"))
         self.nodes: list[KafkaNode] = []
@@ -453,6 +487,66 @@ class KafkaCluster:
     def bootstrap_servers(self) -> str:
         """Comma-separated ``127.0.0.1:port`` of every node."""
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def tls_bootstrap_servers(self) -> str:
+        """The SASL_SSL listeners of a secured cluster."""
+        return ",".join(f"127.0.0.1:{n.tls_port}" for n in self.nodes if n.tls_port)
+
+    def active_controller(self, timeout: float = 60.0) -> KafkaNode:
+        """The node that is the KRaft quorum's leader now, read from the nodes' logs.
+
+        Each node logs when it becomes the Raft leader, with the epoch; the
+        highest epoch names the active controller. Waits (up to ``timeout``)
+        while an election is under way.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            best: tuple[int, int] | None = None
+            for node in self.nodes:
+                try:
+                    text = node.log_path.read_text(errors="replace")
+                except OSError:
+                    continue
+                for match in _RAFT_LEADER.finditer(text):
+                    epoch, leader = int(match["epoch"]), int(match["leader"])
+                    if best is None or epoch > best[0]:
+                        best = (epoch, leader)
+            if best is not None:
+                for node in self.nodes:
+                    if node.node_id == best[1] and node.running:
+                        return node
+            if time.monotonic() > deadline:
+                raise KafkaSetupError(f"no active controller known after {timeout:.0f}s")
+            time.sleep(0.2)
+
+    def transaction_coordinator(self, transactional_id: str) -> KafkaNode:
+        """The node leading the ``__transaction_state`` partition of ``transactional_id``
+        (``abs(transactional_id.hashCode()) % transaction.state.log.num.partitions``)."""
+        from confluent_kafka.admin import AdminClient
+
+        partitions = int(
+            self.broker_settings.get("transaction.state.log.num.partitions", _TXN_PARTITIONS)
+        )
+        partition = _java_abs(_java_hash(transactional_id)) % partitions
+        admin = AdminClient(self.admin_settings())
+        metadata = admin.list_topics("__transaction_state", timeout=10)
+        leader = metadata.topics["__transaction_state"].partitions[partition].leader
+        for node in self.nodes:
+            if node.node_id == leader:
+                return node
+        raise KafkaSetupError(
+            f"the leader of __transaction_state[{partition}] is not known (node {leader})"
+        )
+
+    def admin_settings(self) -> dict[str, str | int | float | bool]:
+        """librdkafka settings of a super user (just the bootstrap servers when not secured)."""
+        settings: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers
+        }
+        if self.security is not None:
+            settings.update(self.security.client_settings(self.security.admin))
+        return settings
 
     def start(self, timeout: float = DEFAULT_READY_TIMEOUT_S) -> KafkaCluster:
         """Fetch (once), format and start the nodes; return when the cluster is ready.
@@ -465,27 +559,34 @@ class KafkaCluster:
         libs = resolve_kafka()
         classpath = str(libs / "*")
         started = time.monotonic()
-        ports = _free_ports(2 * self.node_count)
+        per_node = 3 if self.security is not None else 2
+        ports = _free_ports(per_node * self.node_count)
+        if self.security is not None:
+            self.security.prepare(self.directory / "security", java)
         for index in range(self.node_count):
             node_dir = self.directory / f"node-{index + 1}"
             (node_dir / "data").mkdir(parents=True, exist_ok=True)
+            mine = ports[per_node * index : per_node * (index + 1)]
             self.nodes.append(
                 KafkaNode(
                     node_id=index + 1,
-                    port=ports[2 * index],
-                    controller_port=ports[2 * index + 1],
+                    port=mine[0],
+                    controller_port=mine[1],
                     directory=node_dir,
                     classpath=classpath,
                     java=java,
                     heap_mb=self.heap_mb,
                     detach=self.detach,
+                    tls_port=mine[2] if self.security is not None else None,
                 )
             )
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         cluster_id = _random_cluster_id()
         for node in self.nodes:
             node.config_path.write_text(
-                _server_properties(node, voters, self.node_count, self.broker_settings)
+                _server_properties(
+                    node, voters, self.node_count, self.broker_settings, self.security
+                )
             )
             (node.directory / "log4j2.properties").write_text(_LOG4J2.format(path=node.log_path))
         formats = [
@@ -503,6 +604,7 @@ class KafkaCluster:
                     cluster_id,
                     "-c",
                     str(node.config_path),
+                    *(self.security.format_arguments() if self.security is not None else []),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -556,7 +658,7 @@ class KafkaCluster:
         while not all(port_open(n.port) for n in self.nodes):
             check_alive()
             time.sleep(0.2)
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        admin = AdminClient(self.admin_settings())
         while True:
             check_alive()
             try:
@@ -568,7 +670,7 @@ class KafkaCluster:
             time.sleep(0.3)
         producer = Producer(
             {
-                "bootstrap.servers": self.bootstrap_servers,
+                **self.admin_settings(),
                 "transactional.id": f"eos-ready-check-{uuid.uuid4().hex[:8]}",
                 "log_level": 3,
             }

@@ -6,6 +6,7 @@ when its process dies at any instruction, so the process is really killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -87,6 +88,12 @@ class AppProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            # Stuck: ask for every thread's stack in the log first (eos.app registers
+            # SIGUSR1 with faulthandler), then kill it.
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2)
             self.proc.kill()
             self.proc.wait(10)
             raise
