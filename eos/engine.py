@@ -267,6 +267,7 @@ class Engine:
             "partitions and joining the group again with a new consumer",
             error_name(error),
         )
+        self.stats.consumer_renewals += 1
         committer = self.committer
         assignment = self.assignment
         assignment.leaving.update(assignment.assigned)  # never seek the failed consumer

@@ -39,6 +39,7 @@ __all__ = [
     "COMMITS",
     "COMMIT_DURATION",
     "CONSECUTIVE_ABORTS",
+    "CONSUMER_RENEWALS",
     "DEAD_LETTER_RECORDS",
     "FENCED",
     "INFO",
@@ -78,6 +79,7 @@ COMMIT_DURATION: Final = "eos_commit_duration_seconds"
 BATCH_RECORDS: Final = "eos_batch_records"
 RESTORE_DURATION: Final = "eos_state_restore_seconds"
 CONSECUTIVE_ABORTS: Final = "eos_consecutive_aborts"
+CONSUMER_RENEWALS: Final = "eos_consumer_renewals_total"
 
 METRIC_NAMES: Final = (
     PROCESSED_RECORDS,
@@ -89,6 +91,7 @@ METRIC_NAMES: Final = (
     DEAD_LETTER_RECORDS,
     REBALANCES,
     FENCED,
+    CONSUMER_RENEWALS,
     RESTORE_RECORDS,
     PROCESSING_LAG,
     ASSIGNED_PARTITIONS,
@@ -184,6 +187,11 @@ class EosCollector:
         yield counter(REBALANCES, "Partition assignments received.", view.rebalances)
         yield counter(
             FENCED, "Times the transactional producer was fenced or failed fatally.", view.fenced
+        )
+        yield counter(
+            CONSUMER_RENEWALS,
+            "Times the consumer failed fatally and was replaced by a new one.",
+            view.consumer_renewals,
         )
         yield counter(
             RESTORE_RECORDS, "Changelog records applied while restoring state.", view.restored

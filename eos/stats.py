@@ -288,6 +288,7 @@ class StatsView:
     dead_lettered: int
     rebalances: int
     fenced: int
+    consumer_renewals: int
     restored: int
     consecutive_aborts: int
     assigned: tuple[tuple[str, int], ...]
@@ -304,8 +305,8 @@ class EngineStats:
     """Mutable counters of one engine; see the module docstring for threading.
 
     The engine assigns ``state`` and ``consecutive_aborts`` and increments
-    ``processing_errors``, ``skipped``, ``dead_lettered``, ``rebalances`` and
-    ``fenced`` directly,
+    ``processing_errors``, ``skipped``, ``dead_lettered``, ``rebalances``,
+    ``fenced`` and ``consumer_renewals`` directly,
     replaces ``assigned`` and ``restoring`` with new lists, and calls the ``record_*``,
     ``set_partition`` and ``drop_partitions`` methods for the rest.
 
@@ -325,6 +326,7 @@ class EngineStats:
     dead_lettered: int = 0
     rebalances: int = 0
     fenced: int = 0
+    consumer_renewals: int = 0
     restored: int = 0
     consecutive_aborts: int = 0
     assigned: list[tuple[str, int]] = field(default_factory=list)
@@ -484,6 +486,7 @@ class EngineStats:
                 dead_lettered=self.dead_lettered,
                 rebalances=self.rebalances,
                 fenced=self.fenced,
+                consumer_renewals=self.consumer_renewals,
                 restored=self.restored,
                 consecutive_aborts=self.consecutive_aborts,
                 assigned=tuple(self.assigned),
