@@ -139,6 +139,18 @@ class Guarantee:
             return 0
         return int(producer.flush(timeout_s))
 
+    def destroy(self) -> None:
+        """Release the producer's connections and threads now, not when it is collected.
+
+        After :meth:`close`: nothing is queued any more (or it is given up).
+        Without this a stopped application's producer would go on reconnecting
+        until the garbage collector found it.
+        """
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+            producer.close()
+
     def fatal_cause(self, error: KafkaError) -> FatalTransactionError:
         """The typed error behind a ``produce()`` that failed fatally."""
         return FatalTransactionError(f"produce failed fatally: {error}", error)

@@ -43,6 +43,7 @@ instead of committing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,6 +73,8 @@ log = logging.getLogger("eos.engine")
 
 _MAX_CONSUME = 5000
 _IDLE_POLL_S = 0.1
+_CLOSE_FLOOR_S = 5.0
+"""The least time a client's close gets at shutdown, even when the grace period is spent."""
 _new_record = tuple.__new__
 
 
@@ -294,8 +297,18 @@ class Engine:
         steps: list[tuple[str, Callable[[], object]]] = []
         consumer = self.consumer
         if consumer is not None:
-            steps.append(("closing the consumer", consumer.close))
-        steps.append(("closing the producer", self._close_producer))
+            steps.append(
+                (
+                    "closing the consumer",
+                    lambda: self._bounded("closing the consumer", consumer.close),
+                )
+            )
+        steps.append(
+            (
+                "closing the producer",
+                lambda: self._bounded("closing the producer", self._close_producer),
+            )
+        )
         stores = self.committer.stores
         if stores is not None:
             steps.append(("closing the stores", stores.close_all))
@@ -317,6 +330,40 @@ class Engine:
         remaining = self.guarantee.close(self.stop_signal.remaining(self.config.shutdown_timeout_s))
         if remaining:
             log.warning("%d produced records were not delivered at shutdown", remaining)
+        self.guarantee.destroy()
+
+    def _bounded(self, what: str, step: Callable[[], object]) -> None:
+        """Run a client's close on a helper thread and wait for it, but not forever.
+
+        By the time the clients close, the transaction is committed or aborted:
+        nothing that matters waits on them. librdkafka can still block in a close
+        (a consumer retrying its coordinator query after a broker bounce,
+        librdkafka#3740); the process must exit all the same, leaving the group
+        to the session timeout. Waits for what is left of ``shutdown_timeout_s``,
+        and at least :data:`_CLOSE_FLOOR_S`.
+        """
+        seconds = max(_CLOSE_FLOOR_S, self.stop_signal.remaining(self.config.shutdown_timeout_s))
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                step()
+            except BaseException as exc:  # handed to the waiting thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=run, name=f"eos-{what.replace(' ', '-')}", daemon=True)
+        worker.start()
+        worker.join(seconds)
+        if worker.is_alive():
+            log.error(
+                "%s did not finish within %.0f s; going on without it (the transaction "
+                "is already committed or aborted; the group notices by the session timeout)",
+                what,
+                seconds,
+            )
+            return
+        if failure:
+            raise failure[0]
 
     # ------------------------------------------------------------------ the loop
 

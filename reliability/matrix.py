@@ -309,7 +309,7 @@ def run_cell(
                     app.start()
         for pipeline in pipelines:
             wait_caught_up(bootstrap, pipeline.app_id, source, timeout=300)
-        exits = {p.name: [_stop(app) for app in p.instances] for p in pipelines}
+        exits = {p.name: [_stop(app, log) for app in p.instances] for p in pipelines}
     finally:
         for pipeline in pipelines:
             for app in pipeline.instances:
@@ -321,6 +321,11 @@ def run_cell(
     for pipeline in pipelines:
         result = CellResult(fault, pipeline.name, len(inputs), injected, exits=exits[pipeline.name])
         result.notes += died[pipeline.name]
+        for i, code in enumerate(exits[pipeline.name]):
+            if code == STUCK:
+                result.notes.append(f"instance {i} did not exit within 120 s of SIGTERM")
+            elif code != 0:
+                result.notes.append(f"instance {i} exited {code} on SIGTERM")
         topics = [pipeline.output]
         if pipeline.name == "count":
             topics.append(changelog_topic(pipeline.app_id, "counts"))
@@ -380,12 +385,20 @@ def _inject(
     return hits
 
 
-def _stop(app: AppProcess) -> int:
+STUCK = -999
+"""The exit code recorded for an instance that did not exit within 120 s of SIGTERM."""
+
+
+def _stop(app: AppProcess, log: Callable[[str], None]) -> int:
     """SIGTERM; if it does not exit within 120 s, dump its stacks (SIGUSR1), then SIGKILL."""
     try:
         return app.terminate(timeout=120)
-    except subprocess.TimeoutExpired:
-        return -999  # AppProcess.wait killed it; the stacks are in its log
+    except (subprocess.TimeoutExpired, TimeoutError):
+        # AppProcess.wait asked for its stacks before killing it: show them where the
+        # failure is reported, since the cell's directory may not outlive the run.
+        log(f"  {app.log_path.name} did not exit on SIGTERM; the end of its log:")
+        log(app.log_tail(120))
+        return STUCK
 
 
 def _check_copy(result: CellResult, inputs: list[ReadRecord], outputs: list[ReadRecord]) -> None:
