@@ -15,6 +15,8 @@ from pathlib import Path
 
 from _harness import Measurement, median
 
+from eos.config import DEFAULT_MAX_BATCH_RECORDS
+
 RATIOS = (
     ("eos", "bare"),
     ("eos", "quixstreams"),
@@ -159,7 +161,7 @@ def render(
         "- `bare` uses eos's own librdkafka settings (`Config.producer_settings()` and "
         "`consumer_settings()`), so eos/bare is the cost of eos's Python around the same "
         "clients. It commits on the interval only; eos also commits when a transaction "
-        "reaches `max_batch_records` (default 10,000).",
+        f"reaches `max_batch_records` (default {DEFAULT_MAX_BATCH_RECORDS:,}).",
         f"- quixstreams: {quix_note}.",
         "",
         "Per run:",

@@ -104,7 +104,7 @@ def run_eos(args: argparse.Namespace) -> float | None:
             self._process(record, ctx)
 
         def _process(self, record: eos.Record, ctx: eos.Context) -> None:
-            ctx.send(output, record.value.upper(), record.key)  # type: ignore[attr-defined]
+            ctx.send(output, record.value.upper(), key=record.key)  # type: ignore[attr-defined]
 
     class Count(eos.Processor):
         stores = (eos.Store("counts", key_serde="bytes", value_serde="json"),)
@@ -119,7 +119,7 @@ def run_eos(args: argparse.Namespace) -> float | None:
             key = record.key
             n = counts.get(key, 0) + 1  # type: ignore[operator]
             counts[key] = n
-            ctx.send(output, b"%d" % n, key)
+            ctx.send(output, b"%d" % n, key=key)
 
     registry = None
     if args.metrics:

@@ -33,6 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from eos._admin import KafkaLog
 from eos._batch import TP
 from eos._stop import StopSignal
 from eos.config import ClientValue, Config
@@ -75,7 +76,12 @@ class Guarantee:
         self.config = config
         self.stop = stop
         self._settings = settings
+        self._log = KafkaLog()
         self._producer: Producer | None = None
+
+    def _new_producer(self) -> Producer:
+        """A producer with this guarantee's settings, logging through ``eos.kafka``."""
+        return Producer({**self._settings, "logger": self._log})
 
     @property
     def producer(self) -> Producer:
@@ -100,7 +106,7 @@ class Guarantee:
 
     def start(self) -> None:
         """Create the producer."""
-        self._producer = Producer(dict(self._settings))
+        self._producer = self._new_producer()
 
     def begin(self) -> None:
         """Open a transaction if none is open (no-op without transactions)."""
@@ -129,7 +135,7 @@ class Guarantee:
         old = self._producer
         if old is not None:
             _purge(old)
-        self._producer = Producer(dict(self._settings))
+        self._producer = self._new_producer()
         log.info("renewed the %s producer", self.name)
 
     def close(self, timeout_s: float) -> int:
@@ -241,7 +247,7 @@ class ExactlyOnce(Guarantee):
         old = self._producer
         if old is not None:
             _purge(old)
-        self._producer = Producer(dict(self._settings))
+        self._producer = self._new_producer()
         self._txn = TransactionalProducer(
             self._producer, self.config.transaction_timeout_ms / 1000.0, self.stop
         )

@@ -182,7 +182,7 @@ class RebalanceListener:
 
     def _on_assign(self, tps: list[TP]) -> None:
         if tps and self.ctx is not None:
-            self.processor.on_assign([TopicPartition(t, p) for t, p in tps], self.ctx)
+            self.ctx.call_on_assign(self.processor, [TopicPartition(t, p) for t, p in tps])
 
     # -- release -----------------------------------------------------------------
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import faulthandler
+import functools
+import inspect
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
+from typing import ParamSpec
 
 from eos._processor_checks import check_processor
 from eos._stop import StopSignal
 from eos.config import (
+    DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     DEFAULT_COMMIT_INTERVAL_MS,
     DEFAULT_INSTANCE_ID,
     DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS,
@@ -27,15 +32,62 @@ from eos.config import (
     ErrorPolicy,
     Guarantee,
 )
+from eos.dsl import input_topics_for
 from eos.errors import ConfigError
 from eos.faults import NO_FAULTS, Faults
 from eos.processor import Processor
+from eos.properties import did_you_mean
 from eos.serde import Serde
 from eos.stats import AppState, EngineStats
 
 __all__ = ["Application"]
 
 log = logging.getLogger("eos.app")
+
+_P = ParamSpec("_P")
+
+
+def _checked_arguments(init: Callable[_P, None]) -> Callable[_P, None]:
+    """Make a call with arguments ``init`` does not take a ConfigError.
+
+    Python raises TypeError for an unknown or missing keyword; for a
+    settings object the user needs to know which setting was meant, so the
+    error names it and suggests the closest known one.
+    """
+    signature = inspect.signature(init)
+    known = [name for name in signature.parameters if name != "self"]
+
+    @functools.wraps(init)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError:
+            raise _argument_error(known, len(args), kwargs) from None
+        init(*args, **kwargs)
+
+    return checked
+
+
+def _argument_error(known: list[str], positional: int, kwargs: Mapping[str, object]) -> ConfigError:
+    for name in kwargs:
+        if name not in known:
+            return ConfigError(
+                f"Application() got an unknown setting {name!r}"
+                + (did_you_mean(name, known) or f"; the settings are: {', '.join(known)}"),
+                name,
+            )
+    if positional > 1:
+        return ConfigError(
+            "Application() takes keyword arguments only, e.g. "
+            "Application(application_id=..., bootstrap_servers=..., input_topics=..., "
+            "processor=...)"
+        )
+    missing = [
+        name
+        for name in ("application_id", "bootstrap_servers", "input_topics", "processor")
+        if name not in kwargs
+    ]
+    return ConfigError(f"Application() needs {', '.join(missing)}", missing[0] if missing else None)
 
 
 class Application:
@@ -63,17 +115,22 @@ class Application:
 
     ``faults`` is the fault-injection seam for tests (:mod:`eos.faults`);
     leave it unset in production.
+
+    An unknown keyword (a misspelt setting), a positional argument or a
+    missing required setting is a :class:`~eos.errors.ConfigError` that
+    names it ("did you mean ..."), not a TypeError.
     """
 
+    @_checked_arguments
     def __init__(
         self,
         *,
         application_id: str,
         bootstrap_servers: str,
-        input_topics: Sequence[str] | str,
+        input_topics: Sequence[str] | str | None = None,
         processor: Processor,
         processing_guarantee: Guarantee = DEFAULT_PROCESSING_GUARANTEE,
-        instance_id: str = DEFAULT_INSTANCE_ID,
+        instance_id: str | int = DEFAULT_INSTANCE_ID,
         key_serde: str | Serde = "bytes",
         value_serde: str | Serde = "bytes",
         commit_interval_ms: int = DEFAULT_COMMIT_INTERVAL_MS,
@@ -81,8 +138,9 @@ class Application:
         transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
         processing_error_policy: ErrorPolicy = DEFAULT_PROCESSING_ERROR_POLICY,
         dead_letter_topic: str | None = None,
-        state_dir: str = DEFAULT_STATE_DIR,
+        state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+        bootstrap_timeout_ms: int = DEFAULT_BOOTSTRAP_TIMEOUT_MS,
         max_aborts_without_progress: int = DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS,
         metrics_port: int | None = None,
         metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS,
@@ -94,9 +152,9 @@ class Application:
         config = Config(
             application_id=application_id,
             bootstrap_servers=bootstrap_servers,
-            input_topics=input_topics,
+            input_topics=input_topics_for(processor, input_topics),
             processing_guarantee=processing_guarantee,
-            instance_id=instance_id,
+            instance_id=instance_id if isinstance(instance_id, str) else _id_text(instance_id),
             key_serde=key_serde,
             value_serde=value_serde,
             commit_interval_ms=commit_interval_ms,
@@ -104,13 +162,14 @@ class Application:
             transaction_timeout_ms=transaction_timeout_ms,
             processing_error_policy=processing_error_policy,
             dead_letter_topic=dead_letter_topic,
-            state_dir=state_dir,
+            state_dir=os.fspath(state_dir) if isinstance(state_dir, os.PathLike) else state_dir,
             shutdown_timeout_s=shutdown_timeout_s,
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
             max_aborts_without_progress=max_aborts_without_progress,
             metrics_port=metrics_port,
             metrics_bind_address=metrics_bind_address,
-            producer_config=dict(producer_config or {}),
-            consumer_config=dict(consumer_config or {}),
+            producer_config=producer_config or {},
+            consumer_config=consumer_config or {},
         )
         self._setup(config, processor, metrics_registry, faults)
 
@@ -136,6 +195,7 @@ class Application:
         faults: Faults | None,
     ) -> None:
         check_processor(processor)
+        input_topics_for(processor, config.input_topics)
         if faults is not None and not isinstance(faults, Faults):
             raise ConfigError(
                 f"faults must be an eos.faults.Faults instance, not {type(faults).__name__}",
@@ -237,6 +297,15 @@ class Application:
                 faulthandler.unregister(signal.SIGUSR1)
 
         return restore
+
+
+def _id_text(instance_id: int) -> str:
+    if isinstance(instance_id, bool):
+        raise ConfigError(
+            f"invalid instance_id (instance.id): {instance_id!r}; must be a str or an int",
+            "instance_id",
+        )
+    return str(instance_id)
 
 
 def _noop() -> None:

@@ -1,7 +1,9 @@
-"""The ``eos`` command line.
+"""The ``eos`` command line (also ``python -m eos``).
 
 ``eos dev-kafka up|down|status`` manages a local Kafka for development;
-``eos run MODULE:ATTR`` runs an application (see ``eos run --help``).
+``eos run MODULE:ATTR`` runs an application (see ``eos run --help``);
+``eos --version`` prints the installed version of the ``eos-kafka``
+distribution. ``--log-level`` is accepted before or after a subcommand.
 """
 
 from __future__ import annotations
@@ -10,6 +12,47 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Final
+
+from eos import __version__
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""What ``--log-level`` accepts, in any case."""
+
+DEFAULT_LOG_LEVEL: Final = "INFO"
+
+_DEV_KAFKA_DESCRIPTION: Final = """\
+Start a local Apache Kafka (KRaft, on 127.0.0.1) in the background for
+development and tests, and leave it running. The last line `up` and `status`
+print is the bootstrap servers. Not needed if you already have a Kafka
+cluster: point your application's bootstrap.servers at it instead (the tests
+take EOS_BOOTSTRAP_SERVERS).
+
+needs:
+  Java 17+   `java` on PATH, or JAVA_HOME set
+  Maven      `mvn` on PATH
+  network    to Maven Central on the first `up` only, to fetch Kafka's jars
+
+cache:
+  $EOS_CACHE_DIR if set, else $XDG_CACHE_HOME/eos, else ~/.cache/eos. It holds
+  kafka-<version>/ (the jars; later runs need no network), dev-kafka/ (the
+  running cluster's data, removed by `down`) and dev-kafka.json (its pids and
+  ports). Maven also keeps the jars in its own local repository
+  (~/.m2/repository by default).
+"""
+
+
+def _add_log_level(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    # Below the top level the default is SUPPRESS: a subcommand that was not
+    # given --log-level must not overwrite a value given before it.
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=DEFAULT_LOG_LEVEL if top_level else argparse.SUPPRESS,
+        metavar="LEVEL",
+        help=f"logging level: {', '.join(LOG_LEVELS)}, any case (default {DEFAULT_LOG_LEVEL})",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -17,20 +60,25 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="eos",
         description="Exactly-once consume-transform-produce for Apache Kafka.",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_log_level(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = commands.add_parser(
         "dev-kafka",
         help="run a local Kafka (KRaft) in the background for development and tests",
-        description=(
-            "Fetches Apache Kafka with Maven (once, into the cache dir), starts it on "
-            "127.0.0.1 and leaves it running. The last line `up` and `status` print is "
-            "the bootstrap servers."
-        ),
+        description=_DEV_KAFKA_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_log_level(dev, top_level=False)
     dev_commands = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = dev_commands.add_parser("up", help="start the local cluster (or find it running)")
+    up = dev_commands.add_parser(
+        "up",
+        help="start the local cluster (or find it running)",
+        description=_DEV_KAFKA_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_log_level(up, top_level=False)
     up.add_argument(
         "--nodes", type=int, choices=(1, 3), default=1, help="1 combined node or 3 voters"
     )
@@ -38,10 +86,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--security",
         choices=("sasl",),
         default=None,
-        help="SASL/SCRAM users, ACLs enforced and a TLS listener (see docs/security.md)",
+        help=(
+            "SASL/SCRAM users, ACLs enforced and a TLS listener (see docs/security.md); "
+            "also needs the JDK's keytool"
+        ),
     )
-    dev_commands.add_parser("down", help="stop the cluster that `up` started")
-    dev_commands.add_parser("status", help="say whether it runs; exit 1 if not")
+    down = dev_commands.add_parser("down", help="stop the cluster that `up` started")
+    _add_log_level(down, top_level=False)
+    status = dev_commands.add_parser("status", help="say whether it runs; exit 1 if not")
+    _add_log_level(status, top_level=False)
 
     run = commands.add_parser(
         "run",
@@ -66,6 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on this port (worker i uses PORT+i)",
     )
     run.add_argument("--instance-id", default=None, help="override the instance id")
+    _add_log_level(run, top_level=False)
     return parser
 
 
@@ -73,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``eos`` console script."""
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

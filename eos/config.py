@@ -21,6 +21,7 @@ configuration) never appear in ``repr(config)`` or in error messages; use
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -30,10 +31,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal, TypeAlias
 
 from eos.errors import ConfigError
-from eos.properties import parse_properties, read_properties
+from eos.properties import (
+    PROPERTY_FIELDS,
+    PropertyValue,
+    client_value,
+    did_you_mean,
+    parse_properties,
+    parse_property_value,
+    read_properties,
+    unknown_key_hint,
+)
 from eos.serde import Serde, resolve_serde
 
 __all__ = [
+    "DEFAULT_BOOTSTRAP_TIMEOUT_MS",
     "DEFAULT_COMMIT_INTERVAL_MS",
     "DEFAULT_FETCH_QUEUE_BACKOFF_MS",
     "DEFAULT_INSTANCE_ID",
@@ -83,6 +94,11 @@ DEFAULT_INSTANCE_ID: Final = "0"
 DEFAULT_STATE_DIR: Final = "./state"
 DEFAULT_PROCESSING_ERROR_POLICY: Final[ErrorPolicy] = "fail"
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 30.0
+DEFAULT_BOOTSTRAP_TIMEOUT_MS: Final = 10_000
+"""How long the start-up check waits for the cluster to answer before it
+raises ConfigError: long enough for a broker that is still starting, short
+enough that a wrong address or a broker that is not running is reported at
+once instead of after minutes of reconnect log lines."""
 DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS: Final = 10
 """Consecutive aborts of a batch, with no commit and no record found to blame in
 between, after which the instance stops with AbortLimitError. Outages and
@@ -134,36 +150,12 @@ _FIELD_KEYS: Final[Mapping[str, str]] = {
     "transaction.timeout.ms": "transaction_timeout_ms",
 }
 
-# Property-file name of each field, for parsing and for error messages.
-_PROPERTIES: Final[Mapping[str, str]] = {
-    "application.id": "application_id",
-    "bootstrap.servers": "bootstrap_servers",
-    "input.topics": "input_topics",
-    "processing.guarantee": "processing_guarantee",
-    "instance.id": "instance_id",
-    "key.serde": "key_serde",
-    "value.serde": "value_serde",
-    "commit.interval.ms": "commit_interval_ms",
-    "max.batch.records": "max_batch_records",
-    "transaction.timeout.ms": "transaction_timeout_ms",
-    "processing.error.policy": "processing_error_policy",
-    "dead.letter.topic": "dead_letter_topic",
-    "state.dir": "state_dir",
-    "shutdown.timeout.ms": "shutdown_timeout_s",
-    "max.aborts.without.progress": "max_aborts_without_progress",
-    "metrics.port": "metrics_port",
-    "metrics.bind.address": "metrics_bind_address",
-}
 _PROPERTY_OF: Final[Mapping[str, str]] = {
-    **{f: p for p, f in _PROPERTIES.items()},
+    **{f: p for p, f in PROPERTY_FIELDS.items()},
     "producer_config": "producer.*",
     "consumer_config": "consumer.*",
 }
 _REQUIRED: Final = ("application.id", "bootstrap.servers", "input.topics")
-_GUARANTEE_SPELLINGS: Final[Mapping[str, Guarantee]] = {
-    **{g: g for g in GUARANTEES},
-    **{g.replace("_", "-"): g for g in GUARANTEES},
-}
 
 _ID_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
 _TOPIC_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -224,6 +216,94 @@ def _check_topic(name: str, topic: object) -> None:
         )
 
 
+_SCHEMES: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_HOST_RE: Final = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]*[A-Za-z0-9_])?")
+_PORT_RE: Final = re.compile(r"[0-9]{1,5}")
+
+
+def _broker_problem(entry: str) -> str | None:
+    """What is wrong with one ``bootstrap.servers`` entry, or None."""
+    scheme, sep, rest = entry.rpartition("://")
+    if sep and scheme.upper() not in _SCHEMES:
+        return (
+            f"has the scheme {scheme}://, which Kafka clients do not know: write {rest} "
+            f"(a listener prefix may only be {', '.join(s + '://' for s in _SCHEMES)})"
+        )
+    if rest.startswith("["):
+        host, bracket, port = rest[1:].partition("]")
+        if not bracket or not host:
+            return "has no closing ']' after its IPv6 address"
+        if not port.startswith(":"):
+            return f"has no port: write {rest}:9092"
+        port = port[1:]
+    else:
+        if rest.count(":") > 1:
+            return "has more than one ':': an IPv6 address goes in brackets, e.g. [::1]:9092"
+        host, colon, port = rest.partition(":")
+        if not colon:
+            return f"has no port: write {rest}:9092"
+        if not _HOST_RE.fullmatch(host):
+            return f"has {host!r} where a host name or address belongs"
+    if not _PORT_RE.fullmatch(port) or not 1 <= int(port) <= 65535:
+        return f"has the port {port!r}: a port is a number 1-65535"
+    return None
+
+
+def _check_bootstrap_servers(value: object) -> None:
+    allowed = "must be a comma-separated list of host:port, e.g. localhost:9092"
+    if not isinstance(value, str):
+        raise _invalid("bootstrap_servers", value, allowed)
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if not entries:
+        raise _invalid("bootstrap_servers", value, allowed)
+    for entry in entries:
+        problem = _broker_problem(entry)
+        if problem is not None:
+            raise _invalid("bootstrap_servers", value, f"{entry!r} {problem}")
+
+
+def _normalized(value: object, allowed: Sequence[str]) -> object:
+    """``value`` as one of ``allowed`` if it is only spelt differently
+    (case, ``-`` for ``_``, surrounding blanks); else unchanged."""
+    if isinstance(value, str):
+        spelling = value.strip().lower().replace("-", "_")
+        if spelling in allowed:
+            return spelling
+    return value
+
+
+def _check_client_setting(key: str, value: object, where: str, written: str = "") -> None:
+    """Ask librdkafka, offline, whether ``key`` exists and takes ``value``.
+
+    ``where`` places the key in a message ("in producer_config");
+    ``written`` is the key as a properties mapping spelt it, if it came from
+    one (``producer.linger.ms``), so the suggestions are spelt the same way.
+    """
+    from eos._admin import LIBRDKAFKA_PROPERTIES, UNKNOWN_SETTING, client_setting_problem
+
+    problem = client_setting_problem(key, value)
+    if problem == UNKNOWN_SETTING:
+        if not written:
+            message = f"unknown librdkafka setting {key!r} {where}" + did_you_mean(
+                key, LIBRDKAFKA_PROPERTIES
+            )
+        elif written == key:
+            message = (
+                f"unknown setting {key!r}: neither an eos setting nor a librdkafka one"
+                + unknown_key_hint(key, LIBRDKAFKA_PROPERTIES)
+            )
+        else:
+            message = f"unknown setting {written!r}: librdkafka has no setting {key!r}" + (
+                did_you_mean(key, LIBRDKAFKA_PROPERTIES, prefix=written[: -len(key)])
+            )
+        raise ConfigError(message, key=key)
+    if problem is not None:
+        # librdkafka may quote the value: never show a secret's.
+        hidden = _is_secret(key) and str(value) in problem
+        detail = "librdkafka rejects its value" if hidden else problem
+        raise ConfigError(f"invalid librdkafka setting {key!r} {where}: {detail}", key=key)
+
+
 def _reject_owned(key: str, where: str) -> None:
     # Name the key only, never its value: it might be anything.
     lowered = key.strip().lower()
@@ -247,6 +327,7 @@ def _client_config(name: str, value: object) -> types.MappingProxyType[str, Clie
         if not isinstance(key, str):
             raise _invalid(name, key, "setting names must be str")
         _reject_owned(key, f"in {name}")
+        _check_client_setting(key, client_value(key, value[key]), f"in {name}")
     # A read-only copy: later changes to the caller's dict cannot reach a frozen config.
     return types.MappingProxyType(dict(value))
 
@@ -259,31 +340,43 @@ class Config:
         application_id: Names the consumer group, the transactional ids and
             the changelog topics. ``[A-Za-z0-9._-]`` only. Changing it starts
             the application from scratch.
-        bootstrap_servers: Comma-separated ``host:port`` list.
+        bootstrap_servers: Comma-separated ``host:port`` list (a
+            ``PLAINTEXT://``-style listener prefix is allowed). Checked when
+            the config is built: a missing port, an unknown scheme or an
+            unbracketed IPv6 address is a ConfigError before any connection.
         input_topics: Topics to consume. Any sequence, or one topic as a
             bare ``str``; stored as a tuple.
         processing_guarantee: ``"exactly_once_v2"`` (default),
-            ``"at_least_once"`` or ``"at_most_once"``.
+            ``"at_least_once"`` or ``"at_most_once"``; other spellings of the
+            same (``"exactly-once-v2"``, upper case) are normalized.
         instance_id: Distinguishes instances of one application; makes the
             transactional id ``<application_id>-<instance_id>``, which must be
             stable across restarts of the same instance and unique among
-            running ones. ``[A-Za-z0-9._-]`` only.
+            running ones. ``[A-Za-z0-9._-]`` only; an ``int`` is taken as
+            its decimal string.
         key_serde: ``"bytes"``, ``"string"``/``"str"``, ``"json"`` or a
             :class:`~eos.serde.Serde`; the original spec is kept.
         value_serde: Same, for values.
         commit_interval_ms: How often the open transaction (or the offsets)
             is committed.
-        max_batch_records: Most records consumed per poll, and most
-            processed in one transaction before it is committed.
+        max_batch_records: Most records processed in one transaction
+            before it is committed (usually ``commit_interval_ms`` ends a
+            transaction first). It does not size the consumer's fetches: the
+            engine asks each ``consume()`` call for at most 5,000 records
+            (fewer when the open transaction is near this limit).
         transaction_timeout_ms: The broker aborts a transaction open longer
             than this; under exactly_once_v2 it must be >= commit_interval_ms.
         processing_error_policy: ``"fail"``, ``"skip"`` or ``"dead_letter"``
             for records whose processing or deserialization raises.
         dead_letter_topic: Where ``"dead_letter"`` sends failed records.
-            Required by that policy; must not be an input topic.
-        state_dir: Directory of the local state stores.
+            Required by that policy and allowed only with it; must not be an
+            input topic.
+        state_dir: Directory of the local state stores; a ``pathlib.Path``
+            (any ``os.PathLike``) is stored as ``str``.
         shutdown_timeout_s: How long a stop may take before it is forced: the
             final commit, an abort, the flush of the producer.
+        bootstrap_timeout_ms: How long the start-up check waits for the
+            cluster to answer before it raises ConfigError (default 10 s).
         max_aborts_without_progress: Consecutive aborts of a batch without a
             commit or a newly blamed record after which the instance stops
             with :class:`~eos.errors.AbortLimitError` (outages and rebalances
@@ -295,6 +388,11 @@ class Config:
             contain :data:`OWNED_KEYS`, ``bootstrap.servers`` or
             ``transaction.timeout.ms``. Stored read-only; masked in ``repr``.
         consumer_config: Same, for the consumer.
+
+    Every key of ``producer_config``/``consumer_config`` is checked against
+    the bundled librdkafka when the config is built (offline: no client is
+    created): an unknown name or a value librdkafka rejects is a ConfigError,
+    with "did you mean" suggestions for a misspelt name.
     """
 
     application_id: str
@@ -311,6 +409,7 @@ class Config:
     dead_letter_topic: str | None = None
     state_dir: str = DEFAULT_STATE_DIR
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
+    bootstrap_timeout_ms: int = DEFAULT_BOOTSTRAP_TIMEOUT_MS
     max_aborts_without_progress: int = DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS
     metrics_port: int | None = None
     metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS
@@ -319,14 +418,21 @@ class Config:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen
+        if isinstance(self.instance_id, int) and not isinstance(self.instance_id, bool):
+            set_(self, "instance_id", str(self.instance_id))
+        if isinstance(self.state_dir, os.PathLike):
+            set_(self, "state_dir", os.fspath(self.state_dir))
+        set_(self, "processing_guarantee", _normalized(self.processing_guarantee, GUARANTEES))
+        set_(
+            self,
+            "processing_error_policy",
+            _normalized(self.processing_error_policy, ERROR_POLICIES),
+        )
         for name in ("application_id", "instance_id"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _ID_RE.fullmatch(value):
                 raise _invalid(name, value, "must be non-empty, of A-Z a-z 0-9 . _ - only")
-        if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
-            raise _invalid(
-                "bootstrap_servers", self.bootstrap_servers, "must be a non-empty host:port list"
-            )
+        _check_bootstrap_servers(self.bootstrap_servers)
 
         topics: object = self.input_topics
         if isinstance(topics, str):
@@ -355,6 +461,7 @@ class Config:
         _check_int("max_batch_records", self.max_batch_records, 1)
         _check_int("transaction_timeout_ms", self.transaction_timeout_ms, 1)
         _check_int("max_aborts_without_progress", self.max_aborts_without_progress, 1)
+        _check_int("bootstrap_timeout_ms", self.bootstrap_timeout_ms, 1)
         if (
             self.processing_guarantee == "exactly_once_v2"
             and self.transaction_timeout_ms < self.commit_interval_ms
@@ -374,6 +481,14 @@ class Config:
             )
         if self.dead_letter_topic is not None:
             _check_topic("dead_letter_topic", self.dead_letter_topic)
+            if self.processing_error_policy != "dead_letter":
+                raise _invalid(
+                    "dead_letter_topic",
+                    self.dead_letter_topic,
+                    "is used only by processing_error_policy='dead_letter' "
+                    f"(it is {self.processing_error_policy!r}): set that policy "
+                    "(processing.error.policy=dead_letter) or leave dead_letter_topic unset",
+                )
             if self.dead_letter_topic in topics:
                 raise _invalid(
                     "dead_letter_topic",
@@ -517,25 +632,29 @@ class Config:
         return settings
 
     @classmethod
-    def from_mapping(cls, props: Mapping[str, str], **overrides: object) -> Config:
-        """Build a config from Kafka-style string properties.
+    def from_mapping(cls, props: Mapping[str, PropertyValue], **overrides: object) -> Config:
+        """Build a config from Kafka-style properties.
 
-        Keys (all values are strings): ``application.id``,
-        ``bootstrap.servers``, ``input.topics`` (comma-separated),
-        ``processing.guarantee`` (``exactly_once_v2``, ``at_least_once``,
-        ``at_most_once``, or the same with ``-``), ``instance.id``,
-        ``key.serde``, ``value.serde``, ``commit.interval.ms``,
-        ``max.batch.records``, ``transaction.timeout.ms``,
-        ``processing.error.policy``, ``dead.letter.topic``, ``state.dir``,
-        ``shutdown.timeout.ms``, ``max.aborts.without.progress``,
-        ``metrics.port``, ``metrics.bind.address``.
+        eos keys (see :data:`eos.properties.PROPERTY_FIELDS`):
+        ``application.id``, ``bootstrap.servers``, ``input.topics``
+        (comma-separated), ``processing.guarantee`` (``exactly_once_v2``,
+        ``at_least_once``, ``at_most_once``, or the same with ``-``),
+        ``instance.id``, ``key.serde``, ``value.serde``,
+        ``commit.interval.ms``, ``max.batch.records``,
+        ``transaction.timeout.ms``, ``processing.error.policy``,
+        ``dead.letter.topic``, ``state.dir``, ``shutdown.timeout.ms``,
+        ``bootstrap.timeout.ms``, ``max.aborts.without.progress``,
+        ``metrics.port``, ``metrics.bind.address``. Values are strings as a
+        file spells them, or Python values of the field's type
+        (``{"commit.interval.ms": 5}``).
 
         ``producer.X`` sets librdkafka setting ``X`` on the producer and
-        ``consumer.X`` on the consumer. Any other dotted key is a librdkafka
-        setting for both clients, as Kafka Streams applies unprefixed client
-        settings to all its clients; a prefixed setting wins over the
-        unprefixed one. An undotted key that is not an eos key is an error
-        (most likely a typo).
+        ``consumer.X`` on the consumer. Any other key is a librdkafka setting
+        for both clients, as Kafka Streams applies unprefixed client settings
+        to all its clients; a prefixed setting wins over the unprefixed one.
+        Every client setting is checked against the bundled librdkafka
+        (offline); a key that is neither an eos key nor a librdkafka setting
+        is a ConfigError saying what was probably meant.
 
         Args:
             props: The properties.
@@ -548,42 +667,36 @@ class Config:
         Raises:
             ConfigError: A key is unknown, required, or its value is invalid.
         """
-        kwargs: dict[str, Any] = {}
-        shared: dict[str, ClientValue] = {}
-        prefixed: dict[str, dict[str, ClientValue]] = {"producer.": {}, "consumer.": {}}
-        for raw_key, raw_value in props.items():
-            key = raw_key.strip()
-            value = raw_value.strip()
-            name = _PROPERTIES.get(key)
-            if name is not None:
-                kwargs[name] = _parse_property(key, name, value)
-                continue
-            prefix = key[: key.find(".") + 1]
-            if prefix in prefixed:
-                if not key[len(prefix) :]:
-                    raise ConfigError(f"{key!r} names no setting", key=key)
-                prefixed[prefix][key[len(prefix) :]] = value
-            elif prefix:
-                _reject_owned(key, "as a client setting")
-                shared[key] = value
-            else:
-                raise ConfigError(
-                    f"unknown setting {key!r}: not an eos setting; write librdkafka settings "
-                    f"as producer.{key} / consumer.{key}",
-                    key=key,
-                )
-        kwargs["producer_config"] = {**shared, **prefixed["producer."]}
-        kwargs["consumer_config"] = {**shared, **prefixed["consumer."]}
-
+        kwargs = _read_properties_mapping(props)
         field_names = {f.name for f in fields(cls)}
         for name in overrides:
             if name not in field_names:
-                raise ConfigError(f"unknown Config field {name!r} in overrides", key=name)
+                raise ConfigError(
+                    f"unknown Config field {name!r} in overrides" + did_you_mean(name, field_names),
+                    key=name,
+                )
         kwargs.update(overrides)
         for prop in _REQUIRED:
-            if _PROPERTIES[prop] not in kwargs:
-                raise ConfigError(f"{prop} is required", key=_PROPERTIES[prop])
+            if PROPERTY_FIELDS[prop] not in kwargs:
+                raise ConfigError(f"{prop} is required", key=PROPERTY_FIELDS[prop])
         return cls(**kwargs)
+
+    def with_properties(self, props: Mapping[str, PropertyValue]) -> Config:
+        """Return a copy with the settings ``props`` names replaced, one by one.
+
+        ``props`` is read as by :meth:`from_mapping`. Each eos key replaces
+        its field; each client setting replaces that one setting of
+        ``producer_config``/``consumer_config`` (an unprefixed one on both).
+        Whatever ``props`` does not mention keeps its value, serde objects
+        included. ``eos run app:APP --config FILE`` applies FILE this way.
+
+        Raises:
+            ConfigError: A key is unknown or a value is invalid.
+        """
+        kwargs = _read_properties_mapping(props)
+        for name in ("producer_config", "consumer_config"):
+            kwargs[name] = {**getattr(self, name), **kwargs[name]}
+        return dataclasses.replace(self, **kwargs)
 
     @classmethod
     def from_properties(cls, path: str | os.PathLike[str], **overrides: object) -> Config:
@@ -609,29 +722,33 @@ def _config_from_kwargs(kwargs: dict[str, Any]) -> Config:
     return Config(**kwargs)
 
 
-def _parse_int(key: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"invalid {key}: {value!r}; must be an integer", key=key) from None
-
-
-def _parse_property(key: str, name: str, value: str) -> object:
-    if name == "input_topics":
-        return tuple(t for t in (part.strip() for part in value.split(",")) if t)
-    if name == "processing_guarantee":
-        return _GUARANTEE_SPELLINGS.get(value, value)
-    if name in (
-        "commit_interval_ms",
-        "max_batch_records",
-        "transaction_timeout_ms",
-        "max_aborts_without_progress",
-    ):
-        return _parse_int(key, value)
-    if name == "shutdown_timeout_s":
-        return _parse_int(key, value) / 1000
-    if name == "metrics_port":
-        return _parse_int(key, value) if value else None
-    if name == "dead_letter_topic":
-        return value or None
-    return value
+def _read_properties_mapping(props: Mapping[str, PropertyValue]) -> dict[str, Any]:
+    """Config keyword arguments from Kafka-style properties; see Config.from_mapping."""
+    if not isinstance(props, Mapping):
+        raise ConfigError(f"properties must be a mapping, not a {type(props).__name__}")
+    kwargs: dict[str, Any] = {}
+    shared: dict[str, ClientValue] = {}
+    prefixed: dict[str, dict[str, ClientValue]] = {"producer": {}, "consumer": {}}
+    for raw_key, raw_value in props.items():
+        if not isinstance(raw_key, str):
+            raise ConfigError(f"property names must be str, not {type(raw_key).__name__}")
+        key = raw_key.strip()
+        name = PROPERTY_FIELDS.get(key)
+        if name is not None:
+            kwargs[name] = parse_property_value(key, name, raw_value)
+            continue
+        value = client_value(key, raw_value)
+        prefix, dot, setting = key.partition(".")
+        if dot and prefix in prefixed:
+            if not setting:
+                raise ConfigError(f"{key!r} names no setting", key=key)
+            _reject_owned(setting, f"as {key!r}")
+            _check_client_setting(setting, value, f"(as {key!r})", written=key)
+            prefixed[prefix][setting] = value
+        else:
+            _reject_owned(key, "as a client setting")
+            _check_client_setting(key, value, "(for producer and consumer)", written=key)
+            shared[key] = value
+    kwargs["producer_config"] = {**shared, **prefixed["producer"]}
+    kwargs["consumer_config"] = {**shared, **prefixed["consumer"]}
+    return kwargs

@@ -5,6 +5,12 @@ processes and records them in ``<cache>/dev-kafka.json``; a second ``up`` finds
 that record, checks the nodes still answer, and prints the same bootstrap
 servers without starting anything. ``down`` stops what ``up`` started and
 removes its data directory.
+
+Needs Java 17+ (``java`` on ``PATH`` or ``JAVA_HOME``) and Maven (``mvn`` on
+``PATH``); the first ``up`` fetches Kafka's jars from Maven Central, later ones
+need no network. ``<cache>`` is :func:`eos.testing.kafka.cache_dir`:
+``$EOS_CACHE_DIR``, else ``$XDG_CACHE_HOME/eos``, else ``~/.cache/eos``. The
+command's help (``eos dev-kafka --help``) says the same.
 """
 
 from __future__ import annotations

@@ -1,19 +1,33 @@
 """A small stream DSL compiled into one :class:`~eos.processor.Processor`.
 
-::
+>>> import eos
+>>> from eos.testing import TestDriver
+>>> builder = eos.StreamBuilder()
+>>> orders = builder.stream("input-orders")
+>>> orders.filter(lambda k, v: v is not None).map_values(str.upper).to("output-orders")
+>>> counts = orders.group_by_key().count(store="order-counts")
+>>> counts.to_stream().map_values(str).to("order-counts", value_serde="string")
+>>> processor = builder.build()
+>>> processor.topics
+['input-orders']
+>>> driver = TestDriver(processor, key_serde="string", value_serde="string")
+>>> driver.send("book", key="alice")
+>>> driver.output_pairs("output-orders"), driver.output_pairs("order-counts")
+([('alice', 'BOOK')], [('alice', '1')])
 
-    builder = eos.StreamBuilder()
-    orders = builder.stream("input-orders")
-    orders.filter(lambda k, v: v is not None).map_values(str.upper).to("output-orders")
-    counts = orders.group_by_key().count(store="order-counts")
-    counts.to_stream().to("order-counts", value_serde="string")
-    app = eos.Application(..., processor=builder.build())
+In an application, the processor's source topics are its input topics
+(``input_topics`` may be left out; if given, it must name the same topics)::
+
+    app = eos.Application(application_id="orders", bootstrap_servers="localhost:9092",
+                          processor=builder.build(), key_serde="string", value_serde="string")
 
 There is no second engine: ``build()`` returns a Processor whose ``process``
 pushes each record through the graph of nodes, in the same transaction as
 everything else. Aggregations (``count``, ``aggregate``, ``reduce``) keep their
 state in an :class:`~eos.state.base.Store` (changelog-backed, restored on
 assignment) and emit every update downstream, as a Kafka Streams KTable does.
+A count is an ``int``: map it to the sink's type (``map_values(str)`` above)
+before a ``to()`` whose serde expects something else.
 
 Aggregations are per input partition, so they need the records of one key in
 one partition: re-keying (``map``, ``flat_map``, ``select_key``) before
@@ -23,16 +37,24 @@ one partition: re-keying (``map``, ``flat_map``, ``select_key``) before
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 from eos.errors import ConfigError
-from eos.processor import Context, Processor
+from eos.processor import Context, Processor, _wrap
 from eos.record import Record, TopicPartition
 from eos.serde import Serde, resolve_serde
 from eos.state.base import Store
 
-__all__ = ["GroupedStream", "Stream", "StreamBuilder", "Table"]
+__all__ = [
+    "GroupedStream",
+    "Stream",
+    "StreamBuilder",
+    "Table",
+    "input_topics_for",
+    "sink_serdes",
+    "source_topics",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -151,14 +173,21 @@ class _Sink(_Node):
 
     def push(self, key: object, value: object, ctx: Context) -> None:
         if self.key_serde is None and self.value_serde is None:
-            ctx.send(self.topic, value, key)
+            ctx.send(self.topic, value, key=key)
             return
-        # A part without its own serde uses the application's, as ctx.send would.
+        # A part without its own serde uses the application's, as ctx.send would,
+        # and a failing serde raises SerializationError, as in ctx.send.
         kser = ctx._key_serialize if self.key_serde is None else self.key_serde.serialize
         vser = ctx._value_serialize if self.value_serde is None else self.value_serde.serialize
-        kb = key if kser is None else kser(key)
-        vb = value if vser is None else vser(value)
-        ctx.send_raw(self.topic, vb, kb)  # type: ignore[arg-type]
+        try:
+            kb = key if kser is None else kser(key)
+        except Exception as exc:
+            raise _wrap(exc, "key", self.topic) from exc
+        try:
+            vb = value if vser is None else vser(value)
+        except Exception as exc:
+            raise _wrap(exc, "value", self.topic) from exc
+        ctx.send_raw(self.topic, vb, key=kb)  # type: ignore[arg-type]
 
 
 class _CallProcessor(_Node):
@@ -279,14 +308,25 @@ class Stream(Generic[K, V]):
         key_serde: str | Serde | None = None,
         value_serde: str | Serde | None = None,
     ) -> None:
-        """Send every record to ``topic`` (serdes default to the application's)."""
-        self._node.children.append(
-            _Sink(
-                topic,
-                None if key_serde is None else resolve_serde(key_serde, what="key_serde"),
-                None if value_serde is None else resolve_serde(value_serde, what="value_serde"),
-            )
+        """Send every record to ``topic`` (serdes default to the application's).
+
+        Raises:
+            ConfigError: ``topic`` already has a ``to()`` with other serdes.
+        """
+        sink = _Sink(
+            topic,
+            None if key_serde is None else resolve_serde(key_serde, what="key_serde"),
+            None if value_serde is None else resolve_serde(value_serde, what="value_serde"),
         )
+        sinks = self._builder._sinks
+        serdes = (sink.key_serde, sink.value_serde)
+        if sinks.setdefault(topic, serdes) != serdes:
+            raise ConfigError(
+                f"to({topic!r}) is used twice with different serdes; one topic holds one "
+                "format: give every to() of it the same key_serde and value_serde",
+                "dsl",
+            )
+        self._node.children.append(sink)
 
     def group_by_key(self) -> GroupedStream[K, V]:
         """Group by the current key, for ``count``, ``aggregate`` and ``reduce``."""
@@ -379,11 +419,12 @@ class StreamBuilder:
 
     def __init__(self) -> None:
         self._sources: dict[str, _Node] = {}
+        self._sinks: dict[str, tuple[Serde | None, Serde | None]] = {}
         self._stores: list[Store] = []
         self._processors: list[Processor] = []
 
     def stream(self, topic: str) -> Stream[object, object]:
-        """The records of ``topic`` (list it in the application's ``input_topics``)."""
+        """The records of ``topic``; the built processor's input topics are these."""
         node = self._sources.get(topic)
         if node is None:
             node = self._sources[topic] = _Pass(False)
@@ -391,7 +432,7 @@ class StreamBuilder:
 
     @property
     def topics(self) -> list[str]:
-        """The source topics, for ``input_topics``."""
+        """The source topics: the application's ``input_topics``."""
         return list(self._sources)
 
     def build(self) -> Processor:
@@ -402,24 +443,43 @@ class StreamBuilder:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"store name(s) used twice in the DSL: {duplicates}", "dsl")
-        return _DslProcessor(dict(self._sources), list(self._stores), list(self._processors))
+        return _DslProcessor(
+            dict(self._sources), dict(self._sinks), list(self._stores), list(self._processors)
+        )
 
 
 class _DslProcessor(Processor):
-    """The compiled graph: pushes each record into the source node of its topic."""
+    """The compiled graph: pushes each record into the source node of its topic.
+
+    Attributes:
+        topics: The source topics (what the application must consume).
+        sinks: ``{topic: (key_serde, value_serde)}`` of every ``to()``; None
+            means the application's serde.
+    """
 
     def __init__(
-        self, sources: dict[str, _Node], stores: list[Store], processors: list[Processor]
+        self,
+        sources: dict[str, _Node],
+        sinks: dict[str, tuple[Serde | None, Serde | None]],
+        stores: list[Store],
+        processors: list[Processor],
     ) -> None:
         self.sources = sources
+        self.sinks = sinks
         self.stores = stores
         self.processors = processors
         self.topics = list(sources)
 
     def process(self, record: Record, ctx: Context) -> None:
         source = self.sources.get(record.topic)
-        if source is not None:
-            source.push(record.key, record.value, ctx)
+        if source is None:
+            # Never drop it: its offset would be committed as if it were processed.
+            raise ConfigError(
+                f"a record of topic {record.topic!r} reached a DSL topology that reads only "
+                f"{self.topics}; the application's input_topics must be the builder's topics",
+                "input_topics",
+            )
+        source.push(record.key, record.value, ctx)
 
     def on_assign(self, partitions: list[TopicPartition], ctx: Context) -> None:
         for processor in self.processors:
@@ -432,3 +492,65 @@ class _DslProcessor(Processor):
     def close(self) -> None:
         for processor in self.processors:
             processor.close()
+
+
+def input_topics_for(
+    processor: Processor, input_topics: Sequence[str] | str | None
+) -> tuple[str, ...]:
+    """The input topics an application running ``processor`` must consume.
+
+    A processor built by :meth:`StreamBuilder.build` knows its source topics:
+    ``input_topics`` may be None (they are used), and otherwise must name
+    exactly them. Any other processor needs ``input_topics``. The
+    ``Application`` and the ``TestDriver`` both call this.
+
+    Raises:
+        ConfigError: ``input_topics`` is missing for a plain processor, or
+            differs from a DSL topology's source topics (a topic it does not
+            read would have its records dropped and their offsets committed;
+            a source topic not consumed would never be read).
+    """
+    given: tuple[str, ...] | None = None
+    if input_topics is not None:
+        given = (input_topics,) if isinstance(input_topics, str) else tuple(input_topics)
+    sources = source_topics(processor)
+    if sources is None:
+        if given is None:
+            raise ConfigError(
+                f"input_topics is required for {type(processor).__name__} (only a processor "
+                "built by eos.StreamBuilder knows its topics)",
+                "input_topics",
+            )
+        return given
+    if given is None:
+        return sources
+    extra = [t for t in given if t not in sources]
+    missing = [t for t in sources if t not in given]
+    if extra or missing:
+        problems = []
+        if extra:
+            problems.append(
+                f"{extra} not read by any builder.stream() (their records would be dropped)"
+            )
+        if missing:
+            problems.append(f"{missing} read by builder.stream() but not consumed")
+        raise ConfigError(
+            f"input_topics {list(given)} do not match the DSL topology's source topics "
+            f"{list(sources)}: {'; '.join(problems)}. Leave input_topics out to use the "
+            "builder's topics",
+            "input_topics",
+        )
+    return given
+
+
+def source_topics(processor: Processor) -> tuple[str, ...] | None:
+    """The topics a :meth:`StreamBuilder.build` processor reads; None for any other."""
+    return tuple(processor.topics) if isinstance(processor, _DslProcessor) else None
+
+
+def sink_serdes(processor: Processor) -> dict[str, tuple[Serde | None, Serde | None]]:
+    """``{topic: (key_serde, value_serde)}`` of a DSL processor's ``to()`` calls that name
+    serdes of their own (None: the application's); empty for any other processor."""
+    if not isinstance(processor, _DslProcessor):
+        return {}
+    return {t: s for t, s in processor.sinks.items() if s != (None, None)}

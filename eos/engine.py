@@ -50,7 +50,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from eos._admin import check_topics
+from eos._admin import KafkaLog, check_topics
 from eos._batch import TP, Assignment, Batch, Poison
 from eos._committer import Committer, Rewound
 from eos._guarantee import Guarantee, for_config
@@ -62,7 +62,7 @@ from eos._stop import StopRequested, StopSignal
 from eos.config import Config
 from eos.errors import ConfigError, FatalTransactionError
 from eos.faults import NO_FAULTS, Faults
-from eos.processor import Context, Processor
+from eos.processor import Context, Processor, undeclared_store
 from eos.record import Record
 from eos.serde import BytesSerde, Serde
 from eos.stats import EngineStats
@@ -111,6 +111,7 @@ class Engine:
         self.processor = processor
         self.stats = stats or EngineStats(config.application_id)
         self.stop_signal = stop or StopSignal(config.shutdown_timeout_s)
+        self._kafka_log = KafkaLog()
         self.faults = faults
         self._key_serde: Serde = config.resolved_key_serde()
         self._value_serde: Serde = config.resolved_value_serde()
@@ -243,7 +244,7 @@ class Engine:
 
     def _subscribe(self) -> Consumer:
         """A new group consumer, subscribed with the rebalance listener, handed to the parts."""
-        consumer = Consumer(self.config.consumer_settings())
+        consumer = Consumer({**self.config.consumer_settings(), "logger": self._kafka_log})
         self.consumer = consumer
         self.committer.consumer = consumer
         self.rebalance.consumer = consumer
@@ -298,16 +299,10 @@ class Engine:
         consumer = self.consumer
         if consumer is not None:
             steps.append(
-                (
-                    "closing the consumer",
-                    lambda: self._bounded("closing the consumer", consumer.close),
-                )
+                ("closing the consumer", lambda: self._bounded("consumer", consumer.close))
             )
         steps.append(
-            (
-                "closing the producer",
-                lambda: self._bounded("closing the producer", self._close_producer),
-            )
+            ("closing the producer", lambda: self._bounded("producer", self._close_producer))
         )
         stores = self.committer.stores
         if stores is not None:
@@ -332,7 +327,7 @@ class Engine:
             log.warning("%d produced records were not delivered at shutdown", remaining)
         self.guarantee.destroy()
 
-    def _bounded(self, what: str, step: Callable[[], object]) -> None:
+    def _bounded(self, client: str, close: Callable[[], object]) -> None:
         """Run a client's close on a helper thread and wait for it, but not forever.
 
         By the time the clients close, the transaction is committed or aborted:
@@ -347,18 +342,20 @@ class Engine:
 
         def run() -> None:
             try:
-                step()
+                self.faults.closing(client)
+                close()
             except BaseException as exc:  # handed to the waiting thread
                 failure.append(exc)
 
-        worker = threading.Thread(target=run, name=f"eos-{what.replace(' ', '-')}", daemon=True)
+        worker = threading.Thread(target=run, name=f"eos-close-{client}", daemon=True)
         worker.start()
         worker.join(seconds)
         if worker.is_alive():
             log.error(
-                "%s did not finish within %.0f s; going on without it (the transaction "
-                "is already committed or aborted; the group notices by the session timeout)",
-                what,
+                "closing the %s did not finish within %.0f s; going on without it (the "
+                "transaction is already committed or aborted; the group notices by the "
+                "session timeout)",
+                client,
                 seconds,
             )
             return
@@ -554,11 +551,7 @@ class Engine:
     def _store_lookup(self, name: str, partition: int) -> Any:
         stores = self.committer.stores
         if stores is None:
-            raise ConfigError(
-                f"ctx.store({name!r}): {type(self.processor).__name__} declares no stores; "
-                f"add stores = [eos.Store({name!r})] to the class",
-                "stores",
-            )
+            raise undeclared_store(name, type(self.processor).__name__, [])
         return stores.get(name, partition)
 
 

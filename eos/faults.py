@@ -37,6 +37,11 @@ class Faults:
     def restore_chunk(self, store: str, partition: int, records: int) -> None:
         """Called after each chunk of changelog records a restore applied."""
 
+    def closing(self, client: str) -> None:
+        """Called at shutdown on the thread that is about to close ``client``
+        (``"consumer"`` or ``"producer"``); block here to simulate a close that
+        never returns."""
+
 
 NO_FAULTS = Faults()
 """The hooks production runs with: all no-ops."""

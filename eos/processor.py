@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from eos.errors import ProduceError, SerializationError, StateError
+from eos.errors import ConfigError, EosError, ProduceError, SerializationError, StateError
 from eos.record import Headers, Record, TopicPartition
 from eos.serde import BytesSerde, Serde
 
@@ -54,7 +54,14 @@ class Processor:
         raise NotImplementedError(f"{type(self).__name__} must implement process()")
 
     def on_assign(self, partitions: list[TopicPartition], ctx: Context) -> None:
-        """Called after partitions were assigned (and their stores restored)."""
+        """Called after partitions were assigned (and their stores restored).
+
+        It runs in the consumer's rebalance callback, outside any transaction
+        and with no current record: ``ctx.send`` and ``ctx.store`` raise
+        :class:`~eos.errors.StateError` here. Initialise state lazily in
+        ``process`` instead (``ctx.store(name).get(key, default)``); keep
+        in-memory caches of your own and fill them on a partition's first record.
+        """
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Called before partitions are taken away (committed or aborted already)."""
@@ -118,17 +125,22 @@ class Context:
         self,
         topic: str,
         value: object,
+        *,
         key: object = None,
         headers: Headers | dict[str, bytes] | None = None,
         partition: int | None = None,
     ) -> None:
         """Send a record to ``topic`` inside the current transaction.
 
+        ``ctx.send("out", value, key=record.key)``: everything after the value
+        is keyword-only, so a key can never be passed where the value goes.
         Key and value are serialized with the application's serdes (``bytes``
         passes through). The record becomes visible when the engine commits.
 
         Raises:
             SerializationError: the key or value cannot be serialized.
+            ProduceError: the producer refused the record.
+            StateError: called from ``on_assign`` (outside any transaction).
         """
         kser = self._key_serialize
         vser = self._value_serialize
@@ -147,7 +159,7 @@ class Context:
                 return
             except BufferError:
                 pass
-            except ProduceError:
+            except EosError:
                 raise
             except Exception as exc:
                 raise ProduceError(topic, exc) from exc
@@ -157,6 +169,7 @@ class Context:
         self,
         topic: str,
         value: bytes | None,
+        *,
         key: bytes | None = None,
         headers: Headers | dict[str, bytes] | None = None,
         partition: int | None = None,
@@ -164,7 +177,8 @@ class Context:
         """Send already-serialized bytes to ``topic`` inside the current transaction.
 
         For outputs whose serdes differ from the application's (the DSL's
-        ``to(topic, value_serde=...)`` uses it).
+        ``to(topic, value_serde=...)`` uses it). Same keyword-only arguments
+        and errors as :meth:`send`.
         """
         self.sends += 1
         self._emit(topic, value, key, headers, partition)
@@ -191,7 +205,7 @@ class Context:
                 if self._on_full is None:
                     raise
                 self._on_full()
-            except ProduceError:
+            except EosError:
                 raise
             except Exception as exc:
                 raise ProduceError(topic, exc) from exc
@@ -204,8 +218,58 @@ class Context:
         """
         record = self.record
         if record is None or self._stores is None:
+            if self._produce is _refuse_in_on_assign:
+                raise StateError(
+                    f"ctx.store({name!r}) is not available in on_assign: it runs in the "
+                    "rebalance callback, outside any transaction and with no current record. "
+                    f"Initialise state lazily in process() (ctx.store({name!r}).get(key, "
+                    "default)); restored stores already hold their committed contents"
+                )
             raise StateError(f"ctx.store({name!r}) is only available while processing a record")
         return self._stores(name, record.partition)
+
+    def call_on_assign(self, processor: Processor, partitions: list[TopicPartition]) -> None:
+        """Run ``processor.on_assign(partitions, self)`` with ``send`` and ``store`` refused.
+
+        The engine's rebalance listener and the TestDriver both call it, so a
+        processor that sends from ``on_assign`` fails the same way under both:
+        with a :class:`~eos.errors.StateError` saying why, not with a record
+        produced outside any transaction. The check costs nothing per record:
+        the produce function is swapped for the duration of the hook.
+        """
+        produce = self._produce
+        self._produce = _refuse_in_on_assign
+        try:
+            processor.on_assign(partitions, self)
+        finally:
+            self._produce = produce
+
+
+def _refuse_in_on_assign(topic: str, *_args: object, **_kwargs: object) -> None:
+    """The produce function while ``on_assign`` runs (see :meth:`Context.call_on_assign`)."""
+    raise StateError(
+        f"ctx.send to {topic!r} from on_assign: on_assign runs in the rebalance callback, "
+        "outside any transaction, so a record sent there could never be committed with "
+        "input offsets. Send from process() instead"
+    )
+
+
+def undeclared_store(name: str, processor_name: str, declared: Sequence[str]) -> ConfigError:
+    """The error for ``ctx.store(name)`` naming a store ``processor_name`` does not declare.
+
+    One wording for the engine and the TestDriver.
+    """
+    if not declared:
+        return ConfigError(
+            f"ctx.store({name!r}): {processor_name} declares no stores; add "
+            f"stores = [eos.Store({name!r})] to the class",
+            "stores",
+        )
+    return ConfigError(
+        f"store {name!r} is not declared in {processor_name}.stores "
+        f"(declared: {', '.join(map(repr, declared))}); add eos.Store({name!r}) to stores",
+        "stores",
+    )
 
 
 def _fast_serializer(serde: Serde) -> Callable[[object], bytes | None] | None:

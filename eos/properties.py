@@ -1,21 +1,76 @@
-"""Java ``.properties`` files: the syntax, not the meaning of the keys.
+"""Java ``.properties`` files: the syntax, and the values of eos's own keys.
 
 :func:`parse_properties` turns ``.properties`` text into a ``dict`` of strings
 the way ``java.util.Properties.load`` does; :func:`read_properties` does the
-same for a UTF-8 file. What the keys mean to eos is
-:meth:`eos.config.Config.from_mapping`'s business.
+same for a UTF-8 file. :data:`PROPERTY_FIELDS` names the
+:class:`~eos.config.Config` field behind each eos key and
+:func:`parse_property_value` converts a value for it; routing the other keys
+to the clients is :meth:`eos.config.Config.from_mapping`'s business.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Final, TypeAlias
 
 from eos.errors import ConfigError
 
-__all__ = ["parse_properties", "read_properties"]
+__all__ = [
+    "PROPERTY_FIELDS",
+    "PropertyValue",
+    "client_value",
+    "did_you_mean",
+    "parse_properties",
+    "parse_property_value",
+    "read_properties",
+    "unknown_key_hint",
+]
+
+PropertyValue: TypeAlias = str | int | float | bool
+"""A value in a properties mapping: a string from a file, or a Python value."""
+
+PROPERTY_FIELDS: Final[Mapping[str, str]] = {
+    "application.id": "application_id",
+    "bootstrap.servers": "bootstrap_servers",
+    "input.topics": "input_topics",
+    "processing.guarantee": "processing_guarantee",
+    "instance.id": "instance_id",
+    "key.serde": "key_serde",
+    "value.serde": "value_serde",
+    "commit.interval.ms": "commit_interval_ms",
+    "max.batch.records": "max_batch_records",
+    "transaction.timeout.ms": "transaction_timeout_ms",
+    "processing.error.policy": "processing_error_policy",
+    "dead.letter.topic": "dead_letter_topic",
+    "state.dir": "state_dir",
+    "shutdown.timeout.ms": "shutdown_timeout_s",
+    "bootstrap.timeout.ms": "bootstrap_timeout_ms",
+    "max.aborts.without.progress": "max_aborts_without_progress",
+    "metrics.port": "metrics_port",
+    "metrics.bind.address": "metrics_bind_address",
+}
+"""The eos keys of a properties file and the Config field each one sets."""
+
+_INT_FIELDS: Final = frozenset(
+    {
+        "commit_interval_ms",
+        "max_batch_records",
+        "transaction_timeout_ms",
+        "bootstrap_timeout_ms",
+        "max_aborts_without_progress",
+    }
+)
+# Kafka Streams (Java) settings with no eos key of that name, and what to write.
+_STREAMS_HINTS: Final[Mapping[str, str]] = {
+    "num.stream.threads": "eos runs one processing thread per instance; "
+    "run more instances with `eos run --workers N`",
+    "default.key.serde": "write key.serde",
+    "default.value.serde": "write value.serde",
+    "max.poll.records": "write max.batch.records for the records per transaction",
+}
 
 _LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
 _PROPERTY_WS: Final = " \t\f"
@@ -114,3 +169,84 @@ def read_properties(path: str | os.PathLike[str]) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read properties file {os.fspath(path)!r}: {exc}") from exc
     return parse_properties(text)
+
+
+def _parse_int(key: str, value: PropertyValue) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"invalid {key}: {value!r}; must be an integer", key=key)
+
+
+def parse_property_value(key: str, name: str, value: PropertyValue) -> object:
+    """Convert the value of eos key ``key`` for Config field ``name``.
+
+    A string is parsed as a file would spell it (integers, milliseconds,
+    comma-separated topics, empty for unset); a Python value whose type the
+    field takes (``5`` for ``commit.interval.ms``) is used as it is. The
+    Config validates the result.
+
+    Raises:
+        ConfigError: An integer setting is not an integer.
+    """
+    if name in _INT_FIELDS:
+        return _parse_int(key, value)
+    if name == "shutdown_timeout_s":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value / 1000
+        return _parse_int(key, value) / 1000
+    if not isinstance(value, str):
+        return value  # instance.id=0 and the like; the Config says what it takes
+    value = value.strip()
+    if name == "input_topics":
+        return tuple(t for t in (part.strip() for part in value.split(",")) if t)
+    if name == "metrics_port":
+        return _parse_int(key, value) if value else None
+    if name == "dead_letter_topic":
+        return value or None
+    return value
+
+
+def client_value(key: str, value: object) -> PropertyValue:
+    """A client setting's value as librdkafka takes it: strings are stripped.
+
+    Raises:
+        ConfigError: The value is not a str, int, float or bool (the message
+            names the key and the type, never the value).
+    """
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float, bool)):
+        return value
+    raise ConfigError(
+        f"invalid value for {key!r}: a {type(value).__name__}; must be a str, int, float or bool",
+        key=key,
+    )
+
+
+def unknown_key_hint(key: str, client_names: Iterable[str]) -> str:
+    """What to write instead of the unknown key ``key``: a sentence, or "".
+
+    Names the eos key of a Python field name (``commit_interval_ms``), the eos
+    replacement of a Kafka Streams setting, or the closest eos and librdkafka
+    names ("did you mean ...") from ``client_names`` and :data:`PROPERTY_FIELDS`.
+    """
+    if key in _STREAMS_HINTS:
+        return f"; {_STREAMS_HINTS[key]}"
+    fields = {f: p for p, f in PROPERTY_FIELDS.items()}
+    if key in fields:
+        return f"; in a properties file write {fields[key]}"
+    return did_you_mean(key, {*PROPERTY_FIELDS, *client_names})
+
+
+def did_you_mean(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the ``candidates`` closest to ``name``, or "".
+
+    ``prefix`` is put before each suggestion (``producer.``).
+    """
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.75)
+    return f"; did you mean {' or '.join(repr(prefix + m) for m in matches)}?" if matches else ""

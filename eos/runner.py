@@ -33,6 +33,7 @@ from eos.config import Config
 from eos.dsl import StreamBuilder
 from eos.errors import ConfigError
 from eos.processor import Processor
+from eos.properties import read_properties
 
 __all__ = ["load_application", "run", "supervise"]
 
@@ -68,7 +69,14 @@ def load_application(
     instance_id: str | None = None,
     metrics_port: int | None = None,
 ) -> Application:
-    """Build the application ``target`` names, with the CLI's overrides applied."""
+    """Build the application ``target`` names, with the CLI's overrides applied.
+
+    For an :class:`~eos.app.Application`, ``config_path`` overrides its
+    settings one by one (:meth:`~eos.config.Config.with_properties`): what
+    the file does not mention, serde objects included, stays as the
+    application set it. For a processor or a StreamBuilder the file is the
+    whole configuration.
+    """
     obj = _load_attr(target)
     overrides: dict[str, object] = {}
     if instance_id is not None:
@@ -78,8 +86,13 @@ def load_application(
     if isinstance(obj, Application):
         config = obj.config
         if config_path is not None:
-            config = Config.from_properties(config_path)
-        return Application.from_config(dataclasses.replace(config, **overrides), obj.processor)  # type: ignore[arg-type]
+            config = config.with_properties(read_properties(config_path))
+        return Application.from_config(
+            dataclasses.replace(config, **overrides),  # type: ignore[arg-type]
+            obj.processor,
+            metrics_registry=obj.metrics_registry,
+            faults=obj.faults,
+        )
     if isinstance(obj, type) and issubclass(obj, Processor):
         obj = obj()
     topics: list[str] = []
@@ -101,8 +114,6 @@ def load_application(
     text_props = Path(config_path)
     if not text_props.exists():
         raise ConfigError(f"config file {config_path} does not exist", "config")
-    from eos.properties import read_properties
-
     props = read_properties(config_path)
     if "input.topics" not in props and topics:
         props["input.topics"] = ",".join(topics)
@@ -208,6 +219,8 @@ def supervise(
     def start(index: int) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "eos.cli", "run", target, "--workers", "1"]
         cmd += ["--instance-id", f"{base_instance_id}-{index}"]
+        # Workers log at the supervisor's level (``eos --log-level debug run ... --workers N``).
+        cmd += ["--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
         if config_path is not None:
             cmd += ["--config", config_path]
         if metrics_port is not None:

@@ -29,7 +29,7 @@ class Upper(eos.Processor):
             raise TypeError(f"expected bytes, got {type(value).__name__}")
         if value.startswith(b"poison"):
             raise ValueError(f"poison record at offset {record.offset}")
-        ctx.send(self.output, value.upper(), record.key)
+        ctx.send(self.output, value.upper(), key=record.key)
 
 
 def build_app(argv: list[str] | None = None, **extra: object) -> eos.Application:

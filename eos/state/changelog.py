@@ -57,6 +57,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in its 
     OffsetSpec,
 )
 
+from eos._admin import KafkaLog
 from eos._kafka_errors import Cause, cause_of
 from eos.config import ClientValue
 from eos.errors import StateError
@@ -298,7 +299,7 @@ class ChangelogRestorer:
                 self._consumer.assign([])
             return
         if self._consumer is None:
-            self._consumer = Consumer(self._settings)
+            self._consumer = Consumer({**self._settings, "logger": KafkaLog()})
         tps = [KafkaTopicPartition(t.topic, t.partition, t.position) for t in self._active.values()]
         self._consumer.assign(tps)
         # A partition paused when an earlier restore of it finished stays paused

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from eos.config import Config
 from eos.errors import ConfigError, ProduceError, StateError
 from eos.faults import NO_FAULTS, Faults
+from eos.processor import undeclared_store
 from eos.serde import Serde
 from eos.state.base import StateStore, Store, open_backend
 from eos.state.changelog import ChangelogRestorer, RestoreTask, restore_consumer_settings
@@ -350,12 +351,7 @@ class StoreManager:
         backend = self._backends.get(key)
         if backend is None or partition in self._restoring:
             if name not in self._specs:
-                raise ConfigError(
-                    f"store {name!r} is not declared in {self._processor_name}.stores "
-                    f"(declared: {', '.join(map(repr, self._specs)) or 'none'}); add "
-                    f"eos.Store({name!r}) to stores",
-                    "stores",
-                )
+                raise undeclared_store(name, self._processor_name, list(self._specs))
             state = "still restoring" if backend is not None else "not assigned here"
             raise StateError(
                 f"store {name}[{partition}] is not usable on this instance: partition "

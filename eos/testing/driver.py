@@ -1,6 +1,6 @@
 """TestDriver: run a Processor in-process on given records, no broker.
 
-The way to unit-test a processor::
+The way to unit-test a processor (see docs/testing.md)::
 
     from eos.testing import TestDriver
 
@@ -10,14 +10,19 @@ The way to unit-test a processor::
     assert driver.output_values("order-counts-out") == ["1", "2"]
     assert driver.store("order-counts") == {"alice": 2}
 
-Each ``send`` is processed as its own transaction with the engine's rules:
-outputs and store writes of a record that raises are discarded, and the
-``processing_error_policy`` applies (``fail`` raises
-:class:`~eos.errors.ProcessingError`, ``skip`` counts it, ``dead_letter``
-records it on the dead-letter topic with the engine's headers). Stores are
-in-memory (whatever backend the processor declares), so runs are fast and
-deterministic. It proves your logic, not exactly-once: that is the engine's
-job, tested against a real broker.
+Each ``send`` is processed as its own transaction with the engine's rules,
+through the engine's own code where it has any: ``ctx`` is the engine's
+:class:`~eos.processor.Context` (its serialization, its
+:class:`~eos.errors.SerializationError` and :class:`~eos.errors.ProduceError`),
+a record that cannot be deserialized fails with the engine's
+:func:`~eos._records.decode_error`, dead letters carry
+:func:`~eos.record.dead_letter_headers`, ``on_assign`` runs through
+:meth:`~eos.processor.Context.call_on_assign`, and ``ctx.store`` of an
+undeclared store raises :func:`~eos.processor.undeclared_store`'s error.
+Outputs and store writes of a record that raises are discarded, and
+``processing_error_policy`` applies. Stores are in-memory (whatever backend
+the processor declares), so runs are fast and deterministic. It proves your
+logic, not exactly-once: that is the engine's job, tested against a real broker.
 """
 
 from __future__ import annotations
@@ -25,47 +30,92 @@ from __future__ import annotations
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from eos._processor_checks import check_processor
+from eos._records import decode_error
 from eos.config import ErrorPolicy
-from eos.errors import ConfigError, ProcessingError, SerializationError, StateError
-from eos.processor import Context, Processor
+from eos.dsl import input_topics_for, sink_serdes, source_topics
+from eos.errors import ConfigError, ProcessingError, StateError
+from eos.processor import Context, Processor, undeclared_store
 from eos.record import Headers, Record, TopicPartition, dead_letter_headers
-from eos.serde import Serde, resolve_serde
+from eos.serde import BytesSerde, Serde, deserialize_or_raise, resolve_serde, serialize_or_raise
 from eos.state.base import Store
 from eos.state.memory import MemoryStore
 from eos.state.transaction import StoreTransaction
 
-__all__ = ["Output", "TestDriver"]
+__all__ = ["DEFAULT_INPUT_TOPIC", "Output", "TestDriver"]
+
+DEFAULT_INPUT_TOPIC = "input"
+"""The input topic of a plain Processor's driver when ``input_topics`` is not given."""
+
+_BYTES = BytesSerde()
 
 
 @dataclass(frozen=True)
 class Output:
-    """One record the processor sent (key and value deserialized with the app's serdes)."""
+    """One record the processor sent, as the broker holds it.
+
+    ``key`` and ``value`` deserialize the bytes with the serdes a consumer of
+    ``topic`` would use: the DSL ``to()``'s own serdes if it named any, the
+    dead-letter topic's original bytes as they are, else the application's.
+
+    Attributes:
+        topic: Where it was sent.
+        raw_key: The key bytes (None for a null key).
+        raw_value: The value bytes (None for a tombstone).
+        headers: The headers it was sent with.
+        partition: The partition it was sent to explicitly, else None.
+    """
 
     topic: str
-    key: object
-    value: object
-    headers: Headers | None
-    partition: int | None
     raw_key: bytes | None
     raw_value: bytes | None
+    headers: Headers | None
+    partition: int | None
+    key_serde: Serde = field(repr=False, compare=False)
+    value_serde: Serde = field(repr=False, compare=False)
+
+    @property
+    def key(self) -> object:
+        """The deserialized key. Raises SerializationError if the serde refuses it."""
+        return deserialize_or_raise(self.key_serde, self.raw_key, part="key", topic=self.topic)
+
+    @property
+    def value(self) -> object:
+        """The deserialized value. Raises SerializationError if the serde refuses it."""
+        return deserialize_or_raise(
+            self.value_serde, self.raw_value, part="value", topic=self.topic
+        )
 
 
 class TestDriver:
     """Feed records to a processor in-process; inspect outputs and stores.
 
+    Lifecycle: the constructor checks the processor as the ``Application``
+    does and calls ``on_assign`` with every partition of every input topic;
+    each ``send``/``send_raw`` processes one record as one transaction;
+    :meth:`close` calls ``on_revoke`` and ``close``. Single-threaded.
+
     Args:
         processor: The processor under test.
-        input_topic: Topic name the fed records come from.
-        partitions: Partition count of the input (stores are per partition).
+        input_topics: The topics the processor reads, as the application's
+            ``input_topics``; records of any other topic are refused. For a
+            DSL processor, its source topics (the default; other topics are a
+            ConfigError, as in the Application); for any other processor,
+            ``["input"]`` by default. ``send`` uses the first one unless told.
+        input_topic: The older spelling of ``input_topics=[input_topic]``.
+        partitions: Partition count of each input topic (stores are per partition).
         key_serde: The application's key serde (input and output).
         value_serde: The application's value serde.
         processing_error_policy: ``fail``, ``skip`` or ``dead_letter``.
         dead_letter_topic: Where ``dead_letter`` sends failing records.
         application_id: Seen by the processor as ``ctx.application_id``.
+
+    Raises:
+        ConfigError: The processor cannot work (the Application's checks), the
+            input topics do not match a DSL topology, or a setting is invalid.
     """
 
     __test__ = False  # not a pytest test class
@@ -74,7 +124,8 @@ class TestDriver:
         self,
         processor: Processor,
         *,
-        input_topic: str = "input",
+        input_topics: Sequence[str] | str | None = None,
+        input_topic: str | None = None,
         partitions: int = 1,
         key_serde: str | Serde = "bytes",
         value_serde: str | Serde = "bytes",
@@ -83,16 +134,38 @@ class TestDriver:
         application_id: str = "test-driver",
     ) -> None:
         check_processor(processor)
+        if processing_error_policy not in ("fail", "skip", "dead_letter"):
+            raise ConfigError(
+                f"processing_error_policy={processing_error_policy!r}: must be 'fail', 'skip' "
+                "or 'dead_letter'",
+                "processing_error_policy",
+            )
         if processing_error_policy == "dead_letter" and not dead_letter_topic:
             raise ConfigError("dead_letter policy needs dead_letter_topic", "dead_letter_topic")
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ConfigError(f"partitions={partitions!r}: must be an int >= 1", "partitions")
+        if input_topic is not None:
+            if input_topics is not None:
+                raise ConfigError("pass input_topics or input_topic, not both", "input_topics")
+            input_topics = (input_topic,)
+        if input_topics is None and source_topics(processor) is None:
+            input_topics = (DEFAULT_INPUT_TOPIC,)
         self.processor = processor
-        self.input_topic = input_topic
+        self.input_topics = input_topics_for(processor, input_topics)
+        if not self.input_topics:
+            raise ConfigError("input_topics must name at least one topic", "input_topics")
         self.partitions = partitions
         self.policy = processing_error_policy
         self.dead_letter_topic = dead_letter_topic
         self.application_id = application_id
         self._key_serde = resolve_serde(key_serde, what="key_serde")
         self._value_serde = resolve_serde(value_serde, what="value_serde")
+        self._output_serdes: dict[str, tuple[Serde, Serde]] = {
+            topic: (k or self._key_serde, v or self._value_serde)
+            for topic, (k, v) in sink_serdes(processor).items()
+        }
+        if dead_letter_topic:
+            self._output_serdes[dead_letter_topic] = (_BYTES, _BYTES)
         self._outputs: dict[str, list[Output]] = defaultdict(list)
         self._pending: list[Output] = []
         self._offsets: dict[tuple[str, int], int] = defaultdict(int)
@@ -100,7 +173,7 @@ class TestDriver:
         self._backends: dict[tuple[str, int], MemoryStore] = {}
         self._txns: dict[tuple[str, int], StoreTransaction] = {}
         self._changelog_offsets: dict[tuple[str, int], int] = defaultdict(int)
-        self.errors: list[ProcessingError | SerializationError] = []
+        self.errors: list[ProcessingError] = []
         self.skipped = 0
         self.ctx = Context(
             application_id=application_id,
@@ -112,26 +185,45 @@ class TestDriver:
         for partition in range(partitions):
             for name in self._specs:
                 self._backends[(name, partition)] = MemoryStore(name, partition)
-        self.processor.on_assign(
-            [TopicPartition(input_topic, p) for p in range(partitions)], self.ctx
-        )
+        self.ctx.call_on_assign(self.processor, self._assigned())
 
     # ------------------------------------------------------------------ feeding
 
     def send(
         self,
         value: object,
-        key: object = None,
         *,
+        key: object = None,
         topic: str | None = None,
         partition: int | None = None,
         timestamp: int | None = None,
         headers: Headers | None = None,
     ) -> None:
-        """Process one record (serialized, then deserialized, as from Kafka)."""
+        """Process one record: ``value`` and ``key`` are serialized with the
+        application's serdes, then deserialized, as they would come from Kafka.
+
+        Args:
+            value: The record's value.
+            key: The record's key (keyword-only, as in ``ctx.send``).
+            topic: One of the input topics (default: the first).
+            partition: The input partition (default: from the key's hash, as
+                librdkafka's default partitioner places it; 0 for a null key).
+            timestamp: Milliseconds since the epoch (default: now).
+            headers: The record's headers.
+
+        Raises:
+            ConfigError: ``topic`` is not an input topic, ``partition`` out of range,
+                or the processor made a programming error (an undeclared store).
+            StateError: The processor used ``ctx`` where it may not.
+            SerializationError: ``key`` or ``value`` cannot be serialized.
+            ProcessingError: Policy ``fail`` and the record failed.
+        """
+        topic = self._input_topic(topic)
+        raw_value = serialize_or_raise(self._value_serde, value, part="value", topic=topic)
+        raw_key = serialize_or_raise(self._key_serde, key, part="key", topic=topic)
         self.send_raw(
-            self._value_serde.serialize(value),
-            self._key_serde.serialize(key),
+            raw_value,
+            key=raw_key,
             topic=topic,
             partition=partition,
             timestamp=timestamp,
@@ -140,52 +232,75 @@ class TestDriver:
 
     def send_raw(
         self,
-        raw_value: bytes | None,
-        raw_key: bytes | None = None,
+        value: bytes | None,
         *,
+        key: bytes | None = None,
         topic: str | None = None,
         partition: int | None = None,
         timestamp: int | None = None,
         headers: Headers | None = None,
     ) -> None:
-        """Process one record given as the bytes Kafka holds (e.g. malformed JSON): the
-        application's serdes deserialize it and ``processing_error_policy`` applies."""
-        topic = topic or self.input_topic
+        """Process one record given as the bytes Kafka holds (e.g. malformed JSON).
+
+        The application's serdes deserialize it; a failure is the engine's
+        SerializationError and ``processing_error_policy`` applies to it.
+        Arguments and errors as :meth:`send`.
+        """
+        topic = self._input_topic(topic)
         if partition is None:
-            partition = zlib.crc32(raw_key or b"") % self.partitions if raw_key else 0
+            partition = zlib.crc32(key) % self.partitions if key else 0
+        elif not 0 <= partition < self.partitions:
+            raise ConfigError(
+                f"partition {partition} of {topic!r} does not exist: the driver has "
+                f"partitions=0..{self.partitions - 1}",
+                "partitions",
+            )
         offset = self._offsets[(topic, partition)]
         self._offsets[(topic, partition)] = offset + 1
         ts = timestamp if timestamp is not None else int(time.time() * 1000)
         self._pending = []
+        kdes = self._key_serde.deserialize
         try:
             record = Record(
-                self._key_serde.deserialize(raw_key),
-                self._value_serde.deserialize(raw_value),
+                kdes(key),
+                self._value_serde.deserialize(value),
                 topic,
                 partition,
                 offset,
                 ts,
                 headers,
             )
-            self.ctx.record = record
-            self.processor.process(record, self.ctx)
-        except (ConfigError, StateError):
-            # A programming error (an undeclared store), not a bad record: as in
-            # the engine, no policy applies.
-            self._abort()
-            raise
         except Exception as exc:
+            # As the engine: the policy applies; process() never sees the record.
+            error = decode_error(exc, key, kdes, topic)
+            self._apply_policy(error, topic, partition, offset, key, value, headers)
+            return
+        ctx = self.ctx
+        ctx.record = record
+        try:
+            self.processor.process(record, ctx)
+        except BaseException as exc:
             self._abort()
-            self._apply_policy(exc, topic, partition, offset, raw_key, raw_value, headers)
+            if isinstance(exc, (ConfigError, StateError)) or not isinstance(exc, Exception):
+                # A programming error (an undeclared store) or an exit, not a bad
+                # record: as in the engine, no policy applies.
+                raise
+            self._apply_policy(exc, topic, partition, offset, key, value, headers)
             return
         finally:
-            self.ctx.record = None
+            ctx.record = None
         self._commit()
 
-    def send_many(self, records: Iterable[tuple[object, object]]) -> None:
-        """``send(value, key)`` for each ``(key, value)`` pair."""
+    def send_many(
+        self, records: Iterable[tuple[object, object]], *, topic: str | None = None
+    ) -> None:
+        """``send(value, key=key, topic=topic)`` for each ``(key, value)`` pair, in order.
+
+        Pairs are ``(key, value)``, the order :meth:`output_pairs` returns, so
+        one driver's output pairs can be fed to the next.
+        """
         for key, value in records:
-            self.send(value, key)
+            self.send(value, key=key, topic=topic)
 
     # ------------------------------------------------------------------ results
 
@@ -218,28 +333,44 @@ class TestDriver:
         return contents
 
     def close(self) -> None:
-        """Revoke all partitions and close the processor."""
-        self.processor.on_revoke(
-            [TopicPartition(self.input_topic, p) for p in range(self.partitions)]
-        )
+        """Revoke all partitions (``on_revoke``) and close the processor."""
+        self.processor.on_revoke(self._assigned())
         self.processor.close()
 
     # ------------------------------------------------------------------ internals
 
+    def _assigned(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t in self.input_topics for p in range(self.partitions)]
+
+    def _input_topic(self, topic: str | None) -> str:
+        if topic is None:
+            return self.input_topics[0]
+        if topic not in self.input_topics:
+            raise ConfigError(
+                f"{type(self.processor).__name__} does not read topic {topic!r}: the driver's "
+                f"input topics are {list(self.input_topics)} (the application's input_topics); "
+                "pass input_topics=[...] to the TestDriver to add it",
+                "input_topics",
+            )
+        return topic
+
     def _produce(self, topic: str, value: object, key: object, **kwargs: object) -> None:
+        """What the engine's producer does with ``ctx.send``'s bytes: accept bytes,
+        str (UTF-8) and None, refuse anything else with a TypeError."""
         headers = kwargs.get("headers")
         partition = kwargs.get("partition")
-        raw_key = key if isinstance(key, bytes) or key is None else str(key).encode()
-        raw_value = value if isinstance(value, bytes) or value is None else str(value).encode()
+        key_serde, value_serde = self._output_serdes.get(
+            topic, (self._key_serde, self._value_serde)
+        )
         self._pending.append(
             Output(
                 topic,
-                self._key_serde.deserialize(raw_key),
-                self._value_serde.deserialize(raw_value),
-                headers,  # type: ignore[arg-type]
+                _as_bytes(key),
+                _as_bytes(value),
+                list(headers.items()) if isinstance(headers, dict) else headers,  # type: ignore[arg-type]
                 partition,  # type: ignore[arg-type]
-                raw_key,
-                raw_value,
+                key_serde,
+                value_serde,
             )
         )
 
@@ -249,12 +380,7 @@ class TestDriver:
             return txn
         spec = self._specs.get(name)
         if spec is None:
-            raise ConfigError(
-                f"store {name!r} is not declared in {type(self.processor).__name__}.stores "
-                f"(declared: {', '.join(map(repr, self._specs)) or 'none'}); add "
-                f"eos.Store({name!r}) to stores",
-                "stores",
-            )
+            raise undeclared_store(name, type(self.processor).__name__, list(self._specs))
         key_serde, value_serde = spec.serdes()
 
         def changelog(key: bytes, value: bytes | None) -> None:
@@ -296,6 +422,7 @@ class TestDriver:
         raw_value: bytes | None,
         headers: Headers | None,
     ) -> None:
+        """As :meth:`eos._records.RecordFailures.apply_policy`, without Kafka."""
         error = ProcessingError(topic=topic, partition=partition, offset=offset, cause=exc)
         self.errors.append(error)
         if self.policy == "fail":
@@ -308,8 +435,17 @@ class TestDriver:
             exc, topic, partition, offset, self.application_id, headers
         )
         self._outputs[dlq].append(
-            Output(dlq, raw_key, raw_value, dlq_headers, None, raw_key, raw_value)
+            Output(dlq, raw_key, raw_value, dlq_headers, None, _BYTES, _BYTES)
         )
+
+
+def _as_bytes(data: object) -> bytes | None:
+    """confluent-kafka's ``produce`` rules for a key or value."""
+    if data is None or isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'")
 
 
 def _hashable(value: object) -> object:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 
 from eos.errors import AbortableTransactionError
@@ -26,6 +27,7 @@ __all__ = [
     "CrashAfterKafkaCommit",
     "CrashBeforeCommit",
     "FailCommits",
+    "HangingClose",
     "SlowCommits",
     "SlowRestore",
 ]
@@ -101,6 +103,24 @@ class SlowRestore(Faults):
         time.sleep(self.seconds)
 
 
+class HangingClose(Faults):
+    """The close of ``client`` (``"consumer"`` or ``"producer"``) never returns (until
+    :meth:`release`), as librdkafka's can after a broker bounce."""
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+        self.hung = threading.Event()
+        self._release = threading.Event()
+
+    def closing(self, client: str) -> None:
+        if client == self.client:
+            self.hung.set()
+            self._release.wait()
+
+    def release(self) -> None:
+        self._release.set()
+
+
 class Combined(Faults):
     """Several hooks at once: each call goes to every part."""
 
@@ -118,3 +138,7 @@ class Combined(Faults):
     def restore_chunk(self, store: str, partition: int, records: int) -> None:
         for part in self.parts:
             part.restore_chunk(store, partition, records)
+
+    def closing(self, client: str) -> None:
+        for part in self.parts:
+            part.closing(client)

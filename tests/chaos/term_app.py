@@ -19,4 +19,4 @@ class Forward(eos.Processor):
     """Sends each record's value, upper-cased, to ``<its topic>-out``."""
 
     def process(self, record: eos.Record, ctx: eos.Context) -> None:
-        ctx.send(f"{record.topic}-out", record.value.upper(), record.key)  # type: ignore[union-attr]
+        ctx.send(f"{record.topic}-out", record.value.upper(), key=record.key)  # type: ignore[union-attr]

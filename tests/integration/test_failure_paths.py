@@ -147,7 +147,7 @@ class Remember(eos.Processor):
 
     def process(self, record: eos.Record, ctx: eos.Context) -> None:
         ctx.store("last")[record.key] = record.value
-        ctx.send(self.output, record.value.upper(), record.key)
+        ctx.send(self.output, record.value.upper(), key=record.key)
 
 
 def test_changelog_record_over_its_topic_limit_is_blamed_on_its_record(
@@ -363,7 +363,7 @@ class DynamicStore(eos.Processor):
         self.output = output
 
     def process(self, record: eos.Record, ctx: eos.Context) -> None:
-        ctx.send(self.output, record.value, record.key)
+        ctx.send(self.output, record.value, key=record.key)
         ctx.store(record.value)[record.key] = 1
 
 

@@ -22,7 +22,7 @@ class Upper(eos.Processor):
         self.output = output
 
     def process(self, record: eos.Record, ctx: eos.Context) -> None:
-        ctx.send(self.output, record.value.upper(), record.key)  # type: ignore[union-attr]
+        ctx.send(self.output, record.value.upper(), key=record.key)  # type: ignore[union-attr]
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -25,7 +25,7 @@ class Fixed(Upper):  # type: ignore[misc, valid-type]
     """The repaired processor: upper-cases poison records too."""
 
     def process(self, record: eos.Record, ctx: eos.Context) -> None:
-        ctx.send(self.output, record.value.upper(), record.key)
+        ctx.send(self.output, record.value.upper(), key=record.key)
 
 
 class SendThenFail(Upper):  # type: ignore[misc, valid-type]
@@ -33,9 +33,9 @@ class SendThenFail(Upper):  # type: ignore[misc, valid-type]
 
     def process(self, record: eos.Record, ctx: eos.Context) -> None:
         if record.value.startswith(b"poison"):
-            ctx.send(self.output, b"PARTIAL-" + record.value, record.key)
+            ctx.send(self.output, b"PARTIAL-" + record.value, key=record.key)
             raise ValueError(f"failed after sending, offset {record.offset}")
-        ctx.send(self.output, record.value.upper(), record.key)
+        ctx.send(self.output, record.value.upper(), key=record.key)
 
 
 def test_fail_policy_raises_hides_the_batch_and_a_fixed_restart_is_exactly_once(

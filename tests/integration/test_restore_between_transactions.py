@@ -34,7 +34,7 @@ class Count(eos.Processor):
         counts = ctx.store("counts")
         n = counts.get(record.key, 0) + 1  # type: ignore[operator]
         counts[record.key] = n
-        ctx.send(self.output, str(n), record.key)
+        ctx.send(self.output, str(n), key=record.key)
 
 
 class Feeder:

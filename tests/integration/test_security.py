@@ -83,7 +83,7 @@ class Count(eos.Processor):
         counts = ctx.store("counts")
         n = counts.get(record.key, 0) + 1  # type: ignore[operator]
         counts[record.key] = n
-        ctx.send(self.output, str(n), record.key)
+        ctx.send(self.output, str(n), key=record.key)
 
 
 def _app(
@@ -302,7 +302,7 @@ def test_the_password_never_appears_in_anything_the_app_writes(secured, tmp_path
         "import eos\n"
         "class Copy(eos.Processor):\n"
         "    def process(self, record, ctx):\n"
-        f"        ctx.send({sink!r}, record.value, record.key)\n"
+        f"        ctx.send({sink!r}, record.value, key=record.key)\n"
     )
     written = b""
     for password in (PASSWORD_MARK, PASSWORD_MARK + "-wrong"):

@@ -159,7 +159,10 @@ def test_secrets_never_in_repr_or_str() -> None:
     """Secret client settings are masked in repr and str; other settings are shown."""
     config = make(
         producer_config={"sasl.password": "hunter2", "linger.ms": 7},
-        consumer_config={"sasl.jaas.config": "user pass=hunter2", "ssl.key.pem": "PRIVATE"},
+        consumer_config={
+            "sasl.oauthbearer.client.secret": "hunter2",
+            "ssl.key.pem": "PRIVATE",
+        },
     )
     for text in (repr(config), str(config)):
         assert "hunter2" not in text

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 import eos
+from eos.dsl import input_topics_for, source_topics
 from eos.testing import TestDriver
 
 
 def _driver(builder: eos.StreamBuilder, **kwargs: object) -> TestDriver:
     return TestDriver(
         builder.build(),
-        input_topic="in",
+        input_topics="in",
         key_serde="string",
         value_serde="string",
         **kwargs,  # type: ignore[arg-type]
@@ -94,7 +95,7 @@ def test_dsl_calls_a_processor() -> None:
         def process(self, record: eos.Record, ctx: eos.Context) -> None:
             seen = ctx.store("seen")
             seen[record.key] = True
-            ctx.send("tagged", f"{record.value}!", record.key)
+            ctx.send("tagged", f"{record.value}!", key=record.key)
 
     builder = eos.StreamBuilder()
     builder.stream("in").map_values(str.upper).process(Tag())
@@ -115,7 +116,122 @@ def test_to_with_one_serde_uses_the_application_serde_for_the_other() -> None:
     """to(topic, key_serde=...) still serializes the value with the application's serde."""
     builder = eos.StreamBuilder()
     builder.stream("in").to("out", key_serde="string")
-    driver = TestDriver(builder.build(), input_topic="in", key_serde="string", value_serde="json")
+    driver = TestDriver(builder.build(), input_topics="in", key_serde="string", value_serde="json")
     driver.send("hello", key="k")
     driver.send({"a": 1}, key="k")
     assert [o.raw_value for o in driver.outputs("out")] == [b'"hello"', b'{"a":1}']
+
+
+# -- source topics are the input topics (issue 12, item 2) ---------------------------
+
+
+def _orders() -> eos.StreamBuilder:
+    builder = eos.StreamBuilder()
+    builder.stream("orders").to("out")
+    builder.stream("returns").to("out")
+    return builder
+
+
+def test_input_topics_default_to_the_topologys_sources() -> None:
+    """An application of a DSL processor may leave input_topics out: they are its sources."""
+    processor = _orders().build()
+    assert input_topics_for(processor, None) == ("orders", "returns")
+    assert input_topics_for(processor, ["returns", "orders"]) == ("returns", "orders")
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        (["order"], r"\['order'\] not read by any builder.stream"),
+        ("orders", r"\['returns'\] read by builder.stream\(\) but not consumed"),
+        (["orders", "returns", "extra"], r"\['extra'\] not read"),
+    ],
+)
+def test_input_topics_that_differ_from_the_sources_are_a_config_error(
+    given: list[str] | str, problem: str
+) -> None:
+    """A topic not in the topology (its records would be dropped and committed) or a
+    source not consumed is refused, for the Application and the TestDriver alike."""
+    processor = _orders().build()
+    with pytest.raises(eos.ConfigError, match=problem) as info:
+        input_topics_for(processor, given)
+    assert info.value.key == "input_topics"
+    with pytest.raises(eos.ConfigError, match=problem):
+        TestDriver(processor, input_topics=given)
+
+
+def test_a_plain_processor_needs_input_topics() -> None:
+    """Only a DSL processor knows its topics; any other needs them named."""
+
+    class Plain(eos.Processor):
+        def process(self, record: eos.Record, ctx: eos.Context) -> None:
+            pass
+
+    assert source_topics(Plain()) is None
+    assert input_topics_for(Plain(), "a") == ("a",)
+    with pytest.raises(eos.ConfigError, match="input_topics is required for Plain"):
+        input_topics_for(Plain(), None)
+
+
+def test_a_record_of_an_unknown_topic_stops_the_topology_instead_of_being_dropped() -> None:
+    """The compiled processor raises ConfigError (a programming error, never skipped) for a
+    record of a topic it has no stream() of, so its offset is never committed as processed."""
+    processor = _orders().build()
+    ctx = eos.Context(
+        application_id="t",
+        produce=lambda *a, **k: None,
+        key_serde=eos.BytesSerde(),
+        value_serde=eos.BytesSerde(),
+    )
+    record = eos.Record(b"k", b"v", "order", 0, 0, 0)
+    with pytest.raises(eos.ConfigError, match="topic 'order' reached a DSL topology"):
+        processor.process(record, ctx)
+
+
+# -- per-sink serdes (issue 12, item c) ---------------------------------------------
+
+
+def test_outputs_are_read_back_with_the_sinks_own_serde() -> None:
+    """driver.outputs() of a to(topic, value_serde=...) deserialize with that serde, as a
+    consumer of the topic would, not with the application's."""
+    builder = eos.StreamBuilder()
+    builder.stream("in").group_by_key().count(store="n").to_stream().to(
+        "counts", value_serde="json"
+    )
+    driver = _driver(builder)
+    driver.send("x", key="a")
+    driver.send("y", key="a")
+    assert driver.output_pairs("counts") == [("a", 1), ("a", 2)]
+    assert [o.raw_value for o in driver.outputs("counts")] == [b"1", b"2"]
+
+
+def test_a_sink_serde_that_refuses_the_value_is_a_serialization_error() -> None:
+    """A count sent to(..., value_serde="string") fails as ctx.send would: SerializationError
+    naming the part and the topic, under the policy (dead letter says SerializationError)."""
+    builder = eos.StreamBuilder()
+    builder.stream("in").group_by_key().count(store="n").to_stream().to(
+        "counts", value_serde="string"
+    )
+    failing = _driver(builder)
+    with pytest.raises(eos.ProcessingError) as info:
+        failing.send("x", key="a")
+    cause = info.value.cause
+    assert isinstance(cause, eos.SerializationError)
+    assert (cause.part, cause.operation, cause.topic) == ("value", "serialize", "counts")
+    assert failing.store("n") == {}
+
+    dlq = _driver(builder, processing_error_policy="dead_letter", dead_letter_topic="dlq")
+    dlq.send("x", key="a")
+    [letter] = dlq.outputs("dlq")
+    assert dict(letter.headers or [])["eos.error.type"] == b"SerializationError"
+    assert dlq.outputs("counts") == []
+
+
+def test_one_topic_with_two_different_sink_serdes_is_a_config_error() -> None:
+    """Two to() of one topic must agree on its serdes: a topic holds one format."""
+    builder = eos.StreamBuilder()
+    stream = builder.stream("in")
+    stream.to("out", value_serde="json")
+    stream.to("out", value_serde="json")
+    with pytest.raises(eos.ConfigError, match="to\\('out'\\) is used twice"):
+        stream.to("out")

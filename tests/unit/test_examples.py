@@ -95,7 +95,7 @@ def test_word_count_counts_every_word_through_the_repartition_topic() -> None:
     lines += ["The the THE, the.", None]  # case and punctuation; a null line has no words
     driver = TestDriver(
         word_count.build("lines", "words", "counts").build(),
-        input_topic="lines",
+        input_topics=["lines", "words"],
         partitions=4,
         key_serde="string",
         value_serde="string",
@@ -132,7 +132,7 @@ def test_word_count_cannot_count_lines_without_the_repartition_step() -> None:
 def _run_bank(records: list[tuple[str, str]]) -> TestDriver:
     driver = TestDriver(
         bank_transfers.BankTransfers("transfers", "credits", "balances"),
-        input_topic="transfers",
+        input_topics=["transfers", "credits"],
         partitions=4,
         key_serde="string",
         value_serde=_BytesOrJson(),
@@ -205,7 +205,7 @@ def test_dead_letter_sends_malformed_orders_to_the_dlq_with_headers() -> None:
     the DLQ as their original bytes with eos.error.* and eos.source.* headers."""
     driver = TestDriver(
         dead_letter.ValidateOrders("valid"),
-        input_topic="orders",
+        input_topics="orders",
         key_serde="string",
         value_serde=_BytesOrJson(),
         processing_error_policy="dead_letter",

@@ -86,9 +86,13 @@ def test_error_tree() -> None:
 
 
 def test_context_send_signature() -> None:
-    """ctx.send(topic, value, key=None, headers=None, partition=None)."""
-    params = list(inspect.signature(eos.Context.send).parameters)
-    assert params == ["self", "topic", "value", "key", "headers", "partition"]
+    """ctx.send(topic, value, *, key=None, headers=None, partition=None): a key can never be
+    passed where the value goes (same for send_raw)."""
+    for method in (eos.Context.send, eos.Context.send_raw):
+        params = inspect.signature(method).parameters
+        assert list(params) == ["self", "topic", "value", "key", "headers", "partition"]
+        keyword_only = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+        assert keyword_only == ["key", "headers", "partition"]
 
 
 def test_record_fields() -> None:
