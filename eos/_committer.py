@@ -63,6 +63,7 @@ from eos.errors import (
 )
 from eos.faults import Faults
 from eos.stats import EngineStats
+from eos.transaction import ProducerStuckError
 
 if TYPE_CHECKING:
     from eos.processor import Context
@@ -388,6 +389,7 @@ class Committer:
         error = exc.kafka_error
         cause = cause_of(error) if isinstance(error, KafkaError) else None
         timed_out = cause is Cause.FENCED and age >= timeout_s
+        stuck = isinstance(exc, ProducerStuckError)
         recoverable = (
             self.guarantee.transactional
             and isinstance(error, KafkaError)
@@ -406,6 +408,13 @@ class Committer:
                     self.config.transaction_timeout_ms,
                     exc,
                 )
+            elif stuck:
+                log.warning(
+                    "%s (librdkafka#5456: its group coordinator is gone or unreachable); "
+                    "starting a new producer with the same transactional.id, which fences "
+                    "the stuck one, and redoing the batch",
+                    exc,
+                )
             else:
                 log.warning(
                     "the producer failed fatally (%s) without being fenced by another "
@@ -413,11 +422,17 @@ class Committer:
                     "redoing the batch",
                     exc,
                 )
-            kind = "transaction_timeout" if timed_out else "producer_failed"
+            kind = (
+                "transaction_timeout"
+                if timed_out
+                else "producer_stuck"
+                if stuck
+                else "producer_failed"
+            )
             self.stats.record_abort(kind)
             self._drop_batch(unprocessed)
             self.guarantee.renew()
-            self.budget.aborted(f"{kind}: {exc}", counted=not timed_out)
+            self.budget.aborted(f"{kind}: {exc}", counted=not (timed_out or stuck))
             self.stats.consecutive_aborts = self.budget.consecutive
             return
         self.failed = True

@@ -42,6 +42,7 @@ from eos.errors import (
     FatalTransactionError,
     ProducerFencedError,
 )
+from eos.faults import NO_FAULTS, Faults
 from eos.transaction import STEP_S, TransactionalProducer, classify
 
 __all__ = ["AtLeastOnce", "AtMostOnce", "ExactlyOnce", "Guarantee", "for_config"]
@@ -191,8 +192,9 @@ class ExactlyOnce(Guarantee):
     name = "exactly_once_v2"
     transactional = True
 
-    def __init__(self, config: Config, stop: StopSignal) -> None:
+    def __init__(self, config: Config, stop: StopSignal, faults: Faults = NO_FAULTS) -> None:
         super().__init__(config, stop, config.producer_settings())
+        self.faults = faults
         self._txn: TransactionalProducer | None = None
 
     @property
@@ -218,7 +220,7 @@ class ExactlyOnce(Guarantee):
         """Create the producer and ``init_transactions()`` (fences older incarnations)."""
         super().start()
         self._txn = TransactionalProducer(
-            self.producer, self.config.transaction_timeout_ms / 1000.0, self.stop
+            self.producer, self.config.transaction_timeout_ms / 1000.0, self.stop, self.faults
         )
         self._txn.init()
 
@@ -249,7 +251,7 @@ class ExactlyOnce(Guarantee):
             _purge(old)
         self._producer = self._new_producer()
         self._txn = TransactionalProducer(
-            self._producer, self.config.transaction_timeout_ms / 1000.0, self.stop
+            self._producer, self.config.transaction_timeout_ms / 1000.0, self.stop, self.faults
         )
         log.info("renewing the transactional producer (init_transactions bumps the epoch)")
         self._txn.init()
@@ -372,10 +374,12 @@ class AtMostOnce(_Delivering):
             self.failures.clear()
 
 
-def for_config(config: Config, stop: StopSignal, *, with_stores: bool) -> Guarantee:
+def for_config(
+    config: Config, stop: StopSignal, *, with_stores: bool, faults: Faults = NO_FAULTS
+) -> Guarantee:
     """The guarantee ``config.processing_guarantee`` names."""
     if config.processing_guarantee == "exactly_once_v2":
-        return ExactlyOnce(config, stop)
+        return ExactlyOnce(config, stop, faults)
     if config.processing_guarantee == "at_least_once":
         return AtLeastOnce(config, stop, with_stores=with_stores)
     return AtMostOnce(config, stop, with_stores=with_stores)

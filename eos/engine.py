@@ -121,7 +121,7 @@ class Engine:
         self.assignment = Assignment()
         self.poison = Poison()
         self.guarantee: Guarantee = for_config(
-            config, self.stop_signal, with_stores=bool(processor.stores)
+            config, self.stop_signal, with_stores=bool(processor.stores), faults=self.faults
         )
         self.outputs = Outputs(
             self.guarantee,

@@ -37,6 +37,11 @@ class Faults:
     def restore_chunk(self, store: str, partition: int, records: int) -> None:
         """Called after each chunk of changelog records a restore applied."""
 
+    def sending_offsets(self) -> None:
+        """Called on the helper thread that is about to call
+        ``send_offsets_to_transaction``; block here to simulate a call librdkafka
+        never returns from."""
+
     def closing(self, client: str) -> None:
         """Called at shutdown on the thread that is about to close ``client``
         (``"consumer"`` or ``"producer"``); block here to simulate a close that

@@ -64,6 +64,7 @@ ABORT_REASONS: Final = (
     "partitions_lost",
     "transaction_timeout",
     "producer_failed",
+    "producer_stuck",
     "consumer_failed",
     "config_error",
     "run_failed",

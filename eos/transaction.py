@@ -29,6 +29,7 @@ A retriable commit is never answered by an abort: librdkafka refuses
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -44,8 +45,9 @@ from eos.errors import (
     TransactionError,
     TransactionOutcomeUnknownError,
 )
+from eos.faults import NO_FAULTS, Faults
 
-__all__ = ["STEP_S", "TransactionalProducer", "classify"]
+__all__ = ["STEP_S", "ProducerStuckError", "TransactionalProducer", "classify"]
 
 log = logging.getLogger("eos.transaction")
 
@@ -64,6 +66,22 @@ STEP_S = 1.0
 _RETRY_BACKOFF_S = 0.05
 _RETRY_BACKOFF_MAX_S = 1.0
 _WARN_EVERY_S = 10.0
+STUCK_GRACE_S = 5.0
+"""How long ``send_offsets_to_transaction`` may overrun its own timeout before the
+producer is given up as stuck (see :class:`ProducerStuckError`)."""
+
+
+class ProducerStuckError(FatalTransactionError):
+    """``send_offsets_to_transaction`` did not return within its timeout.
+
+    librdkafka can block in it forever when the group coordinator's broker went
+    away (its coordinator request timeout is never checked, librdkafka#5456,
+    #5511). No other transactional call may run on that producer meanwhile, so
+    the only way on is a new producer with the same ``transactional.id``: its
+    ``init_transactions`` bumps the epoch, which fences the stuck one and aborts
+    its transaction. Treated like an outage (the batch is redone, the abort is
+    not counted towards ``max_aborts_without_progress``).
+    """
 
 
 def classify(exc: KafkaException, what: str) -> TransactionError:
@@ -116,10 +134,13 @@ class TransactionalProducer:
         stop: The application's stop request.
     """
 
-    def __init__(self, producer: Producer, timeout_s: float, stop: StopSignal) -> None:
+    def __init__(
+        self, producer: Producer, timeout_s: float, stop: StopSignal, faults: Faults = NO_FAULTS
+    ) -> None:
         self.producer = producer
         self.timeout_s = timeout_s
         self.stop = stop
+        self.faults = faults
         self.open = False
         self.dead = False
         self.began_at = 0.0
@@ -162,7 +183,7 @@ class TransactionalProducer:
         backoff = _RETRY_BACKOFF_S
         while True:
             try:
-                self.producer.send_offsets_to_transaction(
+                self._send_offsets_once(
                     offsets, metadata, max(0.1, min(self.timeout_s, deadline - time.monotonic()))
                 )
                 return
@@ -178,6 +199,53 @@ class TransactionalProducer:
                 log.debug("%s: retrying after %s", what, error)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, _RETRY_BACKOFF_MAX_S)
+
+    def _send_offsets_once(
+        self, offsets: list[KafkaTopicPartition], metadata: object, timeout_s: float
+    ) -> None:
+        """One ``send_offsets_to_transaction`` call, watched from this thread.
+
+        The call runs on a helper thread, so a call that librdkafka never
+        returns from neither blocks the processing thread past ``timeout_s`` +
+        :data:`STUCK_GRACE_S` nor keeps signal handlers from running.
+
+        Raises:
+            KafkaException: What the call raised.
+            ProducerStuckError: It did not return in time; the producer is dead.
+        """
+        outcome: list[BaseException | None] = []
+        done = threading.Event()
+        producer = self.producer
+        faults = self.faults
+
+        def call() -> None:
+            try:
+                faults.sending_offsets()
+                producer.send_offsets_to_transaction(offsets, metadata, timeout_s)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the waiting thread
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="eos-send-offsets", daemon=True).start()
+        limit = time.monotonic() + timeout_s + STUCK_GRACE_S
+        while not done.wait(min(STEP_S, max(0.0, limit - time.monotonic()))):
+            if time.monotonic() >= limit or self.stop.overdue():
+                self.dead = True
+                error = KafkaError(
+                    KafkaError._TIMED_OUT,
+                    f"send_offsets_to_transaction did not return within {timeout_s:.0f}s "
+                    f"(+{STUCK_GRACE_S:.0f}s)",
+                    fatal=True,
+                )
+                raise ProducerStuckError(
+                    f"send_offsets_to_transaction failed: the producer is stuck: {error.str()}",
+                    error,
+                )
+        failure = outcome[0] if outcome else None
+        if failure is not None:
+            raise failure
 
     def commit(self) -> None:
         """Commit: flushes outstanding messages, then commits atomically.

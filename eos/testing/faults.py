@@ -28,6 +28,7 @@ __all__ = [
     "CrashBeforeCommit",
     "FailCommits",
     "HangingClose",
+    "HangingSendOffsets",
     "SlowCommits",
     "SlowRestore",
 ]
@@ -121,6 +122,26 @@ class HangingClose(Faults):
         self._release.set()
 
 
+class HangingSendOffsets(Faults):
+    """The ``n``-th ``send_offsets_to_transaction`` never returns (until :meth:`release`),
+    as librdkafka's can when the group coordinator's broker went away."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.calls = 0
+        self.hung = threading.Event()
+        self._release = threading.Event()
+
+    def sending_offsets(self) -> None:
+        self.calls += 1
+        if self.calls == self.n:
+            self.hung.set()
+            self._release.wait()
+
+    def release(self) -> None:
+        self._release.set()
+
+
 class Combined(Faults):
     """Several hooks at once: each call goes to every part."""
 
@@ -142,3 +163,7 @@ class Combined(Faults):
     def closing(self, client: str) -> None:
         for part in self.parts:
             part.closing(client)
+
+    def sending_offsets(self) -> None:
+        for part in self.parts:
+            part.sending_offsets()
