@@ -31,11 +31,12 @@ from eos.config import (
     Config,
     ErrorPolicy,
     Guarantee,
+    InputSerdeSpec,
 )
-from eos.dsl import input_topics_for
+from eos.dsl import input_serdes_for, input_topics_for
 from eos.errors import ConfigError
 from eos.faults import NO_FAULTS, Faults
-from eos.processor import Processor
+from eos.processor import AnyProcessor
 from eos.properties import did_you_mean
 from eos.serde import Serde
 from eos.stats import AppState, EngineStats
@@ -99,6 +100,12 @@ class Application:
     from any thread, end it cleanly: the open batch is committed, the
     consumer leaves the group, the producer is closed.
 
+    ``key_serde`` and ``value_serde`` decode every input topic unless
+    ``input_serdes={topic: (key_serde, value_serde)}`` names a topic's own
+    serdes; a processor built by :class:`~eos.dsl.StreamBuilder` brings the
+    serdes its ``builder.stream(topic, key_serde=..., value_serde=...)`` calls
+    name (naming other ones for the same topic here is a ConfigError).
+
     All settings are validated at construction; a bad one raises
     :class:`~eos.errors.ConfigError` naming it. See :class:`~eos.config.Config`
     for each setting's meaning and default.
@@ -128,11 +135,12 @@ class Application:
         application_id: str,
         bootstrap_servers: str,
         input_topics: Sequence[str] | str | None = None,
-        processor: Processor,
+        processor: AnyProcessor,
         processing_guarantee: Guarantee = DEFAULT_PROCESSING_GUARANTEE,
         instance_id: str | int = DEFAULT_INSTANCE_ID,
         key_serde: str | Serde = "bytes",
         value_serde: str | Serde = "bytes",
+        input_serdes: Mapping[str, InputSerdeSpec] | None = None,
         commit_interval_ms: int = DEFAULT_COMMIT_INTERVAL_MS,
         max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS,
         transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
@@ -157,6 +165,7 @@ class Application:
             instance_id=instance_id if isinstance(instance_id, str) else _id_text(instance_id),
             key_serde=key_serde,
             value_serde=value_serde,
+            input_serdes=input_serdes or {},
             commit_interval_ms=commit_interval_ms,
             max_batch_records=max_batch_records,
             transaction_timeout_ms=transaction_timeout_ms,
@@ -177,7 +186,7 @@ class Application:
     def from_config(
         cls,
         config: Config,
-        processor: Processor,
+        processor: AnyProcessor,
         *,
         metrics_registry: object | None = None,
         faults: Faults | None = None,
@@ -190,12 +199,13 @@ class Application:
     def _setup(
         self,
         config: Config,
-        processor: Processor,
+        processor: AnyProcessor,
         metrics_registry: object,
         faults: Faults | None,
     ) -> None:
         check_processor(processor)
         input_topics_for(processor, config.input_topics)
+        input_serdes_for(processor, config.input_serdes)
         if faults is not None and not isinstance(faults, Faults):
             raise ConfigError(
                 f"faults must be an eos.faults.Faults instance, not {type(faults).__name__}",
