@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from eos.processor import AnyProcessor, Context, _wrap
+from eos.processor import Context, Processor, _wrap
 from eos.serde import Serde
 
 __all__ = [
@@ -165,7 +165,7 @@ class CallProcessor(Node):
 
     __slots__ = ("processor",)
 
-    def __init__(self, processor: AnyProcessor) -> None:
+    def __init__(self, processor: Processor) -> None:
         super().__init__(False)
         self.processor = processor
 

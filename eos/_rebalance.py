@@ -32,7 +32,7 @@ from eos.record import TopicPartition
 from eos.stats import EngineStats
 
 if TYPE_CHECKING:
-    from eos.processor import AnyProcessor, Context
+    from eos.processor import Context, Processor
     from eos.state.manager import StoreManager
 
 __all__ = ["RebalanceListener"]
@@ -70,7 +70,7 @@ class RebalanceListener:
         poison: Poison,
         outputs: Outputs,
         committer: Committer,
-        processor: AnyProcessor,
+        processor: Processor,
         stats: EngineStats,
     ) -> None:
         self.cooperative = cooperative

@@ -36,7 +36,7 @@ from eos.config import (
 from eos.dsl import input_serdes_for, input_topics_for
 from eos.errors import ConfigError
 from eos.faults import NO_FAULTS, Faults
-from eos.processor import AnyProcessor
+from eos.processor import Processor
 from eos.properties import did_you_mean
 from eos.serde import Serde
 from eos.stats import AppState, EngineStats
@@ -135,7 +135,7 @@ class Application:
         application_id: str,
         bootstrap_servers: str,
         input_topics: Sequence[str] | str | None = None,
-        processor: AnyProcessor,
+        processor: Processor,
         processing_guarantee: Guarantee = DEFAULT_PROCESSING_GUARANTEE,
         instance_id: str | int = DEFAULT_INSTANCE_ID,
         key_serde: str | Serde = "bytes",
@@ -186,7 +186,7 @@ class Application:
     def from_config(
         cls,
         config: Config,
-        processor: AnyProcessor,
+        processor: Processor,
         *,
         metrics_registry: object | None = None,
         faults: Faults | None = None,
@@ -199,7 +199,7 @@ class Application:
     def _setup(
         self,
         config: Config,
-        processor: AnyProcessor,
+        processor: Processor,
         metrics_registry: object,
         faults: Faults | None,
     ) -> None:

@@ -56,7 +56,7 @@ from eos._dsl_nodes import (
     Sink,
 )
 from eos.errors import ConfigError
-from eos.processor import AnyProcessor, Context, Processor
+from eos.processor import Context, Processor
 from eos.record import K, Record, TopicPartition, V
 from eos.serde import JsonValue, Serde, resolve_serde
 from eos.state.base import Store
@@ -276,7 +276,7 @@ class StreamBuilder:
         self._sinks: dict[str, tuple[Serde | None, Serde | None]] = {}
         self._sink_nodes: list[Sink] = []
         self._stores: list[Store[Any, Any]] = []
-        self._processors: list[AnyProcessor] = []
+        self._processors: list[Processor] = []
 
     # One overload per kind of key serde and kind of value serde: a serde object
     # (or none: the application's), "bytes", "string"/"str" or "json".
@@ -431,7 +431,7 @@ class _DslProcessor(Processor):
         sinks: dict[str, tuple[Serde | None, Serde | None]],
         input_serdes: InputSerdes,
         stores: list[Store[Any, Any]],
-        processors: list[AnyProcessor],
+        processors: list[Processor],
     ) -> None:
         self.sources = sources
         self.sinks = sinks
@@ -465,7 +465,7 @@ class _DslProcessor(Processor):
 
 
 def input_topics_for(
-    processor: AnyProcessor, input_topics: Sequence[str] | str | None
+    processor: Processor, input_topics: Sequence[str] | str | None
 ) -> tuple[str, ...]:
     """The input topics an application running ``processor`` must consume.
 
@@ -513,12 +513,12 @@ def input_topics_for(
     return given
 
 
-def source_topics(processor: AnyProcessor) -> tuple[str, ...] | None:
+def source_topics(processor: Processor) -> tuple[str, ...] | None:
     """The topics a :meth:`StreamBuilder.build` processor reads; None for any other."""
     return tuple(processor.topics) if isinstance(processor, _DslProcessor) else None
 
 
-def sink_serdes(processor: AnyProcessor) -> dict[str, tuple[Serde | None, Serde | None]]:
+def sink_serdes(processor: Processor) -> dict[str, tuple[Serde | None, Serde | None]]:
     """``{topic: (key_serde, value_serde)}`` of a DSL processor's ``to()`` calls that name
     serdes of their own (None: the application's); empty for any other processor."""
     if not isinstance(processor, _DslProcessor):
@@ -527,7 +527,7 @@ def sink_serdes(processor: AnyProcessor) -> dict[str, tuple[Serde | None, Serde 
 
 
 def input_serdes_for(
-    processor: AnyProcessor,
+    processor: Processor,
     configured: Mapping[str, tuple[str | Serde | None, str | Serde | None]],
 ) -> InputSerdes:
     """The per-topic input serdes an application running ``processor`` decodes with.

@@ -63,7 +63,7 @@ from eos.config import Config
 from eos.dsl import input_serdes_for
 from eos.errors import ConfigError, FatalTransactionError
 from eos.faults import NO_FAULTS, Faults
-from eos.processor import AnyProcessor, Context, undeclared_store
+from eos.processor import Context, Processor, undeclared_store
 from eos.record import Record
 from eos.serde import BytesSerde, Serde
 from eos.stats import EngineStats
@@ -102,7 +102,7 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        processor: AnyProcessor,
+        processor: Processor,
         *,
         stats: EngineStats | None = None,
         stop: StopSignal | None = None,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
+from typing_extensions import TypeVar as DefaultTypeVar
+
 from eos.errors import ConfigError, EosError, ProduceError, SerializationError, StateError
 from eos.record import Headers, K, Record, TopicPartition, V
 from eos.serde import BytesSerde, Serde
@@ -21,14 +23,19 @@ if TYPE_CHECKING:
 
 _SK = TypeVar("_SK")
 _SV = TypeVar("_SV")
+PK = DefaultTypeVar("PK", default=Any)
+"""A processor's key type. Unparameterised ``eos.Processor`` is ``Processor[Any, Any]``,
+so a function taking ``eos.Processor`` (as ``Application`` does) takes any processor."""
+PV = DefaultTypeVar("PV", default=Any)
+"""A processor's value type (see :data:`PK`)."""
 
-__all__ = ["AnyProcessor", "Context", "Processor"]
+__all__ = ["Context", "Processor"]
 
 Produce = Callable[..., None]
 """``produce(topic, value, key[, partition=..., headers=...])``, as confluent-kafka's."""
 
 
-class Processor(Generic[K, V]):
+class Processor(Generic[PK, PV]):
     """Base class for user processing logic.
 
     ``Processor[K, V]`` processes records whose keys decode to ``K`` and values
@@ -36,8 +43,10 @@ class Processor(Generic[K, V]):
     ``process`` takes a ``Record[K, V]`` and a ``Context[K, V]``. The types
     are for the type checker: the application's serdes (``key_serde``,
     ``value_serde``, ``input_serdes``) decide what the records hold, so name
-    the types they decode to. Unparameterised ``eos.Processor`` means
-    ``object`` for both.
+    the types they decode to. Unparameterised ``eos.Processor`` is
+    ``Processor[Any, Any]``: what the ``Application``, the engine and the
+    ``TestDriver`` take, as the serdes, configured at run time (by name, in a
+    properties file), decide what records hold.
 
     Lifecycle, all on the processing thread:
 
@@ -60,11 +69,11 @@ class Processor(Generic[K, V]):
 
     stores: Sequence[Store[Any, Any]] = ()
 
-    def process(self, record: Record[K, V], ctx: Context[K, V]) -> None:
+    def process(self, record: Record[PK, PV], ctx: Context[PK, PV]) -> None:
         """Handle one record. Send outputs with ``ctx.send``; use ``ctx.store``."""
         raise NotImplementedError(f"{type(self).__name__} must implement process()")
 
-    def on_assign(self, partitions: list[TopicPartition], ctx: Context[K, V]) -> None:
+    def on_assign(self, partitions: list[TopicPartition], ctx: Context[PK, PV]) -> None:
         """Called after partitions were assigned (and their stores restored).
 
         It runs in the consumer's rebalance callback, outside any transaction
@@ -79,13 +88,6 @@ class Processor(Generic[K, V]):
 
     def close(self) -> None:
         """Called once when the application stops."""
-
-
-AnyProcessor = Processor[Any, Any]
-"""A processor of whatever key and value types: what the ``Application``, the
-engine and the ``TestDriver`` take. The serdes, configured at run time (by
-name, in a properties file), decide what the records hold; the type checker
-cannot tie them to the processor's parameters, so it accepts any."""
 
 
 class Context(Generic[K, V]):

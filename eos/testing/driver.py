@@ -38,7 +38,7 @@ from eos._records import decode_error
 from eos.config import ErrorPolicy, InputSerdeSpec, check_input_serdes
 from eos.dsl import input_serdes_for, input_topics_for, sink_serdes, source_topics
 from eos.errors import ConfigError, ProcessingError, StateError
-from eos.processor import AnyProcessor, Context, undeclared_store
+from eos.processor import Context, Processor, undeclared_store
 from eos.record import Headers, Record, TopicPartition, dead_letter_headers
 from eos.serde import BytesSerde, Serde, deserialize_or_raise, resolve_serde, serialize_or_raise
 from eos.state.base import Store
@@ -128,7 +128,7 @@ class TestDriver:
 
     def __init__(
         self,
-        processor: AnyProcessor,
+        processor: Processor,
         *,
         input_topics: Sequence[str] | str | None = None,
         input_topic: str | None = None,
