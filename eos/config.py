@@ -341,8 +341,7 @@ def check_input_serdes(
             raise _invalid(
                 "input_serdes",
                 topic,
-                f"it is not one of input_topics {list(topics)}"
-                + did_you_mean(str(topic), topics),
+                f"it is not one of input_topics {list(topics)}" + did_you_mean(str(topic), topics),
             )
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise _invalid(
