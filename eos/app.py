@@ -31,8 +31,9 @@ from eos.config import (
     Config,
     ErrorPolicy,
     Guarantee,
+    InputSerdeSpec,
 )
-from eos.dsl import input_topics_for
+from eos.dsl import input_serdes_for, input_topics_for
 from eos.errors import ConfigError
 from eos.faults import NO_FAULTS, Faults
 from eos.processor import Processor
@@ -99,6 +100,12 @@ class Application:
     from any thread, end it cleanly: the open batch is committed, the
     consumer leaves the group, the producer is closed.
 
+    ``key_serde`` and ``value_serde`` decode every input topic unless
+    ``input_serdes={topic: (key_serde, value_serde)}`` names a topic's own
+    serdes; a processor built by :class:`~eos.dsl.StreamBuilder` brings the
+    serdes its ``builder.stream(topic, key_serde=..., value_serde=...)`` calls
+    name (naming other ones for the same topic here is a ConfigError).
+
     All settings are validated at construction; a bad one raises
     :class:`~eos.errors.ConfigError` naming it. See :class:`~eos.config.Config`
     for each setting's meaning and default.
@@ -133,6 +140,7 @@ class Application:
         instance_id: str | int = DEFAULT_INSTANCE_ID,
         key_serde: str | Serde = "bytes",
         value_serde: str | Serde = "bytes",
+        input_serdes: Mapping[str, InputSerdeSpec] | None = None,
         commit_interval_ms: int = DEFAULT_COMMIT_INTERVAL_MS,
         max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS,
         transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
@@ -157,6 +165,7 @@ class Application:
             instance_id=instance_id if isinstance(instance_id, str) else _id_text(instance_id),
             key_serde=key_serde,
             value_serde=value_serde,
+            input_serdes=input_serdes or {},
             commit_interval_ms=commit_interval_ms,
             max_batch_records=max_batch_records,
             transaction_timeout_ms=transaction_timeout_ms,
@@ -196,6 +205,7 @@ class Application:
     ) -> None:
         check_processor(processor)
         input_topics_for(processor, config.input_topics)
+        input_serdes_for(processor, config.input_serdes)
         if faults is not None and not isinstance(faults, Faults):
             raise ConfigError(
                 f"faults must be an eos.faults.Faults instance, not {type(faults).__name__}",

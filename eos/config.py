@@ -32,10 +32,12 @@ from typing import Any, Final, Literal, TypeAlias
 
 from eos.errors import ConfigError
 from eos.properties import (
+    INPUT_SERDES_PREFIX,
     PROPERTY_FIELDS,
     PropertyValue,
     client_value,
     did_you_mean,
+    parse_input_serde_key,
     parse_properties,
     parse_property_value,
     read_properties,
@@ -66,6 +68,8 @@ __all__ = [
     "Config",
     "ErrorPolicy",
     "Guarantee",
+    "InputSerdeSpec",
+    "check_input_serdes",
     "parse_properties",
     "redacted",
 ]
@@ -80,6 +84,9 @@ ErrorPolicy: TypeAlias = Literal["fail", "skip", "dead_letter"]
 
 ClientValue: TypeAlias = str | int | float | bool
 """A librdkafka setting value."""
+
+InputSerdeSpec: TypeAlias = tuple[str | Serde | None, str | Serde | None]
+"""``(key_serde, value_serde)`` of one input topic; None: the application's."""
 
 GUARANTEES: Final[tuple[Guarantee, ...]] = ("exactly_once_v2", "at_least_once", "at_most_once")
 ERROR_POLICIES: Final[tuple[ErrorPolicy, ...]] = ("fail", "skip", "dead_letter")
@@ -152,6 +159,7 @@ _FIELD_KEYS: Final[Mapping[str, str]] = {
 
 _PROPERTY_OF: Final[Mapping[str, str]] = {
     **{f: p for p, f in PROPERTY_FIELDS.items()},
+    "input_serdes": "input.serdes.<topic>.key/.value",
     "producer_config": "producer.*",
     "consumer_config": "consumer.*",
 }
@@ -320,6 +328,36 @@ def _reject_owned(key: str, where: str) -> None:
         )
 
 
+def check_input_serdes(
+    value: object, topics: Sequence[str]
+) -> types.MappingProxyType[str, InputSerdeSpec]:
+    """``input_serdes`` checked against ``input_topics`` and read-only, serde specs kept."""
+    allowed = "must be a mapping of input topic -> (key_serde, value_serde)"
+    if not isinstance(value, Mapping):
+        raise _invalid("input_serdes", value, allowed)
+    checked: dict[str, InputSerdeSpec] = {}
+    for topic, pair in value.items():
+        if topic not in topics:
+            raise _invalid(
+                "input_serdes",
+                topic,
+                f"it is not one of input_topics {list(topics)}" + did_you_mean(str(topic), topics),
+            )
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise _invalid(
+                "input_serdes",
+                pair,
+                f"the serdes of {topic!r} must be a pair (key_serde, value_serde); "
+                "None in it means key_serde/value_serde",
+            )
+        key_serde, value_serde = pair
+        for spec in pair:
+            if spec is not None:
+                resolve_serde(spec, what="input_serdes")
+        checked[topic] = (key_serde, value_serde)
+    return types.MappingProxyType(checked)
+
+
 def _client_config(name: str, value: object) -> types.MappingProxyType[str, ClientValue]:
     if not isinstance(value, Mapping):
         raise _invalid(name, value, "must be a mapping of librdkafka settings")
@@ -357,6 +395,11 @@ class Config:
         key_serde: ``"bytes"``, ``"string"``/``"str"``, ``"json"`` or a
             :class:`~eos.serde.Serde`; the original spec is kept.
         value_serde: Same, for values.
+        input_serdes: ``{topic: (key_serde, value_serde)}`` for input topics
+            whose records are not in the format of ``key_serde``/``value_serde``
+            (which stay the default for the topics not listed); a None part
+            uses the default too. Every topic must be one of ``input_topics``.
+            Stored read-only.
         commit_interval_ms: How often the open transaction (or the offsets)
             is committed.
         max_batch_records: Most records processed in one transaction
@@ -402,6 +445,7 @@ class Config:
     instance_id: str = DEFAULT_INSTANCE_ID
     key_serde: str | Serde = "bytes"
     value_serde: str | Serde = "bytes"
+    input_serdes: Mapping[str, InputSerdeSpec] = field(default_factory=dict, hash=False)
     commit_interval_ms: int = DEFAULT_COMMIT_INTERVAL_MS
     max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
     transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS
@@ -456,6 +500,7 @@ class Config:
             )
         resolve_serde(self.key_serde, what="key_serde")
         resolve_serde(self.value_serde, what="value_serde")
+        set_(self, "input_serdes", check_input_serdes(self.input_serdes, topics))
 
         _check_int("commit_interval_ms", self.commit_interval_ms, 1)
         _check_int("max_batch_records", self.max_batch_records, 1)
@@ -528,8 +573,10 @@ class Config:
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Mapping):
+            if f.name in ("producer_config", "consumer_config"):
                 value = redacted(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
             parts.append(f"{f.name}={value!r}")
         return f"Config({', '.join(parts)})"
 
@@ -538,6 +585,7 @@ class Config:
         kwargs = {f.name: getattr(self, f.name) for f in fields(self)}
         kwargs["producer_config"] = dict(self.producer_config)
         kwargs["consumer_config"] = dict(self.consumer_config)
+        kwargs["input_serdes"] = dict(self.input_serdes)
         return (_config_from_kwargs, (kwargs,))
 
     @property
@@ -644,7 +692,9 @@ class Config:
         ``transaction.timeout.ms``, ``processing.error.policy``,
         ``dead.letter.topic``, ``state.dir``, ``shutdown.timeout.ms``,
         ``bootstrap.timeout.ms``, ``max.aborts.without.progress``,
-        ``metrics.port``, ``metrics.bind.address``. Values are strings as a
+        ``metrics.port``, ``metrics.bind.address``, and
+        ``input.serdes.<topic>.key``/``input.serdes.<topic>.value`` (a serde
+        name for one input topic, see ``input_serdes``). Values are strings as a
         file spells them, or Python values of the field's type
         (``{"commit.interval.ms": 5}``).
 
@@ -696,6 +746,12 @@ class Config:
         kwargs = _read_properties_mapping(props)
         for name in ("producer_config", "consumer_config"):
             kwargs[name] = {**getattr(self, name), **kwargs[name]}
+        if "input_serdes" in kwargs:
+            merged = dict(self.input_serdes)
+            for topic, (key_serde, value_serde) in kwargs["input_serdes"].items():
+                old_key, old_value = merged.get(topic, (None, None))
+                merged[topic] = (key_serde or old_key, value_serde or old_value)
+            kwargs["input_serdes"] = merged
         return dataclasses.replace(self, **kwargs)
 
     @classmethod
@@ -736,6 +792,13 @@ def _read_properties_mapping(props: Mapping[str, PropertyValue]) -> dict[str, An
         name = PROPERTY_FIELDS.get(key)
         if name is not None:
             kwargs[name] = parse_property_value(key, name, raw_value)
+            continue
+        if key.startswith(INPUT_SERDES_PREFIX):
+            topic, part = parse_input_serde_key(key)
+            spec = client_value(key, raw_value)
+            serdes = kwargs.setdefault("input_serdes", {})
+            old_key, old_value = serdes.get(topic, (None, None))
+            serdes[topic] = (spec, old_value) if part == "key" else (old_key, spec)
             continue
         value = client_value(key, raw_value)
         prefix, dot, setting = key.partition(".")

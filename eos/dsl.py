@@ -37,269 +37,129 @@ one partition: re-keying (``map``, ``flat_map``, ``select_key``) before
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, Literal, TypeVar, overload
 
+from eos._dsl_nodes import (
+    MISSING,
+    Aggregate,
+    Branch,
+    CallProcessor,
+    Filter,
+    FlatMap,
+    FlatMapValues,
+    Map,
+    MapValues,
+    Node,
+    Pass,
+    Peek,
+    Sink,
+)
 from eos.errors import ConfigError
-from eos.processor import Context, Processor, _wrap
-from eos.record import Record, TopicPartition
-from eos.serde import Serde, resolve_serde
+from eos.processor import Context, Processor
+from eos.record import K, Record, TopicPartition, V
+from eos.serde import JsonValue, Serde, resolve_serde
 from eos.state.base import Store
 
 __all__ = [
     "GroupedStream",
+    "InputSerdes",
     "Stream",
     "StreamBuilder",
     "Table",
+    "input_serdes_for",
     "input_topics_for",
     "sink_serdes",
     "source_topics",
 ]
 
-K = TypeVar("K")
-V = TypeVar("V")
-Emit = Callable[[object, object, Context], None]
+K2 = TypeVar("K2")
+V2 = TypeVar("V2")
+A = TypeVar("A")
 
+_BytesName = Literal["bytes"]
+_StrName = Literal["string", "str"]
+_JsonName = Literal["json"]
 
-class _Node:
-    """One operator: receives ``(key, value)`` and pushes results to its children."""
-
-    __slots__ = ("children", "rekeys")
-
-    def __init__(self, rekeys: bool) -> None:
-        self.children: list[_Node] = []
-        self.rekeys = rekeys
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        raise NotImplementedError
-
-    def forward(self, key: object, value: object, ctx: Context) -> None:
-        for child in self.children:
-            child.push(key, value, ctx)
-
-
-class _Pass(_Node):
-    __slots__ = ()
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        for child in self.children:
-            child.push(key, value, ctx)
-
-
-class _Filter(_Node):
-    __slots__ = ("keep", "predicate")
-
-    def __init__(self, predicate: Callable[[object, object], bool], keep: bool) -> None:
-        super().__init__(False)
-        self.predicate = predicate
-        self.keep = keep
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        if bool(self.predicate(key, value)) is self.keep:
-            for child in self.children:
-                child.push(key, value, ctx)
-
-
-class _Map(_Node):
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[object, object], tuple[object, object]]) -> None:
-        super().__init__(True)
-        self.fn = fn
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        new_key, new_value = self.fn(key, value)
-        for child in self.children:
-            child.push(new_key, new_value, ctx)
-
-
-class _MapValues(_Node):
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[object], object]) -> None:
-        super().__init__(False)
-        self.fn = fn
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        new_value = self.fn(value)
-        for child in self.children:
-            child.push(key, new_value, ctx)
-
-
-class _FlatMap(_Node):
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[object, object], Iterable[tuple[object, object]]]) -> None:
-        super().__init__(True)
-        self.fn = fn
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        for new_key, new_value in self.fn(key, value):
-            self.forward(new_key, new_value, ctx)
-
-
-class _FlatMapValues(_Node):
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[object], Iterable[object]]) -> None:
-        super().__init__(False)
-        self.fn = fn
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        for new_value in self.fn(value):
-            self.forward(key, new_value, ctx)
-
-
-class _Peek(_Node):
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[object, object], object]) -> None:
-        super().__init__(False)
-        self.fn = fn
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        self.fn(key, value)
-        self.forward(key, value, ctx)
-
-
-class _Sink(_Node):
-    __slots__ = ("key_serde", "topic", "value_serde")
-
-    def __init__(self, topic: str, key_serde: Serde | None, value_serde: Serde | None) -> None:
-        super().__init__(False)
-        self.topic = topic
-        self.key_serde = key_serde
-        self.value_serde = value_serde
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        if self.key_serde is None and self.value_serde is None:
-            ctx.send(self.topic, value, key=key)
-            return
-        # A part without its own serde uses the application's, as ctx.send would,
-        # and a failing serde raises SerializationError, as in ctx.send.
-        kser = ctx._key_serialize if self.key_serde is None else self.key_serde.serialize
-        vser = ctx._value_serialize if self.value_serde is None else self.value_serde.serialize
-        try:
-            kb = key if kser is None else kser(key)
-        except Exception as exc:
-            raise _wrap(exc, "key", self.topic) from exc
-        try:
-            vb = value if vser is None else vser(value)
-        except Exception as exc:
-            raise _wrap(exc, "value", self.topic) from exc
-        ctx.send_raw(self.topic, vb, key=kb)  # type: ignore[arg-type]
-
-
-class _CallProcessor(_Node):
-    """Hands ``(key, value)`` to a user Processor as a record of the current input."""
-
-    __slots__ = ("processor",)
-
-    def __init__(self, processor: Processor) -> None:
-        super().__init__(False)
-        self.processor = processor
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        record = ctx.record
-        if record is None:
-            raise RuntimeError("DSL node called outside processing")
-        self.processor.process(record._replace(key=key, value=value), ctx)
-
-
-class _Aggregate(_Node):
-    """``agg = aggregator(key, value, store.get(key, initializer()))``; emits updates."""
-
-    __slots__ = ("aggregator", "initializer", "store")
-
-    def __init__(
-        self,
-        store: str,
-        initializer: Callable[[], object],
-        aggregator: Callable[[object, object, object], object],
-    ) -> None:
-        super().__init__(False)
-        self.store = store
-        self.initializer = initializer
-        self.aggregator = aggregator
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        table = ctx.store(self.store)
-        current = table.get(key, _MISSING)
-        if current is _MISSING:
-            current = self.initializer()
-        updated = self.aggregator(key, value, current)
-        table[key] = updated
-        self.forward(key, updated, ctx)
-
-
-_MISSING = object()
+InputSerdes = dict[str, tuple[Serde | None, Serde | None]]
+"""``{topic: (key_serde, value_serde)}`` of the input topics with serdes of their
+own; None in a pair: the application's serde for that part."""
 
 
 class Stream(Generic[K, V]):
-    """A record stream (a Kafka Streams KStream). Every method returns a new stream."""
+    """A record stream (a Kafka Streams KStream). Every method returns a new stream.
 
-    def __init__(self, builder: StreamBuilder, node: _Node, rekeyed: bool) -> None:
+    ``Stream[K, V]`` carries keys of type ``K`` and values of type ``V``:
+    ``builder.stream(topic, key_serde="string", value_serde="json")`` is a
+    ``Stream[str, JsonValue]``, ``map_values(len)`` of it a ``Stream[str, int]``.
+    A stream whose serdes are the application's is a ``Stream[object, object]``
+    (the builder cannot know them).
+    """
+
+    def __init__(self, builder: StreamBuilder, node: Node, rekeyed: bool) -> None:
         self._builder = builder
         self._node = node
         self._rekeyed = rekeyed
 
-    def _then(self, node: _Node) -> Stream[object, object]:
+    def _then(self, node: Node) -> Stream[Any, Any]:
         self._node.children.append(node)
         return Stream(self._builder, node, self._rekeyed or node.rekeys)
 
-    def filter(self, predicate: Callable[[K, V], bool]) -> Stream[K, V]:
+    def filter(self, predicate: Callable[[K, V], object]) -> Stream[K, V]:
         """Keep records for which ``predicate(key, value)`` is true."""
-        return self._then(_Filter(predicate, True))  # type: ignore[arg-type,return-value]
+        return self._then(Filter(predicate, True))
 
-    def filter_not(self, predicate: Callable[[K, V], bool]) -> Stream[K, V]:
+    def filter_not(self, predicate: Callable[[K, V], object]) -> Stream[K, V]:
         """Drop records for which ``predicate(key, value)`` is true."""
-        return self._then(_Filter(predicate, False))  # type: ignore[arg-type,return-value]
+        return self._then(Filter(predicate, False))
 
-    def map(self, fn: Callable[[K, V], tuple[object, object]]) -> Stream[object, object]:
+    def map(self, fn: Callable[[K, V], tuple[K2, V2]]) -> Stream[K2, V2]:
         """Replace each record by ``fn(key, value) -> (new_key, new_value)`` (re-keys)."""
-        return self._then(_Map(fn))  # type: ignore[arg-type]
+        return self._then(Map(fn))
 
-    def select_key(self, fn: Callable[[K, V], object]) -> Stream[object, V]:
+    def select_key(self, fn: Callable[[K, V], K2]) -> Stream[K2, V]:
         """New key ``fn(key, value)``, same value (re-keys)."""
-        return self._then(_Map(lambda k, v: (fn(k, v), v)))  # type: ignore[arg-type,return-value]
+        return self._then(Map(lambda k, v: (fn(k, v), v)))
 
-    def map_values(self, fn: Callable[[V], object]) -> Stream[K, object]:
+    def map_values(self, fn: Callable[[V], V2]) -> Stream[K, V2]:
         """New value ``fn(value)``, same key."""
-        return self._then(_MapValues(fn))  # type: ignore[arg-type,return-value]
+        return self._then(MapValues(fn))
 
-    def flat_map(
-        self, fn: Callable[[K, V], Iterable[tuple[object, object]]]
-    ) -> Stream[object, object]:
+    def flat_map(self, fn: Callable[[K, V], Iterable[tuple[K2, V2]]]) -> Stream[K2, V2]:
         """Zero or more ``(key, value)`` records per record (re-keys)."""
-        return self._then(_FlatMap(fn))  # type: ignore[arg-type]
+        return self._then(FlatMap(fn))
 
-    def flat_map_values(self, fn: Callable[[V], Iterable[object]]) -> Stream[K, object]:
+    def flat_map_values(self, fn: Callable[[V], Iterable[V2]]) -> Stream[K, V2]:
         """Zero or more values per record, same key."""
-        return self._then(_FlatMapValues(fn))  # type: ignore[arg-type,return-value]
+        return self._then(FlatMapValues(fn))
 
     def peek(self, fn: Callable[[K, V], object]) -> Stream[K, V]:
         """Call ``fn(key, value)`` and pass the record on unchanged (logging, printing)."""
-        return self._then(_Peek(fn))  # type: ignore[arg-type,return-value]
+        return self._then(Peek(fn))
 
-    def branch(self, *predicates: Callable[[K, V], bool]) -> list[Stream[K, V]]:
+    def branch(self, *predicates: Callable[[K, V], object]) -> list[Stream[K, V]]:
         """Split into one stream per predicate; a record goes to the first that matches.
 
         Records matching none are dropped (add ``lambda k, v: True`` last to keep them).
         """
-        splitter = _Branch([p for p in predicates])  # type: ignore[misc]
+        splitter = Branch(list(predicates))
         self._node.children.append(splitter)
         streams: list[Stream[K, V]] = []
         for _ in predicates:
-            out = _Pass(False)
+            out = Pass(False)
             splitter.outputs.append(out)
             streams.append(Stream(self._builder, out, self._rekeyed))
         return streams
 
-    def process(self, processor: Processor) -> None:
-        """Hand each record to ``processor.process`` (its stores are declared too)."""
+    def process(self, processor: Processor[K, V]) -> None:
+        """Hand each record to ``processor.process`` (its stores are declared too).
+
+        The processor's types are the stream's: a ``Stream[str, int]`` takes a
+        ``Processor[str, int]`` (or an unparameterised one on an untyped stream).
+        """
         self._builder._stores.extend(processor.stores)
         self._builder._processors.append(processor)
-        self._node.children.append(_CallProcessor(processor))
+        self._node.children.append(CallProcessor(processor))
 
     def to(
         self,
@@ -308,12 +168,15 @@ class Stream(Generic[K, V]):
         key_serde: str | Serde | None = None,
         value_serde: str | Serde | None = None,
     ) -> None:
-        """Send every record to ``topic`` (serdes default to the application's).
+        """Send every record to ``topic``.
+
+        Serdes default to the ones ``builder.stream(topic, ...)`` names for the
+        same topic (a repartition topic keeps one format), else the application's.
 
         Raises:
             ConfigError: ``topic`` already has a ``to()`` with other serdes.
         """
-        sink = _Sink(
+        sink = Sink(
             topic,
             None if key_serde is None else resolve_serde(key_serde, what="key_serde"),
             None if value_serde is None else resolve_serde(value_serde, what="value_serde"),
@@ -326,6 +189,7 @@ class Stream(Generic[K, V]):
                 "format: give every to() of it the same key_serde and value_serde",
                 "dsl",
             )
+        self._builder._sink_nodes.append(sink)
         self._node.children.append(sink)
 
     def group_by_key(self) -> GroupedStream[K, V]:
@@ -339,21 +203,6 @@ class Stream(Generic[K, V]):
         return GroupedStream(self)
 
 
-class _Branch(_Node):
-    __slots__ = ("outputs", "predicates")
-
-    def __init__(self, predicates: list[Callable[[object, object], bool]]) -> None:
-        super().__init__(False)
-        self.predicates = predicates
-        self.outputs: list[_Node] = []
-
-    def push(self, key: object, value: object, ctx: Context) -> None:
-        for predicate, out in zip(self.predicates, self.outputs, strict=True):
-            if predicate(key, value):
-                out.push(key, value, ctx)
-                return
-
-
 class GroupedStream(Generic[K, V]):
     """A stream grouped by key; aggregate it into a :class:`Table`."""
 
@@ -364,52 +213,56 @@ class GroupedStream(Generic[K, V]):
         self,
         store: str,
         initializer: Callable[[], object],
-        aggregator: Callable[[object, object, object], object],
+        aggregator: Callable[[Any, Any, Any], object],
         backend: str,
-    ) -> Table[K, object]:
+    ) -> Table[Any, Any]:
         builder = self._stream._builder
         builder._stores.append(Store(store, backend=backend))
-        node = _Aggregate(store, initializer, aggregator)
+        node = Aggregate(store, initializer, aggregator)
         self._stream._node.children.append(node)
         return Table(builder, node, store)
 
     def count(self, store: str, *, backend: str = "rocksdb") -> Table[K, int]:
         """Records per key, kept in ``store``."""
-        return self._aggregate(store, int, lambda _k, _v, n: n + 1, backend)  # type: ignore[operator,return-value]
+
+        def add_one(_key: object, _value: object, n: int) -> int:
+            return n + 1
+
+        return self._aggregate(store, int, add_one, backend)
 
     def aggregate(
         self,
-        initializer: Callable[[], object],
-        aggregator: Callable[[K, V, object], object],
+        initializer: Callable[[], A],
+        aggregator: Callable[[K, V, A], A],
         *,
         store: str,
         backend: str = "rocksdb",
-    ) -> Table[K, object]:
+    ) -> Table[K, A]:
         """``aggregator(key, value, current)`` per record; ``initializer()`` starts a key."""
-        return self._aggregate(store, initializer, aggregator, backend)  # type: ignore[arg-type]
+        return self._aggregate(store, initializer, aggregator, backend)
 
     def reduce(
         self, reducer: Callable[[V, V], V], *, store: str, backend: str = "rocksdb"
     ) -> Table[K, V]:
         """``reducer(current, value)``; the first value of a key is kept as is."""
 
-        def aggregator(_key: object, value: object, current: object) -> object:
-            return value if current is _MISSING else reducer(current, value)  # type: ignore[arg-type]
+        def aggregator(_key: object, value: V, current: Any) -> V:
+            return value if current is MISSING else reducer(current, value)
 
-        return self._aggregate(store, lambda: _MISSING, aggregator, backend)  # type: ignore[return-value]
+        return self._aggregate(store, lambda: MISSING, aggregator, backend)
 
 
 class Table(Generic[K, V]):
     """A changelog-backed table: the latest aggregate per key (a KTable)."""
 
-    def __init__(self, builder: StreamBuilder, node: _Node, store: str) -> None:
+    def __init__(self, builder: StreamBuilder, node: Node, store: str) -> None:
         self._builder = builder
         self._node = node
         self.store_name = store
 
     def to_stream(self) -> Stream[K, V]:
         """The stream of updates: one record per change of a key's value."""
-        out = _Pass(False)
+        out = Pass(False)
         self._node.children.append(out)
         return Stream(self._builder, out, False)
 
@@ -418,16 +271,117 @@ class StreamBuilder:
     """Builds a processing graph; :meth:`build` compiles it into a Processor."""
 
     def __init__(self) -> None:
-        self._sources: dict[str, _Node] = {}
+        self._sources: dict[str, Node] = {}
+        self._source_serdes: InputSerdes = {}
         self._sinks: dict[str, tuple[Serde | None, Serde | None]] = {}
-        self._stores: list[Store] = []
+        self._sink_nodes: list[Sink] = []
+        self._stores: list[Store[Any, Any]] = []
         self._processors: list[Processor] = []
 
-    def stream(self, topic: str) -> Stream[object, object]:
-        """The records of ``topic``; the built processor's input topics are these."""
+    # One overload per kind of key serde and kind of value serde: a serde object
+    # (or none: the application's), "bytes", "string"/"str" or "json".
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: Serde[K] | None = None, value_serde: Serde[V] | None = None
+    ) -> Stream[K, V]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: Serde[K] | None = None, value_serde: _BytesName
+    ) -> Stream[K, bytes]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: Serde[K] | None = None, value_serde: _StrName
+    ) -> Stream[K, str]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: Serde[K] | None = None, value_serde: _JsonName
+    ) -> Stream[K, JsonValue]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _BytesName, value_serde: Serde[V] | None = None
+    ) -> Stream[bytes, V]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _BytesName, value_serde: _BytesName
+    ) -> Stream[bytes, bytes]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _BytesName, value_serde: _StrName
+    ) -> Stream[bytes, str]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _BytesName, value_serde: _JsonName
+    ) -> Stream[bytes, JsonValue]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _StrName, value_serde: Serde[V] | None = None
+    ) -> Stream[str, V]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _StrName, value_serde: _BytesName
+    ) -> Stream[str, bytes]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _StrName, value_serde: _StrName
+    ) -> Stream[str, str]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _StrName, value_serde: _JsonName
+    ) -> Stream[str, JsonValue]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _JsonName, value_serde: Serde[V] | None = None
+    ) -> Stream[JsonValue, V]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _JsonName, value_serde: _BytesName
+    ) -> Stream[JsonValue, bytes]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _JsonName, value_serde: _StrName
+    ) -> Stream[JsonValue, str]: ...
+    @overload
+    def stream(
+        self, topic: str, *, key_serde: _JsonName, value_serde: _JsonName
+    ) -> Stream[JsonValue, JsonValue]: ...
+    def stream(
+        self,
+        topic: str,
+        *,
+        key_serde: str | Serde | None = None,
+        value_serde: str | Serde | None = None,
+    ) -> Stream[Any, Any]:
+        """The records of ``topic``; the built processor's input topics are these.
+
+        ``key_serde`` and ``value_serde`` (a name or a serde object) decode this
+        topic's records, instead of the application's serdes, and type the
+        stream: ``stream("orders", key_serde="string", value_serde="json")`` is
+        a ``Stream[str, JsonValue]``; with ``eos.StringSerde()`` objects or your
+        own ``Serde[T]`` the stream is typed by them. Without serdes the stream
+        is a ``Stream[object, object]`` decoded with the application's.
+
+        Raises:
+            ConfigError: a serde is invalid, or ``topic`` was given other serdes
+                by an earlier ``stream()`` (one topic holds one format).
+        """
         node = self._sources.get(topic)
         if node is None:
-            node = self._sources[topic] = _Pass(False)
+            node = self._sources[topic] = Pass(False)
+        given = (
+            None if key_serde is None else resolve_serde(key_serde, what="key_serde"),
+            None if value_serde is None else resolve_serde(value_serde, what="value_serde"),
+        )
+        known = self._source_serdes.get(topic, (None, None))
+        merged = (given[0] or known[0], given[1] or known[1])
+        for part, new, old in zip(("key_serde", "value_serde"), given, known, strict=True):
+            if new is not None and old is not None and new != old:
+                raise ConfigError(
+                    f"stream({topic!r}) is given {part}={new!r}, but an earlier stream() of "
+                    f"it has {old!r}; one topic holds one format",
+                    "dsl",
+                )
+        if merged != (None, None):
+            self._source_serdes[topic] = merged
         return Stream(self, node, False)
 
     @property
@@ -443,8 +397,20 @@ class StreamBuilder:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"store name(s) used twice in the DSL: {duplicates}", "dsl")
+        sinks = dict(self._sinks)
+        for topic, (key_serde, value_serde) in self._source_serdes.items():
+            # A to() of a source topic writes what stream() of it reads.
+            if topic in sinks:
+                k, v = sinks[topic]
+                sinks[topic] = (k or key_serde, v or value_serde)
+        for sink in self._sink_nodes:
+            sink.key_serde, sink.value_serde = sinks[sink.topic]
         return _DslProcessor(
-            dict(self._sources), dict(self._sinks), list(self._stores), list(self._processors)
+            dict(self._sources),
+            sinks,
+            dict(self._source_serdes),
+            list(self._stores),
+            list(self._processors),
         )
 
 
@@ -455,17 +421,21 @@ class _DslProcessor(Processor):
         topics: The source topics (what the application must consume).
         sinks: ``{topic: (key_serde, value_serde)}`` of every ``to()``; None
             means the application's serde.
+        input_serdes: ``{topic: (key_serde, value_serde)}`` of the source
+            topics whose ``stream()`` names serdes; None means the application's.
     """
 
     def __init__(
         self,
-        sources: dict[str, _Node],
+        sources: dict[str, Node],
         sinks: dict[str, tuple[Serde | None, Serde | None]],
-        stores: list[Store],
+        input_serdes: InputSerdes,
+        stores: list[Store[Any, Any]],
         processors: list[Processor],
     ) -> None:
         self.sources = sources
         self.sinks = sinks
+        self.input_serdes = input_serdes
         self.stores = stores
         self.processors = processors
         self.topics = list(sources)
@@ -554,3 +524,40 @@ def sink_serdes(processor: Processor) -> dict[str, tuple[Serde | None, Serde | N
     if not isinstance(processor, _DslProcessor):
         return {}
     return {t: s for t, s in processor.sinks.items() if s != (None, None)}
+
+
+def input_serdes_for(
+    processor: Processor,
+    configured: Mapping[str, tuple[str | Serde | None, str | Serde | None]],
+) -> InputSerdes:
+    """The per-topic input serdes an application running ``processor`` decodes with.
+
+    ``configured`` is the application's ``input_serdes``; a processor built by
+    :meth:`StreamBuilder.build` adds the serdes its ``stream()`` calls name.
+    Topics in neither use the application's ``key_serde``/``value_serde``;
+    so does a part given as None. The ``Application``, the engine and the
+    ``TestDriver`` all call this, so they decode every topic alike.
+
+    Raises:
+        ConfigError: a serde is invalid, or ``input_serdes`` and a
+            ``builder.stream()`` name different serdes for one topic.
+    """
+    result: InputSerdes = {}
+    for topic, (key_serde, value_serde) in configured.items():
+        result[topic] = (
+            None if key_serde is None else resolve_serde(key_serde, what="input_serdes"),
+            None if value_serde is None else resolve_serde(value_serde, what="input_serdes"),
+        )
+    if isinstance(processor, _DslProcessor):
+        for topic, dsl in processor.input_serdes.items():
+            given = result.get(topic, (None, None))
+            for part, mine, theirs in zip(("key", "value"), given, dsl, strict=True):
+                if mine is not None and theirs is not None and mine != theirs:
+                    raise ConfigError(
+                        f"input_serdes gives topic {topic!r} the {part} serde {mine!r}, but "
+                        f"builder.stream({topic!r}) names {theirs!r}; one topic holds one "
+                        "format: name it in one place",
+                        "input_serdes",
+                    )
+            result[topic] = (given[0] or dsl[0], given[1] or dsl[1])
+    return {topic: serdes for topic, serdes in result.items() if serdes != (None, None)}

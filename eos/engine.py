@@ -60,6 +60,7 @@ from eos._rebalance import RebalanceListener
 from eos._records import RecordFailures, decode_error
 from eos._stop import StopRequested, StopSignal
 from eos.config import Config
+from eos.dsl import input_serdes_for
 from eos.errors import ConfigError, FatalTransactionError
 from eos.faults import NO_FAULTS, Faults
 from eos.processor import Context, Processor, undeclared_store
@@ -117,6 +118,16 @@ class Engine:
         self._value_serde: Serde = config.resolved_value_serde()
         self._kdes = _fast_deserializer(self._key_serde)
         self._vdes = _fast_deserializer(self._value_serde)
+        # Topics with serdes of their own; empty (the common case) costs nothing per record.
+        self._topic_des: dict[str, tuple[Deserialize | None, Deserialize | None]] = {
+            topic: (
+                self._kdes if key_serde is None else _fast_deserializer(key_serde),
+                self._vdes if value_serde is None else _fast_deserializer(value_serde),
+            )
+            for topic, (key_serde, value_serde) in input_serdes_for(
+                processor, config.input_serdes
+            ).items()
+        }
         self.batch = Batch()
         self.assignment = Assignment()
         self.poison = Poison()
@@ -430,6 +441,8 @@ class Engine:
         process = self.processor.process
         kdes = self._kdes
         vdes = self._vdes
+        topic_des = self._topic_des
+        default_des = (kdes, vdes)
         batch = self.batch
         positions = batch.positions
         poison = self.poison.records
@@ -468,6 +481,9 @@ class Engine:
                     run_topic = topic
                     run_partition = partition
                     run_next = -1
+                    if topic_des:
+                        # Per run of one partition, not per record.
+                        kdes, vdes = topic_des.get(topic, default_des)
                     ok = admitted.get(run_tp)  # type: ignore[assignment]
                     if ok is None:
                         ok = admitted[run_tp] = self._admit(run_tp, offset)
@@ -590,7 +606,10 @@ def _from(messages: Sequence[Any], msg: Any) -> Sequence[Any]:
     return messages[messages.index(msg) :]
 
 
-def _fast_deserializer(serde: Serde) -> Callable[[bytes | None], object] | None:
+Deserialize = Callable[[bytes | None], object]
+
+
+def _fast_deserializer(serde: Serde) -> Deserialize | None:
     return None if isinstance(serde, BytesSerde) else serde.deserialize
 
 

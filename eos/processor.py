@@ -9,15 +9,25 @@ atomically with the input offsets, or not at all.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+from typing_extensions import TypeVar as DefaultTypeVar
 
 from eos.errors import ConfigError, EosError, ProduceError, SerializationError, StateError
-from eos.record import Headers, Record, TopicPartition
+from eos.record import Headers, K, Record, TopicPartition, V
 from eos.serde import BytesSerde, Serde
 
 if TYPE_CHECKING:
     from eos.state.base import Store
     from eos.state.transaction import StoreTransaction
+
+_SK = TypeVar("_SK")
+_SV = TypeVar("_SV")
+PK = DefaultTypeVar("PK", default=Any)
+"""A processor's key type. Unparameterised ``eos.Processor`` is ``Processor[Any, Any]``,
+so a function taking ``eos.Processor`` (as ``Application`` does) takes any processor."""
+PV = DefaultTypeVar("PV", default=Any)
+"""A processor's value type (see :data:`PK`)."""
 
 __all__ = ["Context", "Processor"]
 
@@ -25,8 +35,18 @@ Produce = Callable[..., None]
 """``produce(topic, value, key[, partition=..., headers=...])``, as confluent-kafka's."""
 
 
-class Processor:
+class Processor(Generic[PK, PV]):
     """Base class for user processing logic.
+
+    ``Processor[K, V]`` processes records whose keys decode to ``K`` and values
+    to ``V`` (``class Enrich(eos.Processor[str, dict[str, object]])``): its
+    ``process`` takes a ``Record[K, V]`` and a ``Context[K, V]``. The types
+    are for the type checker: the application's serdes (``key_serde``,
+    ``value_serde``, ``input_serdes``) decide what the records hold, so name
+    the types they decode to. Unparameterised ``eos.Processor`` is
+    ``Processor[Any, Any]``: what the ``Application``, the engine and the
+    ``TestDriver`` take, as the serdes, configured at run time (by name, in a
+    properties file), decide what records hold.
 
     Lifecycle, all on the processing thread:
 
@@ -47,13 +67,13 @@ class Processor:
     (``[eos.Store("counts")]``); ``ctx.store(name)`` opens them.
     """
 
-    stores: Sequence[Store] = ()
+    stores: Sequence[Store[Any, Any]] = ()
 
-    def process(self, record: Record, ctx: Context) -> None:
+    def process(self, record: Record[PK, PV], ctx: Context[PK, PV]) -> None:
         """Handle one record. Send outputs with ``ctx.send``; use ``ctx.store``."""
         raise NotImplementedError(f"{type(self).__name__} must implement process()")
 
-    def on_assign(self, partitions: list[TopicPartition], ctx: Context) -> None:
+    def on_assign(self, partitions: list[TopicPartition], ctx: Context[PK, PV]) -> None:
         """Called after partitions were assigned (and their stores restored).
 
         It runs in the consumer's rebalance callback, outside any transaction
@@ -70,8 +90,11 @@ class Processor:
         """Called once when the application stops."""
 
 
-class Context:
+class Context(Generic[K, V]):
     """What a processor can do: send records, use stores, see the current record.
+
+    ``Context[K, V]`` is the context of a ``Processor[K, V]``: ``ctx.record``
+    is a ``Record[K, V]``. What it sends is not tied to ``K`` and ``V``.
 
     One context lives as long as the engine; ``ctx.record`` changes per record.
     Not thread-safe; use it only from ``process`` and the hooks.
@@ -99,11 +122,11 @@ class Context:
         produce: Produce,
         key_serde: Serde,
         value_serde: Serde,
-        stores: Callable[[str, int], StoreTransaction] | None = None,
+        stores: Callable[[str, int], StoreTransaction[Any, Any]] | None = None,
         on_full: Callable[[], None] | None = None,
     ) -> None:
         self.application_id = application_id
-        self.record: Record | None = None
+        self.record: Record[K, V] | None = None
         self.sends = 0
         self._produce = produce
         self._key_serialize = _fast_serializer(key_serde)
@@ -210,12 +233,22 @@ class Context:
             except Exception as exc:
                 raise ProduceError(topic, exc) from exc
 
-    def store(self, name: str) -> StoreTransaction:
+    @overload
+    def store(self, name: str) -> StoreTransaction: ...
+    @overload
+    def store(self, name: Store[_SK, _SV]) -> StoreTransaction[_SK, _SV]: ...
+    def store(self, name: str | Store[Any, Any]) -> StoreTransaction[Any, Any]:
         """The store partition ``name`` for the current record's partition.
+
+        ``name`` is a store's name, or its declaration: with
+        ``COUNTS: eos.Store[str, int] = eos.Store("counts")`` in ``stores``,
+        ``ctx.store(COUNTS)`` is a ``StoreTransaction[str, int]``.
 
         Raises:
             StateError: no such store, or called outside ``process``.
         """
+        if not isinstance(name, str):
+            name = name.name
         record = self.record
         if record is None or self._stores is None:
             if self._produce is _refuse_in_on_assign:
@@ -228,7 +261,7 @@ class Context:
             raise StateError(f"ctx.store({name!r}) is only available while processing a record")
         return self._stores(name, record.partition)
 
-    def call_on_assign(self, processor: Processor, partitions: list[TopicPartition]) -> None:
+    def call_on_assign(self, processor: Processor[K, V], partitions: list[TopicPartition]) -> None:
         """Run ``processor.on_assign(partitions, self)`` with ``send`` and ``store`` refused.
 
         The engine's rebalance listener and the TestDriver both call it, so a

@@ -14,15 +14,17 @@ import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Final, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 from eos.errors import ConfigError
 
 __all__ = [
+    "INPUT_SERDES_PREFIX",
     "PROPERTY_FIELDS",
     "PropertyValue",
     "client_value",
     "did_you_mean",
+    "parse_input_serde_key",
     "parse_properties",
     "parse_property_value",
     "read_properties",
@@ -53,6 +55,10 @@ PROPERTY_FIELDS: Final[Mapping[str, str]] = {
     "metrics.bind.address": "metrics_bind_address",
 }
 """The eos keys of a properties file and the Config field each one sets."""
+
+INPUT_SERDES_PREFIX: Final = "input.serdes."
+"""``input.serdes.<topic>.key`` and ``input.serdes.<topic>.value`` set
+``Config.input_serdes`` for one input topic: its key or value serde by name."""
 
 _INT_FIELDS: Final = frozenset(
     {
@@ -209,6 +215,26 @@ def parse_property_value(key: str, name: str, value: PropertyValue) -> object:
     if name == "dead_letter_topic":
         return value or None
     return value
+
+
+def parse_input_serde_key(key: str) -> tuple[str, Literal["key", "value"]]:
+    """``(topic, part)`` of an ``input.serdes.<topic>.key``/``.value`` key.
+
+    The topic is what lies between the prefix and the last dot, so a topic
+    name with dots (``orders.v2``) needs no escaping.
+
+    Raises:
+        ConfigError: The key names no topic, or ends in neither ``.key`` nor ``.value``.
+    """
+    rest = key[len(INPUT_SERDES_PREFIX) :]
+    topic, dot, part = rest.rpartition(".")
+    if not dot or not topic or part not in ("key", "value"):
+        raise ConfigError(
+            f"unknown setting {key!r}: write {INPUT_SERDES_PREFIX}<topic>.key or "
+            f"{INPUT_SERDES_PREFIX}<topic>.value (a serde name) for one input topic's serdes",
+            key="input_serdes",
+        )
+    return topic, "key" if part == "key" else "value"
 
 
 def client_value(key: str, value: object) -> PropertyValue:

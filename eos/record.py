@@ -1,17 +1,31 @@
 """The record a processor sees, and the topic-partition it came from.
 
-Both are :class:`typing.NamedTuple` subclasses: immutable, without a
-``__dict__``, and cheap to build (one ``tuple.__new__``), which matters
-because the engine builds one :class:`Record` per consumed message.
+Both are named tuples: immutable, without a ``__dict__``, and cheap to build
+(one ``tuple.__new__``), which matters because the engine builds one
+:class:`Record` per consumed message.
+
+:class:`Record` is generic in its key and value types, ``Record[str, dict]``.
+Generic named tuples need Python 3.11 in :mod:`typing`; eos supports 3.10, so
+it takes ``NamedTuple`` from ``typing_extensions``, which backports them. The
+class is the same tuple subclass either way: subscripting it
+(``Record[str, int]``) is for the type checker and costs nothing per record.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Generic, NamedTuple
+
+from typing_extensions import NamedTuple as GenericNamedTuple
+from typing_extensions import TypeVar
 
 __all__ = ["Headers", "Record", "TopicPartition", "dead_letter_headers"]
 
 Headers = list[tuple[str, bytes | None]]
+
+K = TypeVar("K", default=object)
+"""The type of a record's key. Unparameterised uses (``eos.Record``) mean ``object``."""
+V = TypeVar("V", default=object)
+"""The type of a record's value. Unparameterised uses mean ``object``."""
 
 
 class TopicPartition(NamedTuple):
@@ -24,8 +38,15 @@ class TopicPartition(NamedTuple):
         return f"{self.topic}[{self.partition}]"
 
 
-class Record(NamedTuple):
+class Record(GenericNamedTuple, Generic[K, V]):
     """One consumed record, key and value already deserialized.
+
+    ``Record[K, V]`` names the types the input's serdes decode to, e.g.
+    ``Record[str, dict[str, object]]`` for string keys and JSON objects. As in
+    Kafka's own ``Deserializer<T>``, the type names what non-null bytes decode
+    to: a null key or a tombstone arrives as ``None`` whatever ``K`` and ``V``
+    are; write ``Record[str | None, ...]`` to have the type checker make you
+    handle it.
 
     Attributes:
         key: Deserialized key (None for a null key).
@@ -37,8 +58,8 @@ class Record(NamedTuple):
         headers: Record headers as ``(name, value)`` pairs, or None.
     """
 
-    key: object
-    value: object
+    key: K
+    value: V
     topic: str
     partition: int
     offset: int

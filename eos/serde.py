@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
+
+from typing_extensions import TypeVar
 
 from eos.errors import ConfigError, Operation, Part, SerializationError
 
 __all__ = [
     "BytesSerde",
     "JsonSerde",
+    "JsonValue",
     "Serde",
     "StringSerde",
     "deserialize_or_raise",
@@ -30,10 +33,22 @@ __all__ = [
     "serialize_or_raise",
 ]
 
+T = TypeVar("T", default=Any)
+"""What a serde decodes to. An unparameterised ``Serde`` is ``Serde[Any]``:
+any serde object, as before serdes were generic."""
+
+JsonValue = Any
+"""What :class:`JsonSerde` decodes to: whatever :func:`json.loads` returns."""
+
 
 @runtime_checkable
-class Serde(Protocol):
+class Serde(Protocol[T]):
     """Converts one part of a record (key or value) to and from bytes.
+
+    ``Serde[T]`` decodes non-null bytes to a ``T``: :class:`StringSerde` is a
+    ``Serde[str]``, :class:`BytesSerde` a ``Serde[bytes]``, :class:`JsonSerde`
+    a ``Serde[JsonValue]``. ``builder.stream(topic, value_serde=serde)`` types
+    its stream by it.
 
     Contract:
         * ``serialize(None)`` returns ``None`` and ``deserialize(None)``
@@ -46,7 +61,7 @@ class Serde(Protocol):
           so it should keep no per-record state.
     """
 
-    def serialize(self, value: object) -> bytes | None:
+    def serialize(self, value: T | None, /) -> bytes | None:
         """Convert a value to bytes.
 
         Args:
@@ -57,7 +72,7 @@ class Serde(Protocol):
         """
         ...
 
-    def deserialize(self, data: bytes | None) -> object:
+    def deserialize(self, data: bytes | None, /) -> T | None:
         """Convert bytes read from Kafka to a value.
 
         Args:
@@ -90,7 +105,7 @@ class BytesSerde:
             operation="serialize",
         )
 
-    def deserialize(self, data: bytes | None) -> object:
+    def deserialize(self, data: bytes | None) -> bytes | None:
         """Return ``data`` unchanged."""
         return data
 
@@ -126,7 +141,7 @@ class StringSerde:
             operation="serialize",
         )
 
-    def deserialize(self, data: bytes | None) -> object:
+    def deserialize(self, data: bytes | None) -> str | None:
         """Return ``data`` decoded from UTF-8, or ``None`` for ``None``."""
         if data is None:
             return None
@@ -173,7 +188,7 @@ class JsonSerde:
                 operation="serialize",
             ) from exc
 
-    def deserialize(self, data: bytes | None) -> object:
+    def deserialize(self, data: bytes | None) -> JsonValue:
         """Return the value decoded from JSON, or ``None`` for ``None``."""
         if data is None:
             return None

@@ -18,14 +18,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import cast
 
 import eos
 from eos.config import DEFAULT_TRANSACTION_TIMEOUT_MS
 
 
-class CountPerKey(eos.Processor):
+class CountPerKey(eos.Processor[str, str]):
     """Keeps ``counts[key]`` and sends ``str(count)`` with the same key to ``output``.
+
+    Keys and values are strings (the application's ``key_serde``/``value_serde``
+    are ``"string"``); the store maps a key to its ``int`` count.
 
     Args:
         output: The output topic.
@@ -37,14 +39,14 @@ class CountPerKey(eos.Processor):
     def __init__(self, output: str, backend: str = "rocksdb") -> None:
         self.output = output
         # Per instance, so the backend is a choice: the engine and the
-        # TestDriver read ``processor.stores``. (Processor types it as a
-        # ClassVar, hence the ignore.)
-        self.stores = [eos.Store("counts", backend=backend)]  # type: ignore[misc]
+        # TestDriver read ``processor.stores``.
+        self.counts: eos.Store[str, int] = eos.Store("counts", backend=backend)
+        self.stores = [self.counts]
 
-    def process(self, record: eos.Record, ctx: eos.Context) -> None:
+    def process(self, record: eos.Record[str, str], ctx: eos.Context[str, str]) -> None:
         key = record.key
-        store = ctx.store("counts")
-        n = cast(int, store.get(key, 0)) + 1
+        store = ctx.store(self.counts)  # a StoreTransaction[str, int]
+        n = store.get(key, 0) + 1
         store[key] = n
         ctx.send(self.output, key=key, value=str(n))
 

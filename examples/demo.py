@@ -29,6 +29,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from eos.testing.helpers import (
+    ReadRecord,
     committed_offsets,
     create_topic,
     produce,
@@ -60,12 +61,18 @@ def _worker_pid(log_path: Path, index: int) -> int:
     return int(pids[-1])
 
 
-def _check_counts(inputs: list, counts: list) -> tuple[int, int]:
+def _upper(value: bytes | None) -> bytes | None:
+    """What the uppercase worker does to a value."""
+    return None if value is None else value.upper()
+
+
+def _check_counts(inputs: list[ReadRecord], counts: list[ReadRecord]) -> tuple[int, int]:
     """Per key: emitted counts must be exactly 1..N in order. Returns (keys, bad keys)."""
     truth = Counter(r.key for r in inputs if r.value is not None)
     emitted: dict[bytes | None, list[int]] = defaultdict(list)
     for record in counts:
-        emitted[record.key].append(int(record.value))
+        if record.value is not None:
+            emitted[record.key].append(int(record.value))
     bad = [k for k, n in truth.items() if emitted.get(k) != list(range(1, n + 1))]
     bad += [k for k in emitted if k not in truth]
     return len(truth), len(bad)
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = read_topic(bootstrap, source)
     outputs = read_topic(bootstrap, sink)
     counts = read_topic(bootstrap, counts_topic)
-    verdict = verify_exactly_once(inputs, outputs, bytes.upper)
+    verdict = verify_exactly_once(inputs, outputs, _upper)
     keys, bad_keys = _check_counts(inputs, counts)
     ok = verdict.ok and verdict.inputs == total and bad_keys == 0 and restarted and code == 0
     print()

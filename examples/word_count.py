@@ -72,10 +72,16 @@ def words_of(line: object) -> list[tuple[str, str]]:
 
 
 def build(lines: str, words: str, output: str) -> eos.StreamBuilder:
-    """The two-step word count: split and repartition, then count per word."""
+    """The two-step word count: split and repartition, then count per word.
+
+    Both streams are typed by their serdes (``Stream[str, str]``); ``to(words)``
+    writes with the serdes ``stream(words)`` reads with.
+    """
     builder = eos.StreamBuilder()
-    builder.stream(lines).flat_map(lambda _key, line: words_of(line)).to(words)
-    counts = builder.stream(words).group_by_key().count(store=STORE)
+    text = builder.stream(lines, key_serde="string", value_serde="string")
+    text.flat_map(lambda _key, line: words_of(line)).to(words)
+    word_stream = builder.stream(words, key_serde="string", value_serde="string")
+    counts = word_stream.group_by_key().count(store=STORE)
     counts.to_stream().map(lambda word, n: (word, f"{word}: {n}")).to(output)
     return builder
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, runtime_checkable
 
 from eos.errors import ConfigError, StateError
+from eos.record import K, V
 from eos.serde import Serde, resolve_serde
 
 __all__ = [
@@ -124,9 +125,17 @@ application's state directory; the factory may create it.
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Store:
+# Not slotted: before Python 3.13 a slotted frozen dataclass cannot be built as
+# ``Store[str, int](...)`` (its __setattr__ calls super() with the class that
+# slots=True replaced). A store is declared once, so the __dict__ costs nothing.
+@dataclass(frozen=True)
+class Store(Generic[K, V]):
     """Declares a state store that a processor uses (public as ``eos.Store``).
+
+    ``Store[K, V]`` is a store of ``K`` keys and ``V`` values: declare it as
+    ``COUNTS: eos.Store[str, int] = eos.Store("counts")`` and
+    ``ctx.store(COUNTS)`` is a ``StoreTransaction[str, int]``. The types are
+    for the type checker; the serdes decide what is stored.
 
     Attributes:
         name: Store name: letters, digits, ``.``, ``_`` and ``-`` (not ``.`` or
@@ -145,8 +154,8 @@ class Store:
 
     name: str
     backend: str | StoreBackendFactory = DEFAULT_BACKEND
-    key_serde: str | Serde = DEFAULT_SERDE
-    value_serde: str | Serde = DEFAULT_SERDE
+    key_serde: str | Serde[K] = DEFAULT_SERDE
+    value_serde: str | Serde[V] = DEFAULT_SERDE
 
     def __post_init__(self) -> None:
         name = self.name
@@ -179,7 +188,7 @@ class Store:
         # time rather than at the first assignment.
         self.serdes()
 
-    def serdes(self) -> tuple[Serde, Serde]:
+    def serdes(self) -> tuple[Serde[K], Serde[V]]:
         """Return the resolved ``(key_serde, value_serde)`` pair."""
         return (
             resolve_serde(self.key_serde, what="store.key_serde"),

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar, overload
 
 from eos.errors import StateError
+from eos.record import K, V
 from eos.serde import JsonSerde, Serde
 from eos.state.base import StateStore
 
@@ -55,9 +57,16 @@ _TRANSITIONS: dict[TransactionState, frozenset[TransactionState]] = {
     _FAILED: frozenset(),
 }
 
+_D = TypeVar("_D")
 
-class StoreTransaction:
+
+class StoreTransaction(Generic[K, V]):
     """One store partition as seen by one Kafka transaction.
+
+    ``StoreTransaction[K, V]`` maps keys of type ``K`` to values of type
+    ``V``, the types its store's serdes decode to; ``ctx.store(spec)`` with an
+    ``eos.Store[K, V]`` declaration returns one typed so (unparameterised:
+    ``object``).
 
     This is what ``ctx.store(name)`` returns. It behaves like a mutable mapping
     of deserialized keys to deserialized values (``get``, ``[]``, ``in``,
@@ -225,7 +234,7 @@ class StoreTransaction:
 
     # -- writes --------------------------------------------------------------
 
-    def __setitem__(self, key: object, value: object) -> None:
+    def __setitem__(self, key: K, value: V) -> None:
         if not self._writable:
             raise self._refused("write to")
         key_bytes = self._key_serialize(key)
@@ -237,7 +246,7 @@ class StoreTransaction:
         self._changelog(key_bytes, value_bytes)
         self._overlay[key_bytes] = value_bytes
 
-    def __delitem__(self, key: object) -> None:
+    def __delitem__(self, key: K) -> None:
         if not self._writable:
             raise self._refused("delete from")
         key_bytes = self._key_serialize(key)
@@ -266,18 +275,23 @@ class StoreTransaction:
             return overlay[key_bytes]
         return self._store.get(key_bytes)
 
-    def get(self, key: object, default: object = None) -> object:
+    @overload
+    def get(self, key: K) -> V | None: ...
+    @overload
+    def get(self, key: K, default: _D) -> V | _D: ...
+    def get(self, key: K, default: object = None) -> object:
         """Return the value for ``key``, or ``default`` when absent."""
         value_bytes = self._lookup(key)
         if value_bytes is None:
             return default
         return self._value_deserialize(value_bytes)
 
-    def __getitem__(self, key: object) -> object:
+    def __getitem__(self, key: K) -> V:
         value_bytes = self._lookup(key)
         if value_bytes is None:
             raise KeyError(key)
-        return self._value_deserialize(value_bytes)
+        value: V = self._value_deserialize(value_bytes)
+        return value
 
     def __contains__(self, key: object) -> bool:
         return self._lookup(key) is not None
@@ -286,10 +300,10 @@ class StoreTransaction:
 
     def range(
         self,
-        start: object = None,
-        end: object = None,
+        start: K | None = None,
+        end: K | None = None,
         reverse: bool = False,
-    ) -> Iterator[tuple[object, object]]:
+    ) -> Iterator[tuple[K, V]]:
         """Iterate ``(key, value)`` pairs with ``start <= key < end``.
 
         Bounds are user keys, serialized with the key serde and compared as
@@ -305,22 +319,22 @@ class StoreTransaction:
         end_bytes = None if end is None else self._bound(end)
         return self._decode_items(self._merged(start_bytes, end_bytes, reverse))
 
-    def items(self) -> Iterator[tuple[object, object]]:
+    def items(self) -> Iterator[tuple[K, V]]:
         """Iterate all ``(key, value)`` pairs in serialized-key order."""
         return self._decode_items(self._merged(None, None, False))
 
-    def keys(self) -> Iterator[object]:
+    def keys(self) -> Iterator[K]:
         """Iterate all keys in serialized-key order."""
         return self._decode_keys(self._merged(None, None, False))
 
-    def values(self) -> Iterator[object]:
+    def values(self) -> Iterator[V]:
         """Iterate all values in serialized-key order."""
         return self._decode_values(self._merged(None, None, False))
 
-    def __iter__(self) -> Iterator[object]:
+    def __iter__(self) -> Iterator[K]:
         return self.keys()
 
-    def _bound(self, key: object) -> bytes:
+    def _bound(self, key: K) -> bytes:
         key_bytes = self._key_serialize(key)
         if key_bytes is None:
             raise StateError(f"store {self._name}: range bound {key!r} serialized to None")
@@ -348,27 +362,26 @@ class StoreTransaction:
             return base
         return _merge(base, pending, reverse)
 
-    def _decode_items(
-        self, items: Iterator[tuple[bytes, bytes]]
-    ) -> Iterator[tuple[object, object]]:
+    def _decode_items(self, items: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[K, V]]:
         key_deserialize = self._key_deserialize
         value_deserialize = self._value_deserialize
         for key_bytes, value_bytes in items:
             yield key_deserialize(key_bytes), value_deserialize(value_bytes)
 
-    def _decode_keys(self, items: Iterator[tuple[bytes, bytes]]) -> Iterator[object]:
+    def _decode_keys(self, items: Iterator[tuple[bytes, bytes]]) -> Iterator[K]:
         key_deserialize = self._key_deserialize
         for key_bytes, _ in items:
             yield key_deserialize(key_bytes)
 
-    def _decode_values(self, items: Iterator[tuple[bytes, bytes]]) -> Iterator[object]:
+    def _decode_values(self, items: Iterator[tuple[bytes, bytes]]) -> Iterator[V]:
         value_deserialize = self._value_deserialize
         for _, value_bytes in items:
             yield value_deserialize(value_bytes)
 
 
-_Serialize = Callable[[object], "bytes | None"]
-_Deserialize = Callable[["bytes | None"], object]
+# Any: the serdes were given as Serde[K] and Serde[V]; the codec keeps them untyped.
+_Serialize = Callable[[Any], "bytes | None"]
+_Deserialize = Callable[["bytes | None"], Any]
 _FAST_INT_DIGITS = 18
 """Integers of up to this many digits take the JSON fast path."""
 

@@ -30,13 +30,13 @@ from __future__ import annotations
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from eos._processor_checks import check_processor
 from eos._records import decode_error
-from eos.config import ErrorPolicy
-from eos.dsl import input_topics_for, sink_serdes, source_topics
+from eos.config import ErrorPolicy, InputSerdeSpec, check_input_serdes
+from eos.dsl import input_serdes_for, input_topics_for, sink_serdes, source_topics
 from eos.errors import ConfigError, ProcessingError, StateError
 from eos.processor import Context, Processor, undeclared_store
 from eos.record import Headers, Record, TopicPartition, dead_letter_headers
@@ -59,7 +59,8 @@ class Output:
 
     ``key`` and ``value`` deserialize the bytes with the serdes a consumer of
     ``topic`` would use: the DSL ``to()``'s own serdes if it named any, the
-    dead-letter topic's original bytes as they are, else the application's.
+    dead-letter topic's original bytes as they are, an input topic's own
+    serdes (``input_serdes``, ``builder.stream()``), else the application's.
 
     Attributes:
         topic: Where it was sent.
@@ -109,6 +110,11 @@ class TestDriver:
         partitions: Partition count of each input topic (stores are per partition).
         key_serde: The application's key serde (input and output).
         value_serde: The application's value serde.
+        input_serdes: ``{topic: (key_serde, value_serde)}`` for input topics
+            with serdes of their own, as the application's ``input_serdes``
+            (a DSL processor's ``builder.stream()`` serdes are added, as in the
+            application). ``send`` serializes, and every record is
+            deserialized, with its topic's serdes.
         processing_error_policy: ``fail``, ``skip`` or ``dead_letter``.
         dead_letter_topic: Where ``dead_letter`` sends failing records.
         application_id: Seen by the processor as ``ctx.application_id``.
@@ -129,6 +135,7 @@ class TestDriver:
         partitions: int = 1,
         key_serde: str | Serde = "bytes",
         value_serde: str | Serde = "bytes",
+        input_serdes: Mapping[str, InputSerdeSpec] | None = None,
         processing_error_policy: ErrorPolicy = "fail",
         dead_letter_topic: str | None = None,
         application_id: str = "test-driver",
@@ -160,9 +167,17 @@ class TestDriver:
         self.application_id = application_id
         self._key_serde = resolve_serde(key_serde, what="key_serde")
         self._value_serde = resolve_serde(value_serde, what="value_serde")
-        self._output_serdes: dict[str, tuple[Serde, Serde]] = {
+        configured = check_input_serdes(input_serdes or {}, self.input_topics)
+        self._input_serdes: dict[str, tuple[Serde, Serde]] = {
             topic: (k or self._key_serde, v or self._value_serde)
-            for topic, (k, v) in sink_serdes(processor).items()
+            for topic, (k, v) in input_serdes_for(processor, configured).items()
+        }
+        self._output_serdes: dict[str, tuple[Serde, Serde]] = {
+            **self._input_serdes,
+            **{
+                topic: (k or self._key_serde, v or self._value_serde)
+                for topic, (k, v) in sink_serdes(processor).items()
+            },
         }
         if dead_letter_topic:
             self._output_serdes[dead_letter_topic] = (_BYTES, _BYTES)
@@ -200,7 +215,7 @@ class TestDriver:
         headers: Headers | None = None,
     ) -> None:
         """Process one record: ``value`` and ``key`` are serialized with the
-        application's serdes, then deserialized, as they would come from Kafka.
+        topic's serdes, then deserialized, as they would come from Kafka.
 
         Args:
             value: The record's value.
@@ -219,8 +234,9 @@ class TestDriver:
             ProcessingError: Policy ``fail`` and the record failed.
         """
         topic = self._input_topic(topic)
-        raw_value = serialize_or_raise(self._value_serde, value, part="value", topic=topic)
-        raw_key = serialize_or_raise(self._key_serde, key, part="key", topic=topic)
+        key_serde, value_serde = self._serdes_of(topic)
+        raw_value = serialize_or_raise(value_serde, value, part="value", topic=topic)
+        raw_key = serialize_or_raise(key_serde, key, part="key", topic=topic)
         self.send_raw(
             raw_value,
             key=raw_key,
@@ -242,7 +258,7 @@ class TestDriver:
     ) -> None:
         """Process one record given as the bytes Kafka holds (e.g. malformed JSON).
 
-        The application's serdes deserialize it; a failure is the engine's
+        The topic's serdes deserialize it; a failure is the engine's
         SerializationError and ``processing_error_policy`` applies to it.
         Arguments and errors as :meth:`send`.
         """
@@ -259,11 +275,12 @@ class TestDriver:
         self._offsets[(topic, partition)] = offset + 1
         ts = timestamp if timestamp is not None else int(time.time() * 1000)
         self._pending = []
-        kdes = self._key_serde.deserialize
+        key_serde, value_serde = self._serdes_of(topic)
+        kdes = key_serde.deserialize
         try:
-            record = Record(
+            record: Record[object, object] = Record(
                 kdes(key),
-                self._value_serde.deserialize(value),
+                value_serde.deserialize(value),
                 topic,
                 partition,
                 offset,
@@ -341,6 +358,10 @@ class TestDriver:
 
     def _assigned(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t in self.input_topics for p in range(self.partitions)]
+
+    def _serdes_of(self, topic: str) -> tuple[Serde, Serde]:
+        """The ``(key_serde, value_serde)`` input ``topic`` is read with."""
+        return self._input_serdes.get(topic, (self._key_serde, self._value_serde))
 
     def _input_topic(self, topic: str | None) -> str:
         if topic is None:
