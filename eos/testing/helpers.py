@@ -268,14 +268,20 @@ def committed_offsets(
         while True:
             try:
                 committed = consumer.committed(
-                    [TopicPartition(topic, p) for p in partitions], timeout=10
+                    [TopicPartition(topic, p) for p in partitions],
+                    timeout=max(1.0, min(10.0, deadline - time.monotonic())),
                 )
                 return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in committed}
             except KafkaException as exc:
                 # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS while a fresh
-                # broker loads the group coordinator: ask again.
+                # broker loads the group coordinator, or _TIMED_OUT while a dead
+                # producer's pending offsets hold the answer back: ask again.
                 error = exc.args[0]
-                transient = error.retriable() or error.code() in _COORDINATOR_ERRORS
+                transient = (
+                    error.retriable()
+                    or error.code() in _COORDINATOR_ERRORS
+                    or error.code() == KafkaError._TIMED_OUT
+                )
                 if not transient or time.monotonic() > deadline:
                     raise
                 time.sleep(0.25)

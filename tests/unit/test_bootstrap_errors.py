@@ -87,7 +87,7 @@ def test_closed_port_is_one_config_error_within_the_timeout(
     with pytest.raises(ConfigError) as info:
         check_topics(config, StopSignal(config.shutdown_timeout_s))
     elapsed = time.monotonic() - started
-    assert 1.5 <= elapsed < 6
+    assert 1.5 <= elapsed < 10  # the 2 s bound, with room for a loaded machine
     message = str(info.value)
     assert "cannot reach Kafka at 127.0.0.1:" in message
     assert "eos dev-kafka up" in message

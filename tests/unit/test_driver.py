@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import eos
@@ -74,12 +72,11 @@ def test_partitions_have_their_own_stores() -> None:
     assert driver.store("order-counts") == {f"k{i}": 10 for i in range(10)}
 
 
-def test_driver_is_fast() -> None:
-    """10,000 records through a stateful processor take well under a second."""
+def test_driver_runs_ten_thousand_records_through_a_store() -> None:
+    """10,000 records through a stateful processor over 4 partitions: every one counted.
+    (Speed is measured in benchmarks/, never asserted here.)"""
     driver = TestDriver(CountOrders(), partitions=4, key_serde="string", value_serde="string")
-    started = time.perf_counter()
     driver.send_many((f"k{i % 100}", "order") for i in range(10_000))
-    assert time.perf_counter() - started < 2.0
     assert sum(driver.store("order-counts").values()) == 10_000  # type: ignore[arg-type]
 
 

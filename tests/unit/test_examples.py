@@ -57,7 +57,6 @@ def test_count_per_key_emits_running_counts_and_stores_totals(backend: str) -> N
     assert pairs == expected
     assert store == dict(seen)
     assert driver.topics() == ["counts-out"]
-    assert elapsed < 1.0
 
 
 def test_count_per_key_declares_the_chosen_backend() -> None:

@@ -85,3 +85,29 @@ def test_progress_eta_units(restored: int, seconds: float, eta_text: str) -> Non
     progress.add(restored)
     clock.now += seconds
     assert progress.format().endswith(f"{eta_text})")
+
+
+@pytest.mark.parametrize(
+    ("code", "retriable", "transient"),
+    [
+        ("FENCED_LEADER_EPOCH", False, True),  # a leader moved in a broker bounce
+        ("NOT_LEADER_FOR_PARTITION", False, True),
+        ("LEADER_NOT_AVAILABLE", False, True),
+        ("_TIMED_OUT", False, True),
+        # a changelog just created by another instance: librdkafka flags it retriable
+        ("UNKNOWN_TOPIC_OR_PART", True, True),
+        ("TOPIC_AUTHORIZATION_FAILED", False, False),
+        ("INVALID_REQUEST", False, False),
+    ],
+)
+def test_restore_offset_lookups_retry_leader_moves_not_denials(
+    code: str, retriable: bool, transient: bool
+) -> None:
+    """list_offsets of a restore retries what a broker bounce causes (with a metadata
+    refresh), and fails at once on what retrying cannot fix."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from eos.state.changelog import _transient
+
+    error = KafkaError(getattr(KafkaError, code), retriable=retriable)
+    assert _transient(KafkaException(error)) is transient
