@@ -249,9 +249,11 @@ def check_topics(config: Config, stop: StopSignal) -> AdminClient:
     """
     refused: list[KafkaError] = []
     failures: list[KafkaError] = []
+    waiting = [True]  # the client outlives this check; its later errors are only logged
 
     def on_error(error: KafkaError) -> None:
-        (refused if error.code() in _REFUSED else failures).append(error)
+        if waiting[0]:
+            (refused if error.code() in _REFUSED else failures).append(error)
 
     settings = config.admin_settings()
     admin = AdminClient(
@@ -263,6 +265,7 @@ def check_topics(config: Config, stop: StopSignal) -> AdminClient:
         step = max(0.1, min(_ADMIN_STEP_S, deadline - time.monotonic()))
         try:
             metadata = admin.list_topics(timeout=step)
+            waiting[0] = False
             break
         except KafkaException as exc:
             admin.poll(0)  # serve error_cb and the log lines

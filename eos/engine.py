@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 
 from eos._admin import KafkaLog, check_topics
 from eos._batch import TP, Assignment, Batch, Poison
@@ -74,6 +75,8 @@ log = logging.getLogger("eos.engine")
 
 _MAX_CONSUME = 5000
 _IDLE_POLL_S = 0.1
+_ADMIN_SERVE_S = 5.0
+"""How often the loop serves the admin client's queued logs and errors."""
 _CLOSE_FLOOR_S = 5.0
 """The least time a client's close gets at shutdown, even when the grace period is spent."""
 _new_record = tuple.__new__
@@ -113,6 +116,8 @@ class Engine:
         self.stats = stats or EngineStats(config.application_id)
         self.stop_signal = stop or StopSignal(config.shutdown_timeout_s)
         self._kafka_log = KafkaLog()
+        self._admin: AdminClient | None = None
+        self._admin_served_at = 0.0
         self.faults = faults
         self._key_serde: Serde = config.resolved_key_serde()
         self._value_serde: Serde = config.resolved_value_serde()
@@ -202,6 +207,8 @@ class Engine:
         stop = self.stop_signal
         stop.check()
         admin = check_topics(config, stop)
+        if self.processor.stores:
+            self._admin = admin  # the store manager keeps it for changelog topics
         stop.check()
         try:
             self.guarantee.start()
@@ -332,6 +339,16 @@ class Engine:
         if first is not None:
             raise first
 
+    def _serve_admin(self, now: float) -> None:
+        """Serve the long-lived admin client's queued log lines and error events.
+
+        confluent-kafka delivers them only from ``poll()``; unserved, they would
+        pile up in memory through every broker disconnect of a long run.
+        """
+        self._admin_served_at = now
+        if self._admin is not None:
+            self._admin.poll(0)
+
     def _close_producer(self) -> None:
         remaining = self.guarantee.close(self.stop_signal.remaining(self.config.shutdown_timeout_s))
         if remaining:
@@ -429,7 +446,10 @@ class Engine:
                 committed = committer.commit()
             elif not transactional:
                 self.outputs.poll()
-            rebalance.refresh_lag(time.monotonic(), force=committed)
+            now = time.monotonic()
+            rebalance.refresh_lag(now, force=committed)
+            if now >= self._admin_served_at + _ADMIN_SERVE_S:
+                self._serve_admin(now)
         if committer.open:
             committer.commit()
 
