@@ -26,6 +26,21 @@ uppercase = _load_example()
 Upper: type[eos.Processor] = uppercase.Upper
 
 
+class Count(eos.Processor):
+    """Counts records per key in a changelog-backed store and sends each new count."""
+
+    stores = [eos.Store("counts", key_serde="string", value_serde="json")]
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    def process(self, record: eos.Record, ctx: eos.Context) -> None:
+        counts = ctx.store("counts")
+        n = counts.get(record.key, 0) + 1  # type: ignore[operator]
+        counts[record.key] = n
+        ctx.send(self.output, str(n), key=record.key)
+
+
 def application(
     bootstrap: str, app_id: str, source: str, processor: eos.Processor, **kw: object
 ) -> eos.Application:

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from apprunner import AppThread
+from apprunner import AppThread, Count
 from confluent_kafka import Producer
 
 import eos
@@ -20,21 +20,6 @@ pytestmark = pytest.mark.integration
 
 TRANSACTION_TIMEOUT_MS = 5000
 RESTORE_SLEEP_S = 8.0  # per restored chunk: two partitions take over 15 s
-
-
-class Count(eos.Processor):
-    """Counts records per key and sends each new count."""
-
-    stores = [eos.Store("counts", key_serde="string", value_serde="json")]
-
-    def __init__(self, output: str) -> None:
-        self.output = output
-
-    def process(self, record: eos.Record, ctx: eos.Context) -> None:
-        counts = ctx.store("counts")
-        n = counts.get(record.key, 0) + 1  # type: ignore[operator]
-        counts[record.key] = n
-        ctx.send(self.output, str(n), key=record.key)
 
 
 class Feeder:

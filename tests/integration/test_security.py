@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 
 import pytest
-from apprunner import AppThread, Upper
+from apprunner import AppThread, Count, Upper
 
 import eos
 from eos.testing.helpers import committed_offsets, produce, read_topic, unique_name
@@ -71,19 +71,6 @@ def _produce(cluster: KafkaCluster, topic: str, records) -> None:
 
 def _read(cluster: KafkaCluster, topic: str):
     return read_topic(cluster.bootstrap_servers, topic, config=cluster.admin_settings())
-
-
-class Count(eos.Processor):
-    stores = [eos.Store("counts", key_serde="string", value_serde="json")]
-
-    def __init__(self, output: str) -> None:
-        self.output = output
-
-    def process(self, record: eos.Record, ctx: eos.Context) -> None:
-        counts = ctx.store("counts")
-        n = counts.get(record.key, 0) + 1  # type: ignore[operator]
-        counts[record.key] = n
-        ctx.send(self.output, str(n), key=record.key)
 
 
 def _app(
