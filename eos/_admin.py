@@ -25,6 +25,7 @@ from typing import Final
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from eos._kafka_errors import error_codes
 from eos._stop import StopSignal
 from eos.config import Config
 from eos.errors import ConfigError
@@ -112,15 +113,7 @@ _CONSUMER_ONLY: Final = frozenset({"on_commit"})
 
 _ADMIN_STEP_S = 2.0
 _ADMIN_TIMEOUT_S = 30.0
-_REFUSED = frozenset(
-    code
-    for code in (
-        getattr(KafkaError, "_AUTHENTICATION", None),
-        getattr(KafkaError, "SASL_AUTHENTICATION_FAILED", None),
-        getattr(KafkaError, "_SSL", None),
-    )
-    if code is not None
-)
+_REFUSED = error_codes("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "_SSL")
 
 
 def client_setting_problem(key: str, value: object) -> str | None:

@@ -33,7 +33,7 @@ import enum
 
 from confluent_kafka import KafkaError
 
-__all__ = ["Cause", "cause_of", "error_name"]
+__all__ = ["Cause", "cause_of", "error_codes", "error_name"]
 
 
 class Cause(enum.Enum):
@@ -48,11 +48,12 @@ class Cause(enum.Enum):
     UNKNOWN = "unknown"
 
 
-def _codes(*names: str) -> frozenset[int]:
+def error_codes(*names: str) -> frozenset[int]:
+    """The codes of the ``KafkaError`` names this confluent-kafka knows (others are skipped)."""
     return frozenset(getattr(KafkaError, n) for n in names if hasattr(KafkaError, n))
 
 
-_RECORD = _codes(
+_RECORD = error_codes(
     "MSG_SIZE_TOO_LARGE",
     "RECORD_LIST_TOO_LARGE",
     "INVALID_RECORD",
@@ -63,7 +64,7 @@ _RECORD = _codes(
     "_KEY_SERIALIZATION",
     "_VALUE_SERIALIZATION",
 )
-_CONFIG = _codes(
+_CONFIG = error_codes(
     "UNKNOWN_TOPIC_OR_PART",
     "_UNKNOWN_TOPIC",
     "_UNKNOWN_PARTITION",
@@ -75,11 +76,11 @@ _CONFIG = _codes(
     "SASL_AUTHENTICATION_FAILED",
     "_AUTHENTICATION",
 )
-_REBALANCE = _codes(
+_REBALANCE = error_codes(
     "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "FENCED_INSTANCE_ID", "REBALANCE_IN_PROGRESS"
 )
-_FENCED = _codes("_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH")
-_COLLATERAL = _codes(
+_FENCED = error_codes("_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH")
+_COLLATERAL = error_codes(
     "_PURGE_QUEUE",
     "_PURGE_INFLIGHT",
     "OUT_OF_ORDER_SEQUENCE_NUMBER",
@@ -88,7 +89,7 @@ _COLLATERAL = _codes(
     "_STATE",
     "_FATAL",
 )
-_OUTAGE = _codes(
+_OUTAGE = error_codes(
     "_MSG_TIMED_OUT",
     "_TIMED_OUT",
     "_TIMED_OUT_QUEUE",

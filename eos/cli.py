@@ -42,6 +42,28 @@ cache:
 """
 
 
+def _subcommand(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    description: str | None = None,
+    *,
+    preformatted: bool = False,
+) -> argparse.ArgumentParser:
+    """A subcommand parser that also accepts ``--log-level`` after its name;
+    ``preformatted``: print ``description`` with its own line breaks."""
+    parser = commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=(
+            argparse.RawDescriptionHelpFormatter if preformatted else argparse.HelpFormatter
+        ),
+    )
+    _add_log_level(parser, top_level=False)
+    return parser
+
+
 def _add_log_level(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
     # Below the top level the default is SUPPRESS: a subcommand that was not
     # given --log-level must not overwrite a value given before it.
@@ -64,21 +86,21 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_log_level(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = commands.add_parser(
+    dev = _subcommand(
+        commands,
         "dev-kafka",
-        help="run a local Kafka (KRaft) in the background for development and tests",
-        description=_DEV_KAFKA_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a local Kafka (KRaft) in the background for development and tests",
+        _DEV_KAFKA_DESCRIPTION,
+        preformatted=True,
     )
-    _add_log_level(dev, top_level=False)
     dev_commands = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = dev_commands.add_parser(
+    up = _subcommand(
+        dev_commands,
         "up",
-        help="start the local cluster (or find it running)",
-        description=_DEV_KAFKA_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "start the local cluster (or find it running)",
+        _DEV_KAFKA_DESCRIPTION,
+        preformatted=True,
     )
-    _add_log_level(up, top_level=False)
     up.add_argument(
         "--nodes", type=int, choices=(1, 3), default=1, help="1 combined node or 3 voters"
     )
@@ -91,15 +113,14 @@ def _build_parser() -> argparse.ArgumentParser:
             "also needs the JDK's keytool"
         ),
     )
-    down = dev_commands.add_parser("down", help="stop the cluster that `up` started")
-    _add_log_level(down, top_level=False)
-    status = dev_commands.add_parser("status", help="say whether it runs; exit 1 if not")
-    _add_log_level(status, top_level=False)
+    _subcommand(dev_commands, "down", "stop the cluster that `up` started")
+    _subcommand(dev_commands, "status", "say whether it runs; exit 1 if not")
 
-    run = commands.add_parser(
+    run = _subcommand(
+        commands,
         "run",
-        help="run an application (MODULE:ATTR), optionally in N worker processes",
-        description=(
+        "run an application (MODULE:ATTR), optionally in N worker processes",
+        (
             "Run the eos application that MODULE:ATTR names: an eos.Application, an "
             "eos.Processor (instance or class) or an eos.StreamBuilder. A Processor or "
             "StreamBuilder needs --config. With --workers N, N processes run with instance "
@@ -119,7 +140,6 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on this port (worker i uses PORT+i)",
     )
     run.add_argument("--instance-id", default=None, help="override the instance id")
-    _add_log_level(run, top_level=False)
     return parser
 
 

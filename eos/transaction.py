@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from eos._kafka_errors import error_codes
 from eos._stop import StopRequested, StopSignal
 from eos.errors import (
     AbortableTransactionError,
@@ -51,15 +52,8 @@ __all__ = ["STEP_S", "ProducerStuckError", "TransactionalProducer", "classify"]
 
 log = logging.getLogger("eos.transaction")
 
-_FENCED_CODES = frozenset(
-    code
-    for code in (
-        getattr(KafkaError, "_FENCED", None),
-        getattr(KafkaError, "PRODUCER_FENCED", None),
-        getattr(KafkaError, "INVALID_PRODUCER_EPOCH", None),
-        getattr(KafkaError, "INVALID_PRODUCER_ID_MAPPING", None),
-    )
-    if code is not None
+_FENCED_CODES = error_codes(
+    "_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "INVALID_PRODUCER_ID_MAPPING"
 )
 STEP_S = 1.0
 """Longest single wait of a transactional call; it is called again while retriable."""

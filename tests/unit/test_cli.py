@@ -63,24 +63,18 @@ def test_version_prints_the_installed_distribution_version(
     assert eos.__version__ == expected
 
 
+def _python_m_eos(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eos", *args], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+
+
 def test_python_dash_m_eos_is_the_eos_command() -> None:
     """`python -m eos` runs the same command line: --version works and a bad call exits 2."""
-    version = subprocess.run(
-        [sys.executable, "-m", "eos", "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
+    version = _python_m_eos("--version")
     assert version.returncode == 0, version.stderr
     assert version.stdout == f"eos {eos.__version__}\n"
-    bad = subprocess.run(
-        [sys.executable, "-m", "eos", "no-such-command"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
+    bad = _python_m_eos("no-such-command")
     assert bad.returncode == 2
     assert bad.stderr.startswith("usage: eos ")
 
