@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from eos import errors
+from eos._dsl_windows import WindowedGroupedStream, WindowedTable
 from eos.app import Application
 from eos.config import Config
 from eos.dsl import GroupedStream, Stream, StreamBuilder, Table
@@ -20,13 +21,16 @@ from eos.errors import (
     ProducerFencedError,
     SerializationError,
     StateError,
+    TimerError,
     TransactionError,
 )
 from eos.processor import Context, Processor
 from eos.record import Record, TopicPartition
 from eos.serde import BytesSerde, JsonSerde, Serde, StringSerde
 from eos.state.base import Store
+from eos.state.window import WindowStore
 from eos.stats import AppState
+from eos.windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows, Windowed
 
 try:
     __version__ = version("eos-kafka")
@@ -42,6 +46,7 @@ __all__ = [
     "Context",
     "EosError",
     "GroupedStream",
+    "HoppingWindows",
     "JsonSerde",
     "ProcessingError",
     "Processor",
@@ -49,14 +54,22 @@ __all__ = [
     "Record",
     "Serde",
     "SerializationError",
+    "SessionWindows",
+    "SlidingWindows",
     "StateError",
     "Store",
     "Stream",
     "StreamBuilder",
     "StringSerde",
     "Table",
+    "TimerError",
     "TopicPartition",
     "TransactionError",
+    "TumblingWindows",
+    "WindowStore",
+    "Windowed",
+    "WindowedGroupedStream",
+    "WindowedTable",
     "__version__",
     "errors",
 ]

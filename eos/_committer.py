@@ -2,7 +2,9 @@
 
 Commit (:meth:`Committer.commit`), as numbered steps:
 
-1. outputs and changelog records were produced while processing;
+1. outputs and changelog records were produced while processing; the stream
+   time of each partition that moved is written to the internal time store
+   (:meth:`eos._time.TimeKeeper.flush`);
 2. the input positions join the transaction (``send_offsets_to_transaction``
    with the consumer's group metadata; at_least_once commits them after the
    flush instead);
@@ -66,6 +68,7 @@ from eos.stats import EngineStats
 from eos.transaction import ProducerStuckError
 
 if TYPE_CHECKING:
+    from eos._time import TimeKeeper
     from eos.processor import Context
     from eos.state.manager import StoreManager
 
@@ -111,6 +114,7 @@ class Committer:
         self.consumer: Consumer | None = None
         self.ctx: Context | None = None
         self.stores: StoreManager | None = None
+        self.time: TimeKeeper | None = None
         self.failed = False
         self._attempts = 0
         self._commits_with_writes = 0
@@ -145,6 +149,13 @@ class Committer:
         started = time.monotonic()
         self._attempts += 1
         attempt = self._attempts
+        if self.time is not None:
+            # (1b) the stream time of each partition that moved, into its changelog.
+            try:
+                self.time.flush()
+            except ProduceError as exc:
+                self.batch_failed(exc.kafka_error, f"writing the stream time failed: {exc}")
+                return False
         try:
             # (1) outputs and changelog records were produced while processing.
             # (2) the positions join the transaction; (3) commit.
@@ -158,6 +169,8 @@ class Committer:
             self.failed = True
             if self.stores is not None:
                 self.stores.abort()
+            if self.time is not None:
+                self.time.aborted()
             raise
         except FatalTransactionError as exc:
             self.fatal(exc)
@@ -169,6 +182,8 @@ class Committer:
                 self._commits_with_writes += 1
                 self.faults.after_kafka_commit(self._commits_with_writes)
             stores.commit()
+        if self.time is not None:
+            self.time.committed()
         self._committed(started)
         return True
 
@@ -230,6 +245,8 @@ class Committer:
         """Drop overlays and failures, rewind, forget the batch."""
         if self.stores is not None:
             self.stores.abort()
+        if self.time is not None:
+            self.time.aborted()
         self.outputs.clear()
         if self.guarantee.rewinds:
             self._rewind(unprocessed)
@@ -270,6 +287,8 @@ class Committer:
             log.warning("aborting the open transaction after the failure failed: %s", exc)
         if self.stores is not None:
             self.stores.abort()
+        if self.time is not None:
+            self.time.aborted()
         self.batch.clear()
 
     def wait_backoff(self) -> None:
@@ -438,6 +457,8 @@ class Committer:
         self.failed = True
         if self.stores is not None:
             self.stores.abort()
+        if self.time is not None:
+            self.time.aborted()
         self.batch.clear()
         if isinstance(exc, ProducerFencedError):
             self.stats.fenced += 1

@@ -8,7 +8,8 @@ what to write instead. The ``Application`` and the ``TestDriver`` both call it.
 
 Checked: the processor is an ``eos.Processor`` instance (not its class), it
 implements ``process``, its hooks are plain functions (eos never awaits a
-coroutine), ``stores`` is a sequence of ``eos.Store``, and every
+coroutine), ``stores`` is a sequence of ``eos.Store`` with no name reserved
+for eos's own stores, and every
 ``ctx.store("name")`` with a literal name in the class's source names a
 declared store. Names computed at run time are checked when used
 (``ctx.store`` raises ConfigError for an undeclared name, which stops the
@@ -22,13 +23,14 @@ import inspect
 import textwrap
 from collections.abc import Iterator, Sequence
 
+from eos._time import RESERVED_PREFIX
 from eos.errors import ConfigError
 from eos.processor import Processor
 from eos.state.base import Store
 
 __all__ = ["check_processor"]
 
-_HOOKS = ("process", "on_assign", "on_revoke", "close")
+_HOOKS = ("process", "on_assign", "on_revoke", "on_timer", "close")
 
 
 def check_processor(processor: object) -> None:
@@ -83,6 +85,12 @@ def _check_stores(name: str, stores: object) -> set[str]:
                 f"{name}.stores holds {item!r} ({type(item).__name__}); each entry must be an "
                 f"eos.Store: write {hint}",
                 "stores",
+            )
+        if item.name.startswith(RESERVED_PREFIX):
+            raise ConfigError(
+                f"store name {item.name!r} in {name}.stores: names starting with "
+                f"{RESERVED_PREFIX!r} are eos's own (its stream time and timers); choose another",
+                "store.name",
             )
         if item.name in names:
             raise ConfigError(

@@ -32,6 +32,7 @@ from eos.record import TopicPartition
 from eos.stats import EngineStats
 
 if TYPE_CHECKING:
+    from eos._time import TimeKeeper
     from eos.processor import Context, Processor
     from eos.state.manager import StoreManager
 
@@ -82,6 +83,7 @@ class RebalanceListener:
         self.processor = processor
         self.stats = stats
         self.stores: StoreManager | None = None
+        self.time: TimeKeeper | None = None
         self.ctx: Context | None = None
         self.consumer: Consumer | None = None
         self._lag_checked = 0.0
@@ -181,6 +183,9 @@ class RebalanceListener:
             self.stats.state = "running"
 
     def _on_assign(self, tps: list[TP]) -> None:
+        """Partitions ready to process: load their stream time, then ``Processor.on_assign``."""
+        if tps and self.time is not None:
+            self.time.assigned(tps)
         if tps and self.ctx is not None:
             self.ctx.call_on_assign(self.processor, [TopicPartition(t, p) for t, p in tps])
 
@@ -204,6 +209,9 @@ class RebalanceListener:
             if tp in self.assignment.assigned and tp not in self.assignment.restoring
         ]
         steps: list[tuple[str, Callable[[], None]]] = []
+        if self.time is not None:
+            keeper = self.time
+            steps.append(("forgetting their time", lambda: keeper.revoked(tps)))
         if self.stores is not None:
             stores = self.stores
             steps.append(("closing their stores", lambda: stores.close(tps)))

@@ -19,6 +19,7 @@ from eos.config import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     DEFAULT_COMMIT_INTERVAL_MS,
     DEFAULT_INSTANCE_ID,
+    DEFAULT_LATE_RECORD_POLICY,
     DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS,
     DEFAULT_MAX_BATCH_RECORDS,
     DEFAULT_METRICS_BIND_ADDRESS,
@@ -32,6 +33,7 @@ from eos.config import (
     ErrorPolicy,
     Guarantee,
     InputSerdeSpec,
+    LatePolicy,
 )
 from eos.dsl import input_serdes_for, input_topics_for
 from eos.errors import ConfigError
@@ -146,6 +148,7 @@ class Application:
         transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
         processing_error_policy: ErrorPolicy = DEFAULT_PROCESSING_ERROR_POLICY,
         dead_letter_topic: str | None = None,
+        late_record_policy: LatePolicy = DEFAULT_LATE_RECORD_POLICY,
         state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         bootstrap_timeout_ms: int = DEFAULT_BOOTSTRAP_TIMEOUT_MS,
@@ -171,6 +174,7 @@ class Application:
             transaction_timeout_ms=transaction_timeout_ms,
             processing_error_policy=processing_error_policy,
             dead_letter_topic=dead_letter_topic,
+            late_record_policy=late_record_policy,
             state_dir=os.fspath(state_dir) if isinstance(state_dir, os.PathLike) else state_dir,
             shutdown_timeout_s=shutdown_timeout_s,
             bootstrap_timeout_ms=bootstrap_timeout_ms,

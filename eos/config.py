@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_COMMIT_INTERVAL_MS",
     "DEFAULT_FETCH_QUEUE_BACKOFF_MS",
     "DEFAULT_INSTANCE_ID",
+    "DEFAULT_LATE_RECORD_POLICY",
     "DEFAULT_LINGER_MS",
     "DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS",
     "DEFAULT_MAX_BATCH_RECORDS",
@@ -63,12 +64,14 @@ __all__ = [
     "DEFAULT_TRANSACTION_TIMEOUT_MS",
     "ERROR_POLICIES",
     "GUARANTEES",
+    "LATE_RECORD_POLICIES",
     "OWNED_KEYS",
     "ClientValue",
     "Config",
     "ErrorPolicy",
     "Guarantee",
     "InputSerdeSpec",
+    "LatePolicy",
     "check_input_serdes",
     "parse_properties",
     "redacted",
@@ -90,6 +93,9 @@ InputSerdeSpec: TypeAlias = tuple[str | Serde | None, str | Serde | None]
 
 GUARANTEES: Final[tuple[Guarantee, ...]] = ("exactly_once_v2", "at_least_once", "at_most_once")
 ERROR_POLICIES: Final[tuple[ErrorPolicy, ...]] = ("fail", "skip", "dead_letter")
+LatePolicy = Literal["skip", "dead_letter"]
+LATE_RECORD_POLICIES: Final[tuple[LatePolicy, ...]] = ("skip", "dead_letter")
+DEFAULT_LATE_RECORD_POLICY: Final[LatePolicy] = "skip"
 
 DEFAULT_PROCESSING_GUARANTEE: Final[Guarantee] = "exactly_once_v2"
 DEFAULT_COMMIT_INTERVAL_MS: Final = 100
@@ -414,6 +420,11 @@ class Config:
         dead_letter_topic: Where ``"dead_letter"`` sends failed records.
             Required by that policy and allowed only with it; must not be an
             input topic.
+        late_record_policy: What a window does with a record that arrives
+            after its window closed (end + grace): ``"skip"`` (the default;
+            counted in ``eos_late_records_total``) or ``"dead_letter"`` (also
+            copied to the dead-letter topic, so it needs
+            ``processing_error_policy="dead_letter"``).
         state_dir: Directory of the local state stores; a ``pathlib.Path``
             (any ``os.PathLike``) is stored as ``str``.
         shutdown_timeout_s: How long a stop may take before it is forced: the
@@ -451,6 +462,7 @@ class Config:
     transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS
     processing_error_policy: ErrorPolicy = DEFAULT_PROCESSING_ERROR_POLICY
     dead_letter_topic: str | None = None
+    late_record_policy: LatePolicy = DEFAULT_LATE_RECORD_POLICY
     state_dir: str = DEFAULT_STATE_DIR
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
     bootstrap_timeout_ms: int = DEFAULT_BOOTSTRAP_TIMEOUT_MS
@@ -543,6 +555,20 @@ class Config:
         elif self.processing_error_policy == "dead_letter":
             raise _invalid(
                 "dead_letter_topic", None, "required when processing_error_policy='dead_letter'"
+            )
+        set_(self, "late_record_policy", _normalized(self.late_record_policy, LATE_RECORD_POLICIES))
+        if self.late_record_policy not in LATE_RECORD_POLICIES:
+            raise _invalid(
+                "late_record_policy",
+                self.late_record_policy,
+                f"allowed: {', '.join(map(repr, LATE_RECORD_POLICIES))}",
+            )
+        if self.late_record_policy == "dead_letter" and self.dead_letter_topic is None:
+            raise _invalid(
+                "late_record_policy",
+                self.late_record_policy,
+                "needs the dead-letter topic: set processing_error_policy='dead_letter' and "
+                "dead_letter_topic, or use 'skip'",
             )
 
         if not isinstance(self.state_dir, str) or not self.state_dir:

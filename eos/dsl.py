@@ -29,6 +29,12 @@ assignment) and emit every update downstream, as a Kafka Streams KTable does.
 A count is an ``int``: map it to the sink's type (``map_values(str)`` above)
 before a ``to()`` whose serde expects something else.
 
+Windowed aggregations: ``group_by_key().windowed_by(eos.TumblingWindows(...))``
+(also hopping, sliding and session windows) then ``count``/``aggregate``/
+``reduce`` give a table keyed by ``eos.Windowed(key, start, end)``, whose
+``final()`` emits one result per window when it closes (see
+:mod:`eos._dsl_windows` and :mod:`eos.windows`).
+
 Aggregations are per input partition, so they need the records of one key in
 one partition: re-keying (``map``, ``flat_map``, ``select_key``) before
 ``group_by_key()`` is rejected at build time. Write the re-keyed stream
@@ -38,7 +44,7 @@ one partition: re-keying (``map``, ``flat_map``, ``select_key``) before
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from eos._dsl_nodes import (
     MISSING,
@@ -60,6 +66,10 @@ from eos.processor import Context, Processor
 from eos.record import K, Record, TopicPartition, V
 from eos.serde import JsonValue, Serde, resolve_serde
 from eos.state.base import Store
+
+if TYPE_CHECKING:
+    from eos._dsl_windows import WindowedGroupedStream
+    from eos.windows import Windows
 
 __all__ = [
     "GroupedStream",
@@ -251,6 +261,17 @@ class GroupedStream(Generic[K, V]):
 
         return self._aggregate(store, lambda: MISSING, aggregator, backend)
 
+    def windowed_by(self, windows: Windows) -> WindowedGroupedStream[K, V]:
+        """Aggregate per key and window: ``windows`` is an ``eos.TumblingWindows``,
+        ``HoppingWindows``, ``SlidingWindows`` or ``SessionWindows``.
+
+        Raises:
+            ConfigError: ``windows`` is none of those.
+        """
+        from eos._dsl_windows import WindowedGroupedStream
+
+        return WindowedGroupedStream(self._stream, windows)
+
 
 class Table(Generic[K, V]):
     """A changelog-backed table: the latest aggregate per key (a KTable)."""
@@ -439,6 +460,23 @@ class _DslProcessor(Processor):
         self.stores = stores
         self.processors = processors
         self.topics = list(sources)
+        timed = [p for p in processors if type(p).on_timer is not Processor.on_timer]
+        if len(timed) > 1:
+            raise ConfigError(
+                "more than one processor given to Stream.process() defines on_timer "
+                f"({', '.join(type(p).__name__ for p in timed)}); a topology's timers go to "
+                "one on_timer: combine them into one processor",
+                "dsl",
+            )
+        self._timed = timed[0] if timed else None
+        self.uses_timers = bool(timed)
+        """Whether a processor of the topology has timers (read by the engine)."""
+
+    def on_timer(self, key: Any, timestamp: int, ctx: Context) -> None:
+        """A timer of the one processor given to ``Stream.process()`` that defines on_timer."""
+        if self._timed is None:
+            raise RuntimeError("a timer fired in a topology without on_timer")
+        self._timed.on_timer(key, timestamp, ctx)
 
     def process(self, record: Record, ctx: Context) -> None:
         source = self.sources.get(record.topic)

@@ -12,8 +12,12 @@ not at all::
         batch = consume()                 # rebalance callbacks run in here
         begin_transaction() lazily on the first record
         process each record -> produce outputs, changelog; position = offset + 1
+            (a processor that uses time: the record moves its partition's stream
+            time first; timers and window expiries due then fire right after it)
+        wall-clock timers and punctuations that are due fire, even with no input
         when the commit interval or batch limit is reached, or on stop/revoke:
-            (1) changelog records are already produced
+            (1) changelog records are already produced; the stream time of each
+                partition that moved is written to the internal time store
             (2) send_offsets_to_transaction(positions, group metadata)
             (3) commit_transaction()
             (4) write store overlays + changelog offsets locally
@@ -33,7 +37,9 @@ The parts, each owning its state and handed what it uses:
 - :class:`~eos._records.RecordFailures`: ``processing_error_policy``;
 - :class:`~eos._rebalance.RebalanceListener`: the consumer callbacks and the
   stepwise restore;
-- :class:`~eos.state.manager.StoreManager`: overlays, changelog, restore.
+- :class:`~eos.state.manager.StoreManager`: overlays, changelog, restore;
+- :class:`~eos._time.TimeKeeper`: stream time, timers, punctuations and the
+  expiry of time-driven (window) stores.
 
 Every exit that is not a clean stop aborts the open transaction BEFORE the
 consumer is closed: closing runs the revoke callback, which then aborts
@@ -60,9 +66,10 @@ from eos._outputs import Diagnosis, Outputs
 from eos._rebalance import RebalanceListener
 from eos._records import RecordFailures, decode_error
 from eos._stop import StopRequested, StopSignal
+from eos._time import NEVER, TIME_STORE, LateRecord, TimeKeeper, time_store, uses_time
 from eos.config import Config
 from eos.dsl import input_serdes_for
-from eos.errors import ConfigError, FatalTransactionError
+from eos.errors import ConfigError, FatalTransactionError, ProduceError
 from eos.faults import NO_FAULTS, Faults
 from eos.processor import Context, Processor, undeclared_store
 from eos.record import Record
@@ -136,8 +143,10 @@ class Engine:
         self.batch = Batch()
         self.assignment = Assignment()
         self.poison = Poison()
+        # A processor that uses time keeps its stream time and timers in an internal store.
+        self.specs = [*processor.stores, *([time_store()] if uses_time(processor) else [])]
         self.guarantee: Guarantee = for_config(
-            config, self.stop_signal, with_stores=bool(processor.stores), faults=self.faults
+            config, self.stop_signal, with_stores=bool(self.specs), faults=self.faults
         )
         self.outputs = Outputs(
             self.guarantee,
@@ -175,7 +184,10 @@ class Engine:
             stats=self.stats,
         )
         self.ctx: Context | None = None
+        self.time: TimeKeeper | None = None
         self.consumer: Consumer | None = None
+        self._current: Any = None  # the message being processed, when time is tracked
+        self._late_record: Record | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -207,7 +219,7 @@ class Engine:
         stop = self.stop_signal
         stop.check()
         admin = check_topics(config, stop)
-        if self.processor.stores:
+        if self.specs:
             self._admin = admin  # the store manager keeps it for changelog topics
         stop.check()
         try:
@@ -235,12 +247,25 @@ class Engine:
         self.outputs.ctx = ctx
         self.committer.ctx = ctx
         self.rebalance.ctx = ctx
-        if self.processor.stores:
+        keeper = TimeKeeper(
+            processor=self.processor,
+            ctx=ctx,
+            views=self._store_lookup,
+            persistent=any(s.name == TIME_STORE for s in self.specs),
+            driven=[s.name for s in self.specs if getattr(s, "time_driven", False)],
+            clock=_wall_clock_ms,
+            begin=self._begin_for_time,
+        )
+        ctx.attach_time(keeper, self._late)
+        self.time = keeper
+        self.committer.time = keeper
+        self.rebalance.time = keeper
+        if self.specs:
             from eos.state.manager import StoreManager
 
             stores = StoreManager(
                 config,
-                self.processor.stores,
+                self.specs,
                 processor_name=type(self.processor).__name__,
                 admin=admin,
                 stats=self.stats,
@@ -248,6 +273,7 @@ class Engine:
                 faults=self.faults,
             )
             stores.attach(ctx)
+            stores.wake = keeper.wake
             self.committer.stores = stores
             self.rebalance.stores = stores
         stop.check()
@@ -403,6 +429,9 @@ class Engine:
         interval = self.config.commit_interval_ms / 1000.0
         max_batch = self.config.max_batch_records
         transactional = self.guarantee.transactional
+        keeper = self.time
+        if keeper is None:
+            raise RuntimeError("engine not started")
         while not stop.is_set():
             committer.wait_backoff()
             if stop.is_set():
@@ -416,8 +445,10 @@ class Engine:
             limit = max(1, min(_MAX_CONSUME, max_batch - batch.records))
             try:
                 if committer.open:
-                    # A batch is open: fill it until the commit is due.
+                    # A batch is open: fill it until the commit (or a wall-clock timer) is due.
                     timeout = max(0.0, batch.started + interval - time.monotonic())
+                    if keeper.wall_due < NEVER:
+                        timeout = min(timeout, max(0.0, keeper.wall_due / 1000 - time.time()))
                     messages = consumer.consume(limit, timeout)
                 else:
                     # Idle: start on the first record that arrives, with whatever else
@@ -429,6 +460,9 @@ class Engine:
                 if messages:
                     self.guarantee.before_processing(messages, consumer)
                     self._process(messages)
+                if keeper.wall_due <= _wall_clock_ms():
+                    # Due even when no record arrives: the loop turns at least every 100 ms.
+                    self._fire_wall(keeper)
             except Rewound:
                 continue
             except ConsumerFailed as failed:
@@ -468,9 +502,14 @@ class Engine:
         poison = self.poison.records
         records = self.records
         ctx._produce = self.outputs.produce_for_batch()
-        if not positions:
+        if not positions and not self.guarantee.in_transaction:
             batch.started = time.monotonic()
             batch.sends_at_start = ctx.sends
+        # Time costs nothing per record unless the processor uses it.
+        keeper = self.time
+        timed = keeper is not None and keeper.active
+        stream_times = keeper.stream if keeper is not None else {}
+        dues = keeper.due if keeper is not None else {}
         # Per partition, once per polled batch: may its records be processed (it
         # is assigned and not restoring), and, on its first record, open the
         # transaction and note where the partition started. Nothing in this loop
@@ -539,6 +578,10 @@ class Engine:
                 )
                 ctx.record = record
                 before = ctx.sends
+                if timed:
+                    self._current = msg
+                    if record[5] > stream_times[partition]:
+                        stream_times[partition] = record[5]
                 try:
                     process(record, ctx)
                 except BaseException as exc:
@@ -547,6 +590,8 @@ class Engine:
                     records.process_failed(msg, exc, ctx.sends != before, _from(messages, msg))
                 run_next = offset + 1
                 processed += 1
+                if timed and stream_times[partition] >= dues[partition]:
+                    self._fire(partition, _from(messages, msg)[1:])
         finally:
             ctx.record = None
         # Only on normal completion: after an abort the batch was cleared.
@@ -579,6 +624,63 @@ class Engine:
             raise ConfigError(_consumer_denied(self.config, msg.topic(), error), "input.topics")
         log.warning("consumer error: %s", error)
 
+    # ------------------------------------------------------------------ time
+
+    def _fire(self, partition: int, unprocessed: Sequence[Any]) -> None:
+        """Stream time of ``partition`` reached something due: fire it in this transaction.
+
+        A failed produce is diagnosed as any failed output (abort, rewind,
+        redo); an exception from the user's callback stops the run
+        (:class:`~eos.errors.TimerError`).
+        """
+        keeper = self.time
+        if keeper is None:
+            raise RuntimeError("engine not started")
+        try:
+            keeper.fire(partition)
+        except ProduceError as exc:
+            self._time_produce_failed(exc, unprocessed)
+        finally:
+            self.stats.timers_fired = keeper.fired
+
+    def _fire_wall(self, keeper: TimeKeeper) -> None:
+        """Wall-clock timers and punctuations that are due, in a transaction of their own
+        (or the open one)."""
+        if self.ctx is not None:
+            self.ctx._produce = self.outputs.produce_for_batch()
+        try:
+            keeper.fire_wall(_wall_clock_ms())
+        except ProduceError as exc:
+            self._time_produce_failed(exc, ())
+        finally:
+            self.stats.timers_fired = keeper.fired
+
+    def _time_produce_failed(self, exc: ProduceError, unprocessed: Sequence[Any]) -> None:
+        self.committer.batch_failed(
+            exc.kafka_error, f"produce failed in a timer: {exc}", unprocessed, kind="produce_failed"
+        )
+        raise Rewound() from exc
+
+    def _begin_for_time(self) -> None:
+        """Open a transaction for wall-clock work when none is open; it commits by the interval."""
+        if not self.committer.open:
+            self.batch.started = time.monotonic()
+            self.batch.sends_at_start = self.ctx.sends if self.ctx is not None else 0
+        self.guarantee.begin()
+
+    def _late(self) -> None:
+        """A window dropped the current record as late: count it once; dead-letter it if told."""
+        ctx = self.ctx
+        record = None if ctx is None else ctx.record
+        if record is None or record is self._late_record:
+            return
+        self._late_record = record
+        self.stats.late_records += 1
+        if self.config.late_record_policy == "dead_letter" and self._current is not None:
+            stream_time = ctx.stream_time if ctx is not None else None
+            self.outputs.dead_letter(self._current, LateRecord(record.timestamp, stream_time))
+            self.stats.dead_lettered += 1
+
     # ------------------------------------------------------------------ context hooks
 
     def _drain(self) -> None:
@@ -597,6 +699,10 @@ class ConsumerFailed(Exception):
     def __init__(self, error: KafkaError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _fatal_consumer_error(error: object) -> bool:

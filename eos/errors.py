@@ -7,6 +7,7 @@ Every exception eos raises on purpose derives from :class:`EosError`, so one
     ├── ConfigError                  a setting is missing or invalid (also a ValueError)
     ├── SerializationError           a key or value could not be (de)serialized
     ├── ProcessingError              the user's processor raised; wraps that exception
+    ├── TimerError                   on_timer, a punctuation or a window's expiry raised
     ├── ProduceError                 a record could not be handed to the producer
     ├── StateError                   a state store could not be opened, restored or used
     ├── AbortLimitError              the batch kept failing without progress; the instance stopped
@@ -42,6 +43,7 @@ __all__ = [
     "RetriableTransactionError",
     "SerializationError",
     "StateError",
+    "TimerError",
     "TransactionError",
     "TransactionOutcomeUnknownError",
 ]
@@ -149,6 +151,38 @@ class ProcessingError(EosError):
         self.topic = topic
         self.partition = partition
         self.offset = offset
+        self.cause = cause
+
+
+class TimerError(EosError):
+    """A processor's ``on_timer``, a punctuation or a window store's expiry raised.
+
+    Raised by the engine (and the TestDriver) after the open transaction was
+    aborted: a timer is not an input record, so ``processing_error_policy``
+    does not apply to it (there is nothing to skip or dead-letter). The timer
+    is still stored; it fires again when the instance is restarted, so fix
+    the code and restart.
+
+    Attributes:
+        partition: The partition whose timer fired (None: not known).
+        key: The timer's key (None for a punctuation).
+        timestamp: The timer's timestamp (None for a punctuation).
+        cause: The exception the callback raised.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partition: int | None,
+        cause: BaseException,
+        key: object = None,
+        timestamp: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.key = key
+        self.timestamp = timestamp
         self.cause = cause
 
 

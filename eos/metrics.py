@@ -44,6 +44,7 @@ __all__ = [
     "FENCED",
     "INFO",
     "LAST_COMMIT_TIMESTAMP",
+    "LATE_RECORDS",
     "METRIC_NAMES",
     "PROCESSED_RECORDS",
     "PROCESSING_ERRORS",
@@ -54,6 +55,7 @@ __all__ = [
     "RESTORE_DURATION",
     "RESTORE_RECORDS",
     "SKIPPED_RECORDS",
+    "TIMERS_FIRED",
     "EosCollector",
     "MetricsHandle",
     "register_metrics",
@@ -66,6 +68,8 @@ ABORTS: Final = "eos_transaction_aborts_total"
 PROCESSING_ERRORS: Final = "eos_processing_errors_total"
 SKIPPED_RECORDS: Final = "eos_skipped_records_total"
 DEAD_LETTER_RECORDS: Final = "eos_dead_letter_records_total"
+LATE_RECORDS: Final = "eos_late_records_total"
+TIMERS_FIRED: Final = "eos_timers_fired_total"
 REBALANCES: Final = "eos_rebalances_total"
 FENCED: Final = "eos_producer_fenced_total"
 RESTORE_RECORDS: Final = "eos_state_restore_records_total"
@@ -89,6 +93,8 @@ METRIC_NAMES: Final = (
     PROCESSING_ERRORS,
     SKIPPED_RECORDS,
     DEAD_LETTER_RECORDS,
+    LATE_RECORDS,
+    TIMERS_FIRED,
     REBALANCES,
     FENCED,
     CONSUMER_RENEWALS,
@@ -183,6 +189,16 @@ class EosCollector:
             DEAD_LETTER_RECORDS,
             "Failing records produced to the dead-letter topic.",
             view.dead_lettered,
+        )
+        yield counter(
+            LATE_RECORDS,
+            "Records a window dropped because they arrived after it closed (end + grace).",
+            view.late_records,
+        )
+        yield counter(
+            TIMERS_FIRED,
+            "Timers and punctuations fired (an aborted transaction fires them again).",
+            view.timers_fired,
         )
         yield counter(REBALANCES, "Partition assignments received.", view.rebalances)
         yield counter(

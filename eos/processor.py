@@ -18,8 +18,10 @@ from eos.record import Headers, K, Record, TopicPartition, V
 from eos.serde import BytesSerde, Serde
 
 if TYPE_CHECKING:
+    from eos._time import PunctuationGroup, TimeKeeper, TimerKind, Timers
     from eos.state.base import Store
     from eos.state.transaction import StoreTransaction
+    from eos.state.window import WindowStore, WindowStoreTransaction
 
 _SK = TypeVar("_SK")
 _SV = TypeVar("_SV")
@@ -52,7 +54,9 @@ class Processor(Generic[PK, PV]):
 
     1. ``on_assign(partitions, ctx)`` after the engine was given input
        partitions and their stores are restored;
-    2. ``process(record, ctx)`` for every record, in offset order per partition;
+    2. ``process(record, ctx)`` for every record, in offset order per partition,
+       and ``on_timer(key, timestamp, ctx)`` for every timer that is due
+       (``ctx.timers.schedule``), inside the same transactions;
     3. ``on_revoke(partitions)`` before partitions leave this instance (their
        last transaction is already committed or aborted);
     4. ``close()`` once, when the application stops.
@@ -78,10 +82,26 @@ class Processor(Generic[PK, PV]):
 
         It runs in the consumer's rebalance callback, outside any transaction
         and with no current record: ``ctx.send`` and ``ctx.store`` raise
-        :class:`~eos.errors.StateError` here. Initialise state lazily in
+        :class:`~eos.errors.StateError` here. It is where punctuations are
+        scheduled (``ctx.schedule(interval_ms, callback)``), for the partitions
+        being assigned. Initialise state lazily in
         ``process`` instead (``ctx.store(name).get(key, default)``); keep
         in-memory caches of your own and fill them on a partition's first record.
         """
+
+    def on_timer(self, key: Any, timestamp: int, ctx: Context[PK, PV]) -> None:
+        """Called once per timer scheduled with ``ctx.timers.schedule(key, timestamp)``.
+
+        Runs inside the transaction, when the partition's stream time (or the
+        wall clock, for ``kind="wall_clock"`` timers) reaches ``timestamp``,
+        in timestamp order. ``ctx.send``, ``ctx.store`` and ``ctx.timers``
+        work as in ``process`` (for the timer's partition); ``ctx.record`` is
+        None. The timer's removal, its outputs and its store writes commit
+        together, so each timer fires exactly once. A processor that defines
+        ``on_timer`` gets its stream time and timers kept in a changelog-backed
+        internal store; one that does not may not schedule timers.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement on_timer()")
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Called before partitions are taken away (committed or aborted already)."""
@@ -105,10 +125,15 @@ class Context(Generic[K, V]):
     """
 
     __slots__ = (
+        "_assigning",
         "_key_serialize",
+        "_late",
         "_on_full",
+        "_partition",
         "_produce",
         "_stores",
+        "_time",
+        "_timers",
         "_value_serialize",
         "application_id",
         "record",
@@ -133,6 +158,20 @@ class Context(Generic[K, V]):
         self._value_serialize = _fast_serializer(value_serde)
         self._stores = stores
         self._on_full = on_full
+        self._partition: int | None = None
+        self._assigning: list[TopicPartition] | None = None
+        self._time: TimeKeeper | None = None
+        self._timers: Timers | None = None
+        self._late: Callable[[], None] | None = None
+
+    def attach_time(self, keeper: TimeKeeper, late: Callable[[], None] | None = None) -> None:
+        """Give the context its time keeper (``timers``, ``schedule``, ``stream_time``)
+        and the hook that counts a late record. The engine and the TestDriver call it."""
+        from eos._time import Timers
+
+        self._time = keeper
+        self._timers = Timers(self, keeper)
+        self._late = late
 
     @property
     def topic(self) -> str | None:
@@ -141,8 +180,67 @@ class Context(Generic[K, V]):
 
     @property
     def partition(self) -> int | None:
-        """Partition of the current record."""
-        return None if self.record is None else self.record.partition
+        """Partition of the current record, or of the timer or punctuation running."""
+        record = self.record
+        return self._partition if record is None else record.partition
+
+    @property
+    def stream_time(self) -> int | None:
+        """The stream time of the current partition: the largest record timestamp
+        processed on it (the current record's included); None before any record."""
+        partition = self.partition
+        if partition is None or self._time is None:
+            return None
+        stream_time = self._time.stream.get(partition)
+        return None if stream_time is None or stream_time == _NO_TIME else stream_time
+
+    @property
+    def timers(self) -> Timers:
+        """Per-key timers of the current partition (see :class:`eos._time.Timers`).
+
+        Raises:
+            StateError: The context has no time (it is not run by an engine or driver).
+        """
+        if self._timers is None:
+            raise StateError("ctx.timers: this context is not run by an eos engine or TestDriver")
+        return self._timers
+
+    def schedule(
+        self,
+        interval_ms: int,
+        callback: Callable[[int, Context[K, V]], object],
+        *,
+        kind: TimerKind = "wall_clock",
+    ) -> PunctuationGroup:
+        """Call ``callback(timestamp_ms, ctx)`` every ``interval_ms`` for each partition
+        being assigned (Kafka Streams' punctuation). Call it from ``on_assign``.
+
+        ``kind="wall_clock"``: due when the wall clock passes the next interval,
+        even when no records arrive. ``kind="stream_time"``: due when the
+        partition's stream time does (the first record starts it). Each call
+        runs inside the transaction, with ``ctx.send``/``ctx.store`` working for
+        that partition. Missed intervals are not made up: one call, then the
+        next interval. Punctuations are not stored: after a restart or a
+        rebalance, ``on_assign`` schedules them again.
+
+        Returns:
+            A handle whose ``cancel()`` stops them.
+
+        Raises:
+            StateError: Called outside ``on_assign``.
+            ConfigError: ``interval_ms`` is not a positive int, or ``kind`` is unknown.
+        """
+        if self._assigning is None or self._time is None:
+            raise StateError(
+                "ctx.schedule is only available in on_assign: a punctuation is scheduled for "
+                "the partitions being assigned (and again after every rebalance)"
+            )
+        return self._time.punctuate_every(self._assigning, interval_ms, callback, kind)
+
+    def _record_late(self) -> None:
+        """A window dropped the current record as late (the engine counts it once)."""
+        if self._late is not None:
+            self._late()
 
     def send(
         self,
@@ -236,13 +334,19 @@ class Context(Generic[K, V]):
     @overload
     def store(self, name: str) -> StoreTransaction: ...
     @overload
+    def store(  # type: ignore[overload-overlap]  # a WindowStore is a Store with its own view
+        self, name: WindowStore[_SK, _SV]
+    ) -> WindowStoreTransaction[_SK, _SV]: ...
+    @overload
     def store(self, name: Store[_SK, _SV]) -> StoreTransaction[_SK, _SV]: ...
-    def store(self, name: str | Store[Any, Any]) -> StoreTransaction[Any, Any]:
+    def store(self, name: str | Store[Any, Any]) -> Any:
         """The store partition ``name`` for the current record's partition.
 
         ``name`` is a store's name, or its declaration: with
         ``COUNTS: eos.Store[str, int] = eos.Store("counts")`` in ``stores``,
-        ``ctx.store(COUNTS)`` is a ``StoreTransaction[str, int]``.
+        ``ctx.store(COUNTS)`` is a ``StoreTransaction[str, int]``; for an
+        ``eos.WindowStore`` it is a ``WindowStoreTransaction``. Inside
+        ``on_timer`` and punctuations it is the firing partition's store.
 
         Raises:
             StateError: no such store, or called outside ``process``.
@@ -250,6 +354,8 @@ class Context(Generic[K, V]):
         if not isinstance(name, str):
             name = name.name
         record = self.record
+        if record is None and self._partition is not None and self._stores is not None:
+            return self._stores(name, self._partition)
         if record is None or self._stores is None:
             if self._produce is _refuse_in_on_assign:
                 raise StateError(
@@ -272,10 +378,15 @@ class Context(Generic[K, V]):
         """
         produce = self._produce
         self._produce = _refuse_in_on_assign
+        self._assigning = partitions
         try:
             processor.on_assign(partitions, self)
         finally:
             self._produce = produce
+            self._assigning = None
+
+
+_NO_TIME = -(1 << 63)
 
 
 def _refuse_in_on_assign(topic: str, *_args: object, **_kwargs: object) -> None:

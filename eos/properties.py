@@ -47,6 +47,7 @@ PROPERTY_FIELDS: Final[Mapping[str, str]] = {
     "transaction.timeout.ms": "transaction_timeout_ms",
     "processing.error.policy": "processing_error_policy",
     "dead.letter.topic": "dead_letter_topic",
+    "late.record.policy": "late_record_policy",
     "state.dir": "state_dir",
     "shutdown.timeout.ms": "shutdown_timeout_s",
     "bootstrap.timeout.ms": "bootstrap_timeout_ms",

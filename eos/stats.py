@@ -287,6 +287,8 @@ class StatsView:
     processing_errors: int
     skipped: int
     dead_lettered: int
+    late_records: int
+    timers_fired: int
     rebalances: int
     fenced: int
     consumer_renewals: int
@@ -306,7 +308,8 @@ class EngineStats:
     """Mutable counters of one engine; see the module docstring for threading.
 
     The engine assigns ``state`` and ``consecutive_aborts`` and increments
-    ``processing_errors``, ``skipped``, ``dead_lettered``, ``rebalances``,
+    ``processing_errors``, ``skipped``, ``dead_lettered``, ``late_records``,
+    ``timers_fired``, ``rebalances``,
     ``fenced`` and ``consumer_renewals`` directly,
     replaces ``assigned`` and ``restoring`` with new lists, and calls the ``record_*``,
     ``set_partition`` and ``drop_partitions`` methods for the rest.
@@ -325,6 +328,8 @@ class EngineStats:
     processing_errors: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    late_records: int = 0
+    timers_fired: int = 0
     rebalances: int = 0
     fenced: int = 0
     consumer_renewals: int = 0
@@ -485,6 +490,8 @@ class EngineStats:
                 processing_errors=self.processing_errors,
                 skipped=self.skipped,
                 dead_lettered=self.dead_lettered,
+                late_records=self.late_records,
+                timers_fired=self.timers_fired,
                 rebalances=self.rebalances,
                 fenced=self.fenced,
                 consumer_renewals=self.consumer_renewals,

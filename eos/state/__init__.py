@@ -11,6 +11,7 @@ from eos.state.base import StateStore, Store, StoreBackendFactory, open_backend
 from eos.state.memory import MemoryStore
 from eos.state.restore import RestoreProgress, apply_changelog
 from eos.state.transaction import ChangelogWriter, StoreTransaction, TransactionState
+from eos.state.window import WindowStore, WindowStoreTransaction
 
 __all__ = [
     "ChangelogWriter",
@@ -21,6 +22,8 @@ __all__ = [
     "StoreBackendFactory",
     "StoreTransaction",
     "TransactionState",
+    "WindowStore",
+    "WindowStoreTransaction",
     "apply_changelog",
     "open_backend",
 ]

@@ -10,13 +10,16 @@ per-transaction overlay live one level up, in :mod:`eos.state.transaction`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Generic, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, runtime_checkable
 
 from eos.errors import ConfigError, StateError
 from eos.record import K, V
 from eos.serde import Serde, resolve_serde
+
+if TYPE_CHECKING:
+    from eos.state.transaction import StoreTransaction
 
 __all__ = [
     "BACKENDS",
@@ -194,6 +197,43 @@ class Store(Generic[K, V]):
             resolve_serde(self.key_serde, what="store.key_serde"),
             resolve_serde(self.value_serde, what="store.value_serde"),
         )
+
+    def view(self, txn: StoreTransaction[Any, Any], wake: Callable[[int], None]) -> object:
+        """Return what ``ctx.store(name)`` hands the processor for this store.
+
+        The engine builds ``txn`` (one store partition in one Kafka
+        transaction) with the serdes :meth:`serdes` returns and calls this once
+        per store partition per transaction. A plain store returns ``txn``
+        itself; a store that encodes its own layout (:class:`eos.WindowStore`)
+        wraps it.
+
+        Time-driven stores (class attribute ``time_driven = True``) return views
+        with ``next_due() -> int | None`` (the smallest stream time at which
+        there is work, from committed and uncommitted state; None: none) and
+        ``advance(stream_time, ctx)`` (do everything due at ``stream_time``;
+        the engine calls it inside the transaction, with ``ctx.record`` None,
+        after the record that moved stream time to ``next_due()`` or past it).
+
+        Args:
+            txn: The store partition's transaction.
+            wake: ``wake(t)`` tells the engine that the view created work due
+                at stream time ``t``; only time-driven stores (class attribute
+                ``time_driven = True``) call it.
+        """
+        return txn
+
+    def decode_entries(
+        self, items: Iterable[tuple[bytes, bytes]]
+    ) -> Iterator[tuple[object, object]]:
+        """Deserialize stored ``(key_bytes, value_bytes)`` pairs with this store's serdes.
+
+        The TestDriver builds ``driver.store(name)`` from it. A store with its
+        own layout yields its logical entries only (a window store yields
+        ``((key, window_start), value)`` and skips its index).
+        """
+        key_serde, value_serde = self.serdes()
+        for key_bytes, value_bytes in items:
+            yield key_serde.deserialize(key_bytes), value_serde.deserialize(value_bytes)
 
 
 def open_backend(spec: Store, path: str, partition: int) -> StateStore:

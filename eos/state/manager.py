@@ -33,6 +33,7 @@ rebalance callbacks run there too).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -152,6 +153,9 @@ class StoreManager:
         self._restoring: set[int] = set()
         self._restore_started: dict[int, float] = {}
         self._txns: dict[StoreKey, StoreTransaction] = {}
+        self._views: dict[StoreKey, Any] = {}
+        self.wake: Callable[[int, int], None] | None = None
+        """``wake(partition, stream_time)``: a time-driven store has work due then."""
         self._delivered: dict[StoreKey, int] = {}
         self.restored_records: dict[StoreKey, int] = {}
         self.total_restored = 0
@@ -315,6 +319,7 @@ class StoreManager:
             self._restoring.discard(partition)
             self._restore_started.pop(partition, None)
         for key in [k for k in self._txns if k[1] in partitions]:
+            self._views.pop(key, None)
             txn = self._txns.pop(key)
             if txn.dirty:
                 log.warning("dropping uncommitted writes of store %s[%d] on close", *key)
@@ -333,20 +338,21 @@ class StoreManager:
 
     # -- transactions --------------------------------------------------------
 
-    def get(self, name: str, partition: int) -> StoreTransaction:
-        """The transaction of store ``name``, partition ``partition`` (made on first use).
+    def get(self, name: str, partition: int) -> Any:
+        """What ``ctx.store(name)`` gives for ``partition``: the store's view
+        (:meth:`eos.state.base.Store.view`) of its transaction, made on first use.
 
         Raises:
             ConfigError: No store ``name`` is declared (a programming error).
             StateError: Partition ``partition`` is not assigned to this
                 instance, or its store is still restoring.
         """
-        txn = self._txns.get((name, partition))
-        if txn is None:
-            txn = self._begin(name, partition)
-        return txn
+        view = self._views.get((name, partition))
+        if view is None:
+            view = self._begin(name, partition)
+        return view
 
-    def _begin(self, name: str, partition: int) -> StoreTransaction:
+    def _begin(self, name: str, partition: int) -> Any:
         key = (name, partition)
         backend = self._backends.get(key)
         if backend is None or partition in self._restoring:
@@ -361,8 +367,13 @@ class StoreManager:
         txn = StoreTransaction(
             backend, key_serde, value_serde, self._writer(key), name=f"{name}[{partition}]"
         )
+        wake = self.wake
+        view = self._specs[name].view(
+            txn, _ignore if wake is None else functools.partial(wake, partition)
+        )
         self._txns[key] = txn
-        return txn
+        self._views[key] = view
+        return view
 
     def _writer(self, key: StoreKey) -> ChangelogWriter:
         """A changelog writer for one store partition, bound to the current producer."""
@@ -425,6 +436,7 @@ class StoreManager:
             for txn in txns.values():
                 _finish(txn)
             txns.clear()
+            self._views.clear()
             self._delivered.clear()
 
     def _checkpoint(self, key: StoreKey) -> int:
@@ -450,7 +462,12 @@ class StoreManager:
         for txn in self._txns.values():
             _finish(txn)
         self._txns.clear()
+        self._views.clear()
         self._delivered.clear()
+
+
+def _ignore(_stream_time: int) -> None:
+    """The wake-up of a store view when nothing tracks stream time."""
 
 
 def _finish(txn: StoreTransaction) -> None:

@@ -334,6 +334,25 @@ class StoreTransaction(Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         return self.keys()
 
+    def committed(
+        self, start: bytes | None = None, end: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Iterate the backend's committed ``(key_bytes, value_bytes)`` with
+        ``start <= key < end``, WITHOUT this transaction's writes.
+
+        For views that keep their own ordered record of what they wrote in the
+        transaction (:class:`eos.state.window.WindowStoreTransaction`) and merge
+        it themselves: :meth:`range` filters and sorts the whole overlay on
+        every call, which a per-record range read cannot afford. Bounds are
+        raw bytes; no serde is applied.
+
+        Raises:
+            StateError: The transaction is no longer readable.
+        """
+        if not self._readable:
+            raise self._refused("read from")
+        return self._store.iterate(start, end, reverse)
+
     def _bound(self, key: K) -> bytes:
         key_bytes = self._key_serialize(key)
         if key_bytes is None:

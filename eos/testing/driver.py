@@ -23,19 +23,29 @@ Outputs and store writes of a record that raises are discarded, and
 ``processing_error_policy`` applies. Stores are in-memory (whatever backend
 the processor declares), so runs are fast and deterministic. It proves your
 logic, not exactly-once: that is the engine's job, tested against a real broker.
+
+Time runs through the engine's own :class:`~eos._time.TimeKeeper`: a record's
+``timestamp`` moves its partition's stream time, and the timers, window
+expiries and stream-time punctuations that become due fire right after it,
+in the same transaction. The driver's wall clock starts at the real time when
+it is built and moves only by :meth:`TestDriver.advance_wall_clock`, which
+fires wall-clock timers and punctuations as the engine's loop would.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eos._processor_checks import check_processor
 from eos._records import decode_error
-from eos.config import ErrorPolicy, InputSerdeSpec, check_input_serdes
+from eos._time import TIME_STORE, LateRecord, TimeKeeper, iter_timers, time_store, uses_time
+from eos.config import ErrorPolicy, InputSerdeSpec, LatePolicy, check_input_serdes
 from eos.dsl import input_serdes_for, input_topics_for, sink_serdes, source_topics
 from eos.errors import ConfigError, ProcessingError, StateError
 from eos.processor import Context, Processor, undeclared_store
@@ -117,7 +127,14 @@ class TestDriver:
             deserialized, with its topic's serdes.
         processing_error_policy: ``fail``, ``skip`` or ``dead_letter``.
         dead_letter_topic: Where ``dead_letter`` sends failing records.
+        late_record_policy: ``skip`` or ``dead_letter`` (records a window
+            drops as late are also copied to the dead-letter topic).
         application_id: Seen by the processor as ``ctx.application_id``.
+
+    Attributes:
+        errors: The ProcessingErrors the policy was applied to.
+        skipped: Records skipped by ``processing_error_policy="skip"``.
+        late_records: Records a window dropped as late (``eos_late_records_total``).
 
     Raises:
         ConfigError: The processor cannot work (the Application's checks), the
@@ -138,6 +155,7 @@ class TestDriver:
         input_serdes: Mapping[str, InputSerdeSpec] | None = None,
         processing_error_policy: ErrorPolicy = "fail",
         dead_letter_topic: str | None = None,
+        late_record_policy: LatePolicy = "skip",
         application_id: str = "test-driver",
     ) -> None:
         check_processor(processor)
@@ -149,6 +167,15 @@ class TestDriver:
             )
         if processing_error_policy == "dead_letter" and not dead_letter_topic:
             raise ConfigError("dead_letter policy needs dead_letter_topic", "dead_letter_topic")
+        if late_record_policy not in ("skip", "dead_letter"):
+            raise ConfigError(
+                f"late_record_policy={late_record_policy!r}: must be 'skip' or 'dead_letter'",
+                "late_record_policy",
+            )
+        if late_record_policy == "dead_letter" and not dead_letter_topic:
+            raise ConfigError(
+                "late_record_policy='dead_letter' needs dead_letter_topic", "late_record_policy"
+            )
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ConfigError(f"partitions={partitions!r}: must be an int >= 1", "partitions")
         if input_topic is not None:
@@ -163,6 +190,7 @@ class TestDriver:
             raise ConfigError("input_topics must name at least one topic", "input_topics")
         self.partitions = partitions
         self.policy = processing_error_policy
+        self.late_policy = late_record_policy
         self.dead_letter_topic = dead_letter_topic
         self.application_id = application_id
         self._key_serde = resolve_serde(key_serde, what="key_serde")
@@ -184,12 +212,19 @@ class TestDriver:
         self._outputs: dict[str, list[Output]] = defaultdict(list)
         self._pending: list[Output] = []
         self._offsets: dict[tuple[str, int], int] = defaultdict(int)
-        self._specs: dict[str, Store] = {s.name: s for s in processor.stores}
+        timed = uses_time(processor)
+        specs = [*processor.stores, *([time_store()] if timed else [])]
+        self._specs: dict[str, Store] = {s.name: s for s in specs}
         self._backends: dict[tuple[str, int], MemoryStore] = {}
         self._txns: dict[tuple[str, int], StoreTransaction] = {}
+        self._views: dict[tuple[str, int], object] = {}
         self._changelog_offsets: dict[tuple[str, int], int] = defaultdict(int)
         self.errors: list[ProcessingError] = []
         self.skipped = 0
+        self.late_records = 0
+        self._late_record: Record[object, object] | None = None
+        self._raw: tuple[bytes | None, bytes | None, Headers | None] = (None, None, None)
+        self._now = time.time_ns() // 1_000_000
         self.ctx = Context(
             application_id=application_id,
             produce=self._produce,
@@ -200,7 +235,19 @@ class TestDriver:
         for partition in range(partitions):
             for name in self._specs:
                 self._backends[(name, partition)] = MemoryStore(name, partition)
-        self.ctx.call_on_assign(self.processor, self._assigned())
+        self.time = TimeKeeper(
+            processor=processor,
+            ctx=self.ctx,
+            views=self._store,
+            persistent=timed,
+            driven=[s.name for s in specs if getattr(s, "time_driven", False)],
+            clock=lambda: self._now,
+            begin=_nothing,
+        )
+        self.ctx.attach_time(self.time, self._late)
+        assigned = self._assigned()
+        self.time.assigned([(tp.topic, tp.partition) for tp in assigned])
+        self.ctx.call_on_assign(self.processor, assigned)
 
     # ------------------------------------------------------------------ feeding
 
@@ -223,7 +270,9 @@ class TestDriver:
             topic: One of the input topics (default: the first).
             partition: The input partition (default: from the key's hash, as
                 librdkafka's default partitioner places it; 0 for a null key).
-            timestamp: Milliseconds since the epoch (default: now).
+            timestamp: Milliseconds since the epoch (default: the driver's wall
+                clock, see :meth:`advance_wall_clock`). It moves the partition's
+                stream time; timers and windows due then fire after the record.
             headers: The record's headers.
 
         Raises:
@@ -273,7 +322,7 @@ class TestDriver:
             )
         offset = self._offsets[(topic, partition)]
         self._offsets[(topic, partition)] = offset + 1
-        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        ts = timestamp if timestamp is not None else self._now
         self._pending = []
         key_serde, value_serde = self._serdes_of(topic)
         kdes = key_serde.deserialize
@@ -294,6 +343,12 @@ class TestDriver:
             return
         ctx = self.ctx
         ctx.record = record
+        keeper = self.time
+        timed = keeper.active
+        if timed:
+            self._raw = (key, value, headers)
+            if ts > keeper.stream[partition]:
+                keeper.stream[partition] = ts
         try:
             self.processor.process(record, ctx)
         except BaseException as exc:
@@ -306,7 +361,49 @@ class TestDriver:
             return
         finally:
             ctx.record = None
+        if timed and keeper.stream[partition] >= keeper.due[partition]:
+            self._in_transaction(lambda: keeper.fire(partition))
         self._commit()
+
+    def advance_wall_clock(self, ms: int) -> None:
+        """Move the driver's wall clock ``ms`` forward; fire what became due.
+
+        Wall-clock timers (``ctx.timers.schedule(..., kind="wall_clock")``) and
+        wall-clock punctuations (``ctx.schedule``) due by the new time fire, in
+        one transaction, as the engine's loop fires them even when no record
+        arrives. Stream time does not move.
+
+        Raises:
+            ConfigError: ``ms`` is not an int >= 0.
+            TimerError: ``on_timer`` or a punctuation raised (nothing of it is kept).
+        """
+        if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+            raise ConfigError(f"advance_wall_clock({ms!r}): must be an int >= 0", "ms")
+        self._now += ms
+        self._pending = []
+        self._in_transaction(lambda: self.time.fire_wall(self._now))
+        self._commit()
+
+    @property
+    def wall_clock(self) -> int:
+        """The driver's wall clock, in milliseconds since the epoch."""
+        return self._now
+
+    def stream_time(self, partition: int = 0) -> int | None:
+        """The committed stream time of ``partition`` (None before any record)."""
+        value = self.time.stream.get(partition)
+        return None if value is None or value == -(1 << 63) else value
+
+    def pending_timers(self, partition: int | None = None) -> list[tuple[int, object, str]]:
+        """``(timestamp, key, kind)`` of every timer not fired yet, in timestamp order."""
+        if TIME_STORE not in self._specs:
+            return []
+        parts = range(self.partitions) if partition is None else [partition]
+        found: list[tuple[int, object, str]] = []
+        for p in parts:
+            for kind, timestamp, key in iter_timers(self._backends[(TIME_STORE, p)].iterate()):
+                found.append((timestamp, key, kind))
+        return sorted(found, key=lambda t: (t[0], t[2], repr(t[1])))
 
     def send_many(
         self, records: Iterable[tuple[object, object]], *, topic: str | None = None
@@ -339,19 +436,22 @@ class TestDriver:
 
     def store(self, name: str, partition: int | None = None) -> dict[object, object]:
         """Committed contents of store ``name`` (all partitions merged if None)."""
-        if name not in self._specs:
-            raise KeyError(f"no store {name!r}; declared: {sorted(self._specs)}")
-        key_serde, value_serde = self._specs[name].serdes()
+        if name not in self._specs or name == TIME_STORE:
+            declared = sorted(n for n in self._specs if n != TIME_STORE)
+            raise KeyError(f"no store {name!r}; declared: {declared}")
+        spec = self._specs[name]
         parts = range(self.partitions) if partition is None else [partition]
         contents: dict[object, object] = {}
         for p in parts:
-            for kb, vb in self._backends[(name, p)].iterate():
-                contents[_hashable(key_serde.deserialize(kb))] = value_serde.deserialize(vb)
+            for key, value in spec.decode_entries(self._backends[(name, p)].iterate()):
+                contents[_hashable(key)] = value
         return contents
 
     def close(self) -> None:
         """Revoke all partitions (``on_revoke``) and close the processor."""
-        self.processor.on_revoke(self._assigned())
+        assigned = self._assigned()
+        self.time.revoked([(tp.topic, tp.partition) for tp in assigned])
+        self.processor.on_revoke(assigned)
         self.processor.close()
 
     # ------------------------------------------------------------------ internals
@@ -395,10 +495,10 @@ class TestDriver:
             )
         )
 
-    def _store(self, name: str, partition: int) -> StoreTransaction:
-        txn = self._txns.get((name, partition))
-        if txn is not None:
-            return txn
+    def _store(self, name: str, partition: int) -> Any:
+        view = self._views.get((name, partition))
+        if view is not None:
+            return view
         spec = self._specs.get(name)
         if spec is None:
             raise undeclared_store(name, type(self.processor).__name__, list(self._specs))
@@ -414,10 +514,50 @@ class TestDriver:
             changelog,
             name=f"{name}[{partition}]",
         )
+        view = spec.view(txn, functools.partial(self.time.wake, partition))
         self._txns[(name, partition)] = txn
-        return txn
+        self._views[(name, partition)] = view
+        return view
+
+    def _in_transaction(self, fire: Callable[[], None]) -> None:
+        """Run timers, window expiries or punctuations; on an error keep nothing of them."""
+        try:
+            fire()
+        except BaseException:
+            self._abort()
+            raise
+
+    def _late(self) -> None:
+        """As the engine: count a late record once; dead-letter it if told to."""
+        record = self.ctx.record
+        if record is None or record is self._late_record:
+            return
+        self._late_record = record
+        self.late_records += 1
+        if self.late_policy == "dead_letter" and self.dead_letter_topic:
+            raw_key, raw_value, headers = self._raw
+            error = LateRecord(record.timestamp, self.ctx.stream_time)
+            self._pending.append(
+                Output(
+                    self.dead_letter_topic,
+                    raw_key,
+                    raw_value,
+                    dead_letter_headers(
+                        error,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        self.application_id,
+                        headers,
+                    ),
+                    None,
+                    _BYTES,
+                    _BYTES,
+                )
+            )
 
     def _commit(self) -> None:
+        self.time.flush()
         for output in self._pending:
             self._outputs[output.topic].append(output)
         self._pending = []
@@ -426,12 +566,16 @@ class TestDriver:
             self._changelog_offsets[(name, partition)] = offset
             txn.commit(offset)
         self._txns.clear()
+        self._views.clear()
+        self.time.committed()
 
     def _abort(self) -> None:
         self._pending = []
         for txn in self._txns.values():
             txn.abort()
         self._txns.clear()
+        self._views.clear()
+        self.time.aborted()
 
     def _apply_policy(
         self,
@@ -458,6 +602,10 @@ class TestDriver:
         self._outputs[dlq].append(
             Output(dlq, raw_key, raw_value, dlq_headers, None, _BYTES, _BYTES)
         )
+
+
+def _nothing() -> None:
+    """The driver has no transaction to open: each send or clock step is one."""
 
 
 def _as_bytes(data: object) -> bytes | None:
