@@ -240,3 +240,53 @@ def test_wall_clock_punctuation_runs_per_partition_with_no_records(
         # Due every 200 ms on a fixed schedule (a late call does not move the next one):
         # never more calls than intervals elapsed.
         assert len(times) <= (times[-1] - times[0]) // 200 + 2
+
+
+def test_tumbling_window_final_counts_once_and_a_late_record_goes_to_the_dead_letter_topic(
+    bootstrap: str, new_topic: Callable[..., str], app_threads: list[AppThread], tmp_path: object
+) -> None:
+    source = new_topic("win-in", partitions=1)
+    output = new_topic("win-out", partitions=1)
+    dead = new_topic("win-dlq", partitions=1)
+    builder = eos.StreamBuilder()
+    (
+        builder.stream(source, key_serde="string", value_serde="json")
+        .group_by_key()
+        .windowed_by(eos.TumblingWindows(size_ms=1_000, grace_ms=1_000))
+        .count(store="per-second")
+        .final()
+        .to_stream()
+        .map(lambda wk, n: (wk.key, {"start": wk.start, "end": wk.end, "n": n}))
+        .to(output, key_serde="string", value_serde="json")
+    )
+    app_id = unique_name("windows")
+    app = eos.Application(
+        application_id=app_id,
+        bootstrap_servers=bootstrap,
+        processor=builder.build(),
+        processing_error_policy="dead_letter",
+        dead_letter_topic=dead,
+        late_record_policy="dead_letter",
+        state_dir=str(tmp_path),
+    )
+    thread = AppThread(app).start()
+    app_threads.append(thread)
+    # (librdkafka reads a timestamp of 0 as "now": the times are offset by t0.)
+    t0 = 1_700_000_000_000
+    # Window [0, 1000) of "a" closes when stream time reaches 2000 (end + grace).
+    _produce(bootstrap, source, [("a", t0), ("a", t0 + 500), ("a", t0 + 1_900), ("b", t0 + 1_999)])
+    _produce(bootstrap, source, [("a", t0 + 2_500)])  # closes [0, 1000): a has 2 there
+    _produce(bootstrap, source, [("a", t0 + 100)])  # late for [0, 1000): dead-lettered
+    _produce(bootstrap, source, [("z", t0 + 10_000)])  # closes everything before 9000
+    wait_committed(bootstrap, app_id, source, thread=thread)
+    finals = [(r.key, json.loads(r.value or b"{}")) for r in read_topic(bootstrap, output)]
+    assert finals == [
+        (b"a", {"start": t0, "end": t0 + 1_000, "n": 2}),
+        (b"a", {"start": t0 + 1_000, "end": t0 + 2_000, "n": 1}),
+        (b"b", {"start": t0 + 1_000, "end": t0 + 2_000, "n": 1}),
+        (b"a", {"start": t0 + 2_000, "end": t0 + 3_000, "n": 1}),
+    ]
+    late = read_topic(bootstrap, dead)
+    assert [(r.key, json.loads(r.value or b"{}")) for r in late] == [(b"a", {"ts": t0 + 100})]
+    headers = dict(late[0].headers)
+    assert b"LateRecord" in (headers.get("eos.error.type") or b"")
