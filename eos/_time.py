@@ -475,8 +475,15 @@ class TimeKeeper:
             if timestamp < self.wall_due:
                 self.wall_due = timestamp
 
-    def cancel(self, partition: int, key: object, timestamp: int | None, kind: TimerKind) -> None:
-        """Remove the timer of ``key`` at ``timestamp``, or all of ``key``'s timers of ``kind``."""
+    def cancel(
+        self, partition: int, key: object, timestamp: int | None, kind: TimerKind | None
+    ) -> None:
+        """Remove ``key``'s timers at ``timestamp`` (every timestamp if None) of ``kind``
+        (both kinds if None)."""
+        if kind is None:
+            for each in _KINDS:
+                self.cancel(partition, key, timestamp, each)  # type: ignore[arg-type]
+            return
         code = self._kind(kind)
         self._check_timers(partition)
         key_bytes = encode_key(key)
@@ -655,10 +662,11 @@ class Timers:
         self._keeper.schedule(self._partition("schedule"), key, timestamp_ms, kind)
 
     def cancel(
-        self, key: object, timestamp_ms: int | None = None, *, kind: TimerKind = "stream_time"
+        self, key: object, timestamp_ms: int | None = None, *, kind: TimerKind | None = None
     ) -> None:
-        """Remove ``key``'s timer at ``timestamp_ms``, or all its timers of ``kind`` if None.
+        """Remove ``key``'s timer at ``timestamp_ms``, or all its timers if None.
 
+        ``kind`` limits it to stream-time or wall-clock timers (default: both).
         Cancelling a timer that does not exist does nothing.
         """
         self._keeper.cancel(self._partition("cancel"), key, timestamp_ms, kind)

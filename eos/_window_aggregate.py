@@ -265,11 +265,13 @@ class TimeAggregate(_WindowNode):
         value_ser = view._value_ser
         children = self.children
         late = False
+        kept = False
         while start <= last_start:
             if start < open_from:
                 late = True
                 start += step
                 continue
+            kept = True
             data_key = prefix + encode_ts(start)
             stored = get(data_key)
             current = self.initializer() if stored is None else value_de(stored)
@@ -285,7 +287,7 @@ class TimeAggregate(_WindowNode):
                     child.push(windowed, updated, ctx)
             start += step
         if late:
-            ctx._record_late()
+            ctx._record_late(dropped=not kept)
 
 
 class SlidingAggregate(_WindowNode):
@@ -384,7 +386,7 @@ class SlidingAggregate(_WindowNode):
             view._write(key_bytes, start, data_key, right_source, False)
             self.forward(Windowed(key, start, start + d), value_de(right_source)[1], ctx)
         if late:
-            ctx._record_late()
+            ctx._record_late(dropped=False)  # late for older windows, added to newer ones
 
     def _update(
         self,

@@ -668,15 +668,20 @@ class Engine:
             self.batch.sends_at_start = self.ctx.sends if self.ctx is not None else 0
         self.guarantee.begin()
 
-    def _late(self) -> None:
-        """A window dropped the current record as late: count it once; dead-letter it if told."""
+    def _late(self, dropped: bool) -> None:
+        """A window dropped the current record as late: count it once; dead-letter it if
+        told to and no window of it took it (``dropped``)."""
         ctx = self.ctx
         record = None if ctx is None else ctx.record
         if record is None or record is self._late_record:
             return
         self._late_record = record
         self.stats.late_records += 1
-        if self.config.late_record_policy == "dead_letter" and self._current is not None:
+        if (
+            dropped
+            and self.config.late_record_policy == "dead_letter"
+            and self._current is not None
+        ):
             stream_time = ctx.stream_time if ctx is not None else None
             self.outputs.dead_letter(self._current, LateRecord(record.timestamp, stream_time))
             self.stats.dead_lettered += 1

@@ -8,6 +8,7 @@ atomically with the input offsets, or not at all.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -162,9 +163,9 @@ class Context(Generic[K, V]):
         self._assigning: list[TopicPartition] | None = None
         self._time: TimeKeeper | None = None
         self._timers: Timers | None = None
-        self._late: Callable[[], None] | None = None
+        self._late: Callable[[bool], None] | None = None
 
-    def attach_time(self, keeper: TimeKeeper, late: Callable[[], None] | None = None) -> None:
+    def attach_time(self, keeper: TimeKeeper, late: Callable[[bool], None] | None = None) -> None:
         """Give the context its time keeper (``timers``, ``schedule``, ``stream_time``)
         and the hook that counts a late record. The engine and the TestDriver call it."""
         from eos._time import Timers
@@ -193,6 +194,15 @@ class Context(Generic[K, V]):
             return None
         stream_time = self._time.stream.get(partition)
         return None if stream_time is None or stream_time == _NO_TIME else stream_time
+
+    @property
+    def wall_clock(self) -> int:
+        """The wall clock in milliseconds since the epoch, as the engine sees it: what
+        wall-clock timers and punctuations are due against (the TestDriver's own clock
+        under test, moved by ``advance_wall_clock``)."""
+        if self._time is None:
+            return time.time_ns() // 1_000_000
+        return self._time.clock()
 
     @property
     def timers(self) -> Timers:
@@ -237,10 +247,15 @@ class Context(Generic[K, V]):
             )
         return self._time.punctuate_every(self._assigning, interval_ms, callback, kind)
 
-    def _record_late(self) -> None:
-        """A window dropped the current record as late (the engine counts it once)."""
+    def _record_late(self, *, dropped: bool = True) -> None:
+        """A window dropped the current record as late (the engine counts it once).
+
+        ``dropped=False``: late for some of its windows only (hopping, sliding),
+        added to the others; counted, but never dead-lettered (a replay of the
+        dead-letter topic would count it twice).
+        """
         if self._late is not None:
-            self._late()
+            self._late(dropped)
 
     def send(
         self,

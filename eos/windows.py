@@ -22,8 +22,9 @@ number of windows wherever it is on the time line.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from eos.errors import ConfigError
 
@@ -43,23 +44,38 @@ window store's encoded timestamps (start + size + grace + retention) fit."""
 KT = TypeVar("KT")
 
 
-class Windowed(NamedTuple, Generic[KT]):
-    """The key of a windowed table: the record key and its window's bounds.
+if sys.version_info >= (3, 11) or TYPE_CHECKING:
 
-    A NamedTuple, so the JSON serde writes it as ``[key, start, end]``. The
-    meaning of ``end`` depends on the window type: exclusive for tumbling and
-    hopping windows (``[start, end)``), inclusive for sliding windows
-    (``[start, end]``) and for session windows (the timestamps of the
-    session's first and last records).
-    """
+    class Windowed(NamedTuple, Generic[KT]):
+        """The key of a windowed table: the record key and its window's bounds.
 
-    key: KT
-    """The record key."""
-    start: int
-    """The window's start, inclusive (ms)."""
-    end: int
-    """The window's end (ms): exclusive for time windows, inclusive for sliding and
-    session windows."""
+        A NamedTuple, so the JSON serde writes it as ``[key, start, end]``. The
+        meaning of ``end`` depends on the window type: exclusive for tumbling and
+        hopping windows (``[start, end)``), inclusive for sliding windows
+        (``[start, end]``) and for session windows (the timestamps of the
+        session's first and last records).
+        """
+
+        key: KT
+        """The record key."""
+        start: int
+        """The window's start, inclusive (ms)."""
+        end: int
+        """The window's end (ms): exclusive for time windows, inclusive for sliding and
+        session windows."""
+
+else:  # Python 3.10: a NamedTuple cannot be Generic; Windowed[K] still works at run time.
+
+    class Windowed(NamedTuple):
+        """The key of a windowed table (see the Python 3.11+ definition above)."""
+
+        key: Any
+        start: int
+        end: int
+
+        @classmethod
+        def __class_getitem__(cls, _item: object) -> type:
+            return cls
 
 
 def _check_ms(name: str, value: object, *, positive: bool) -> None:
@@ -190,9 +206,9 @@ class SessionWindows:
     aggregates combined with the ``merger``), and the merged-away sessions
     are retracted downstream as ``(Windowed(key, start, end), None)``::
 
-        gap 5:  records 0 3        12 14          -> sessions [0, 3] and [12, 14]
-                then a record at 8                -> one session [0, 14]
-                (retractions of [0, 3] and [12, 14], then [0, 14])
+        gap 5, grace 10:  records 0 3  12 14      -> sessions [0, 3] and [12, 14]
+                          then a record at 8  -> one session [0, 14]
+                          (retractions of [0, 3] and [12, 14], then [0, 14])
 
     A session closes when stream time passes ``last + inactivity_gap_ms +
     grace_ms``, i.e. reaches ``last + gap + grace + 1`` (Kafka Streams'

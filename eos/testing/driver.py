@@ -172,9 +172,11 @@ class TestDriver:
                 f"late_record_policy={late_record_policy!r}: must be 'skip' or 'dead_letter'",
                 "late_record_policy",
             )
-        if late_record_policy == "dead_letter" and not dead_letter_topic:
+        if late_record_policy == "dead_letter" and processing_error_policy != "dead_letter":
             raise ConfigError(
-                "late_record_policy='dead_letter' needs dead_letter_topic", "late_record_policy"
+                "late_record_policy='dead_letter' needs the dead-letter topic: set "
+                "processing_error_policy='dead_letter' and dead_letter_topic, or use 'skip'",
+                "late_record_policy",
             )
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ConfigError(f"partitions={partitions!r}: must be an int >= 1", "partitions")
@@ -390,7 +392,8 @@ class TestDriver:
         return self._now
 
     def stream_time(self, partition: int = 0) -> int | None:
-        """The committed stream time of ``partition`` (None before any record)."""
+        """The stream time of ``partition``: the largest timestamp sent to it (None
+        before any record; a record that failed is not counted)."""
         value = self.time.stream.get(partition)
         return None if value is None or value == -(1 << 63) else value
 
@@ -527,14 +530,15 @@ class TestDriver:
             self._abort()
             raise
 
-    def _late(self) -> None:
-        """As the engine: count a late record once; dead-letter it if told to."""
+    def _late(self, dropped: bool) -> None:
+        """As the engine: count a late record once; dead-letter it if told to and no
+        window of it took it."""
         record = self.ctx.record
         if record is None or record is self._late_record:
             return
         self._late_record = record
         self.late_records += 1
-        if self.late_policy == "dead_letter" and self.dead_letter_topic:
+        if dropped and self.late_policy == "dead_letter" and self.dead_letter_topic:
             raw_key, raw_value, headers = self._raw
             error = LateRecord(record.timestamp, self.ctx.stream_time)
             self._pending.append(

@@ -202,11 +202,27 @@ def test_tumbling_grace_accepts_records_behind_stream_time_until_end_plus_grace(
 def test_late_record_is_dead_lettered_under_that_policy() -> None:
     """With late_record_policy="dead_letter", a late record goes to the dead-letter topic."""
     run = Run(
-        eos.TumblingWindows(10), late_record_policy="dead_letter", dead_letter_topic="dlq"
+        eos.TumblingWindows(10),
+        late_record_policy="dead_letter",
+        processing_error_policy="dead_letter",
+        dead_letter_topic="dlq",
     ).send([("a", 25), ("a", 3)])
     assert run.driver.late_records == 1
     assert len(run.driver.outputs("dlq")) == 1
     assert run.latest() == {W("a", 20, 30): 1}
+
+
+def test_a_record_late_for_some_hopping_windows_only_is_counted_not_dead_lettered() -> None:
+    """Added to its open windows, it must not also be in the dead-letter topic."""
+    run = Run(
+        eos.HoppingWindows(20, 10),
+        late_record_policy="dead_letter",
+        processing_error_policy="dead_letter",
+        dead_letter_topic="dlq",
+    ).send([("a", 35), ("a", 25)])  # 25 is in [10, 30) (closed) and [20, 40) (open)
+    assert run.driver.late_records == 1
+    assert run.driver.outputs("dlq") == []
+    assert run.latest()[W("a", 20, 40)] == 2
 
 
 def test_negative_timestamps_fall_in_negative_windows() -> None:

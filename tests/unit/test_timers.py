@@ -273,3 +273,36 @@ def test_a_dsl_topology_hands_timers_to_its_processor() -> None:
     stream.process(Later())
     with pytest.raises(ConfigError, match="more than one processor"):
         two.build()
+
+
+def test_cancel_without_a_kind_removes_both_kinds() -> None:
+    class Both(eos.Processor):
+        def process(self, record: eos.Record, ctx: eos.Context) -> None:
+            if record.value == b"cancel":
+                ctx.timers.cancel(record.key)
+                return
+            ctx.timers.schedule(record.key, 1_000)
+            ctx.timers.schedule(record.key, ctx.wall_clock + 1_000, kind="wall_clock")
+
+        def on_timer(self, key: object, timestamp: int, ctx: eos.Context) -> None:
+            ctx.send("fired", b"x", key=key)
+
+    d = TestDriver(Both(), key_serde="string")
+    d.send(b"go", key="a", timestamp=0)
+    assert {t[2] for t in d.pending_timers()} == {"stream_time", "wall_clock"}
+    d.send(b"cancel", key="a", timestamp=0)
+    assert d.pending_timers() == []
+
+
+def test_ctx_wall_clock_is_the_drivers_clock() -> None:
+    seen: list[int] = []
+
+    class Clock(eos.Processor):
+        def process(self, record: eos.Record, ctx: eos.Context) -> None:
+            seen.append(ctx.wall_clock)
+
+    d = TestDriver(Clock())
+    d.send(b"x")
+    d.advance_wall_clock(1_234)
+    d.send(b"y")
+    assert seen == [d.wall_clock - 1_234, d.wall_clock]
