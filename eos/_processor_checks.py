@@ -23,7 +23,7 @@ import inspect
 import textwrap
 from collections.abc import Iterator, Sequence
 
-from eos._time import RESERVED_PREFIX
+from eos._time_store import RESERVED_PREFIX
 from eos.errors import ConfigError
 from eos.processor import Processor
 from eos.state.base import Store

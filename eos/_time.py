@@ -36,106 +36,38 @@ from __future__ import annotations
 
 import functools
 import heapq
-import json
 import logging
-import struct
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
+from eos._time_store import (
+    KINDS,
+    NEVER,
+    NO_TIME,
+    PRESENT,
+    STREAM_TIME_KEY,
+    TIME_STORE,
+    UNKNOWN,
+    TimerKind,
+    after,
+    decode_key,
+    encode_key,
+    index_entry,
+    index_prefix,
+    read_ts,
+    timer_entry,
+    ts,
+)
 from eos.errors import ConfigError, ProduceError, StateError, TimerError
 from eos.record import TopicPartition
-from eos.state.base import Store
+from eos.timers import Punctuation, PunctuationGroup
 
 if TYPE_CHECKING:
     from eos.processor import Context, Processor
 
-__all__ = [
-    "RESERVED_PREFIX",
-    "TIME_STORE",
-    "LateRecord",
-    "Punctuation",
-    "TimeKeeper",
-    "TimerKind",
-    "Timers",
-    "time_store",
-    "uses_time",
-]
+__all__ = ["LateRecord", "TimeKeeper", "Views", "uses_time"]
 
 log = logging.getLogger("eos.time")
-
-TIME_STORE = "__eos-time"
-"""The internal store of stream times and timers (changelog ``<app>-__eos-time-changelog``)."""
-RESERVED_PREFIX = "__eos"
-"""Store names starting with this are the engine's."""
-
-TimerKind = Literal["stream_time", "wall_clock"]
-_KINDS: dict[str, bytes] = {"stream_time": b"s", "wall_clock": b"w"}
-
-NEVER = float("inf")
-"""``due`` of a partition with nothing scheduled."""
-UNKNOWN = float("-inf")
-"""``due`` that must be recomputed (after an abort): any stream time reaches it."""
-NO_TIME = -(1 << 63)
-"""Stream time of a partition that has seen no record."""
-
-_STREAM_TIME_KEY = b"s"
-_PRESENT = b"\x01"
-_U64 = struct.Struct(">Q")
-_U32 = struct.Struct(">I")
-_OFFSET = 1 << 63
-
-
-def _ts(timestamp: int) -> bytes:
-    """Big-endian, offset by 2**63: byte order is numeric order, negatives included."""
-    return _U64.pack(timestamp + _OFFSET)
-
-
-def _read_ts(data: bytes, at: int = 0) -> int:
-    value: int = _U64.unpack_from(data, at)[0]
-    return value - _OFFSET
-
-
-def encode_key(key: object) -> bytes:
-    """A timer key as bytes: bytes as they are, None, or JSON for anything else.
-
-    Raises:
-        ConfigError: The key is neither bytes, None nor JSON-serializable.
-    """
-    if isinstance(key, bytes):
-        return b"b" + key
-    if key is None:
-        return b"n"
-    try:
-        return b"j" + json.dumps(key, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"timer key {key!r} ({type(key).__name__}) cannot be stored: use bytes, None or a "
-            f"JSON-serializable value (str, int, float, bool, list, dict): {exc}",
-            "timers",
-        ) from exc
-
-
-def decode_key(data: bytes) -> object:
-    """The key :func:`encode_key` encoded (JSON arrays come back as lists)."""
-    tag = data[:1]
-    if tag == b"b":
-        return data[1:]
-    if tag == b"n":
-        return None
-    return json.loads(data[1:])
-
-
-def _timer_entry(kind: bytes, timestamp: int, key: bytes) -> bytes:
-    return b"t" + kind + _ts(timestamp) + key
-
-
-def _index_entry(kind: bytes, key: bytes, timestamp: int) -> bytes:
-    return b"k" + kind + _U32.pack(len(key)) + key + _ts(timestamp)
-
-
-def time_store() -> Store[bytes, bytes]:
-    """The declaration of :data:`TIME_STORE` (RocksDB, bytes keys and values)."""
-    return Store(TIME_STORE, key_serde="bytes", value_serde="bytes")
 
 
 def uses_time(processor: Processor) -> bool:
@@ -168,69 +100,6 @@ class LateRecord(Exception):
         )
         self.timestamp = timestamp
         self.stream_time = stream_time
-
-
-class Punctuation:
-    """A periodic callback scheduled with ``ctx.schedule`` for one input partition.
-
-    Attributes:
-        partition: The input partition it runs for.
-        interval_ms: The period.
-        kind: ``"wall_clock"`` or ``"stream_time"``.
-    """
-
-    __slots__ = (
-        "_committed",
-        "callback",
-        "cancelled",
-        "interval_ms",
-        "kind",
-        "next_at",
-        "partition",
-    )
-
-    def __init__(
-        self,
-        partition: TopicPartition,
-        interval_ms: int,
-        callback: Callable[[int, Context[Any, Any]], object],
-        kind: TimerKind,
-        next_at: float,
-    ) -> None:
-        self.partition = partition
-        self.interval_ms = interval_ms
-        self.callback = callback
-        self.kind = kind
-        self.next_at = next_at
-        self._committed = next_at
-        self.cancelled = False
-
-    def __repr__(self) -> str:
-        return (
-            f"Punctuation({self.partition.topic}[{self.partition.partition}], "
-            f"every {self.interval_ms} ms, {self.kind}{', cancelled' if self.cancelled else ''})"
-        )
-
-    def cancel(self) -> None:
-        """Stop calling it (takes effect at once; not undone by an abort)."""
-        self.cancelled = True
-
-
-class PunctuationGroup:
-    """The handle ``ctx.schedule`` returns: one :class:`Punctuation` per partition assigned."""
-
-    __slots__ = ("punctuations",)
-
-    def __init__(self, punctuations: list[Punctuation]) -> None:
-        self.punctuations = punctuations
-
-    def __repr__(self) -> str:
-        return f"PunctuationGroup({self.punctuations})"
-
-    def cancel(self) -> None:
-        """Cancel it for every partition it was scheduled for."""
-        for punctuation in self.punctuations:
-            punctuation.cancel()
 
 
 class TimeKeeper:
@@ -307,9 +176,9 @@ class TimeKeeper:
                 continue
             stream_time = NO_TIME
             if self.persistent:
-                stored = self.views(TIME_STORE, partition).get(_STREAM_TIME_KEY)
+                stored = self.views(TIME_STORE, partition).get(STREAM_TIME_KEY)
                 if stored is not None:
-                    stream_time = _read_ts(stored)
+                    stream_time = read_ts(stored)
             self.stream[partition] = stream_time
             self._committed[partition] = stream_time
             self.due[partition] = UNKNOWN
@@ -350,7 +219,7 @@ class TimeKeeper:
         committed = self._committed
         for partition, stream_time in self.stream.items():
             if stream_time != committed.get(partition) and stream_time != NO_TIME:
-                self.views(TIME_STORE, partition)[_STREAM_TIME_KEY] = _ts(stream_time)
+                self.views(TIME_STORE, partition)[STREAM_TIME_KEY] = ts(stream_time)
 
     def committed(self) -> None:
         """The transaction committed: what is in memory is now the committed state."""
@@ -457,12 +326,12 @@ class TimeKeeper:
         code = self._kind(kind)
         self._check_timers(partition)
         key_bytes = encode_key(key)
-        entry = _timer_entry(code, timestamp, key_bytes)
+        entry = timer_entry(code, timestamp, key_bytes)
         txn = self.views(TIME_STORE, partition)
         if entry in txn:
             return
-        txn[entry] = _PRESENT
-        txn[_index_entry(code, key_bytes, timestamp)] = _PRESENT
+        txn[entry] = PRESENT
+        txn[index_entry(code, key_bytes, timestamp)] = PRESENT
         firing = self._firing
         if firing is not None and firing[:2] == (partition, code) and timestamp <= firing[2]:
             heapq.heappush(firing[3], (timestamp, key_bytes))
@@ -481,7 +350,7 @@ class TimeKeeper:
         """Remove ``key``'s timers at ``timestamp`` (every timestamp if None) of ``kind``
         (both kinds if None)."""
         if kind is None:
-            for each in _KINDS:
+            for each in KINDS:
                 self.cancel(partition, key, timestamp, each)  # type: ignore[arg-type]
             return
         code = self._kind(kind)
@@ -491,16 +360,16 @@ class TimeKeeper:
         if timestamp is not None:
             times = [timestamp]
         else:
-            prefix = b"k" + code + _U32.pack(len(key_bytes)) + key_bytes
-            times = [_read_ts(k, len(prefix)) for k, _ in txn.range(prefix, _after(prefix))]
+            prefix = index_prefix(code, key_bytes)
+            times = [read_ts(k, len(prefix)) for k, _ in txn.range(prefix, after(prefix))]
         for at in times:
-            entry = _timer_entry(code, at, key_bytes)
+            entry = timer_entry(code, at, key_bytes)
             if entry in txn:
                 del txn[entry]
-                del txn[_index_entry(code, key_bytes, at)]
+                del txn[index_entry(code, key_bytes, at)]
 
     def _kind(self, kind: str) -> bytes:
-        code = _KINDS.get(kind)
+        code = KINDS.get(kind)
         if code is None:
             raise ConfigError(
                 f"timer kind {kind!r}: use 'stream_time' or 'wall_clock'", "timers.kind"
@@ -521,27 +390,25 @@ class TimeKeeper:
 
     def _first_timer(self, partition: int, code: bytes) -> float:
         prefix = b"t" + code
-        for key, _ in self.views(TIME_STORE, partition).range(prefix, _after(prefix)):
-            return _read_ts(key, 2)
+        for key, _ in self.views(TIME_STORE, partition).range(prefix, after(prefix)):
+            return read_ts(key, 2)
         return NEVER
 
     def _fire_timers(self, partition: int, code: bytes, up_to: int) -> None:
         txn = self.views(TIME_STORE, partition)
         prefix = b"t" + code
-        due = [
-            (_read_ts(key, 2), key[10:]) for key, _ in txn.range(prefix, prefix + _ts(up_to + 1))
-        ]
+        due = [(read_ts(key, 2), key[10:]) for key, _ in txn.range(prefix, prefix + ts(up_to + 1))]
         self._firing = (partition, code, up_to, due)
         on_timer = self.processor.on_timer
         ctx = self.ctx
         try:
             while due:
                 timestamp, key_bytes = heapq.heappop(due)
-                entry = _timer_entry(code, timestamp, key_bytes)
+                entry = timer_entry(code, timestamp, key_bytes)
                 if entry not in txn:
                     continue  # cancelled meanwhile, or a duplicate push
                 del txn[entry]
-                del txn[_index_entry(code, key_bytes, timestamp)]
+                del txn[index_entry(code, key_bytes, timestamp)]
                 key = decode_key(key_bytes)
                 self.fired += 1
                 try:
@@ -622,66 +489,6 @@ class TimeKeeper:
         _call(lambda: punctuation.callback(now, self.ctx), f"punctuation {punctuation!r}")
 
 
-class Timers:
-    """``ctx.timers``: per-key timers of the current partition.
-
-    A timer is ``(key, timestamp)`` in the partition of the record being
-    processed (or of the timer firing). It fires once, when the partition's
-    stream time (``kind="stream_time"``) or the wall clock
-    (``kind="wall_clock"``) reaches ``timestamp``: ``Processor.on_timer(key,
-    timestamp, ctx)`` runs inside the transaction, and its outputs, its
-    store writes and the timer's removal commit together.
-    """
-
-    __slots__ = ("_ctx", "_keeper")
-
-    def __init__(self, ctx: Context[Any, Any], keeper: TimeKeeper) -> None:
-        self._ctx = ctx
-        self._keeper = keeper
-
-    def __repr__(self) -> str:
-        return f"Timers(partition={self._ctx.partition})"
-
-    def schedule(self, key: object, timestamp_ms: int, *, kind: TimerKind = "stream_time") -> None:
-        """Fire ``on_timer(key, timestamp_ms, ctx)`` once when ``kind``'s time reaches it.
-
-        Scheduling the same ``(key, timestamp_ms, kind)`` twice is one timer.
-        A stream-time timer at or before the current stream time fires right
-        after the current record (or timer).
-
-        Raises:
-            ConfigError: The processor has no ``on_timer``, or the key cannot be stored.
-            StateError: Called outside ``process``/``on_timer``/a punctuation.
-        """
-        if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
-            raise ConfigError(
-                f"ctx.timers.schedule: timestamp_ms={timestamp_ms!r} must be an int "
-                "(milliseconds since the epoch)",
-                "timers",
-            )
-        self._keeper.schedule(self._partition("schedule"), key, timestamp_ms, kind)
-
-    def cancel(
-        self, key: object, timestamp_ms: int | None = None, *, kind: TimerKind | None = None
-    ) -> None:
-        """Remove ``key``'s timer at ``timestamp_ms``, or all its timers if None.
-
-        ``kind`` limits it to stream-time or wall-clock timers (default: both).
-        Cancelling a timer that does not exist does nothing.
-        """
-        self._keeper.cancel(self._partition("cancel"), key, timestamp_ms, kind)
-
-    def _partition(self, what: str) -> int:
-        partition = self._ctx.partition
-        if partition is None:
-            raise StateError(
-                f"ctx.timers.{what} is only available in process(), on_timer() and "
-                "punctuations: a timer belongs to the partition of the record (or timer) "
-                "being handled"
-            )
-        return partition
-
-
 class _Firing:
     """Hands ``ctx`` to a callback of ``partition``: no current record, that partition."""
 
@@ -714,19 +521,3 @@ def _call(run: Callable[[], object], what: str) -> None:
         raise TimerError(
             f"{what} raised {type(exc).__name__}: {exc}", partition=None, cause=exc
         ) from exc
-
-
-def _after(prefix: bytes) -> bytes:
-    """The smallest key greater than every key starting with ``prefix``."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return prefix + b"\xff" * 8
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def iter_timers(items: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[str, int, object]]:
-    """``(kind, timestamp, key)`` of the timer entries among a time store's items."""
-    names = {code: name for name, code in _KINDS.items()}
-    for key, _ in items:
-        if key[:1] == b"t":
-            yield names[key[1:2]], _read_ts(key, 2), decode_key(key[10:])

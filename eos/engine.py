@@ -39,7 +39,8 @@ The parts, each owning its state and handed what it uses:
   stepwise restore;
 - :class:`~eos.state.manager.StoreManager`: overlays, changelog, restore;
 - :class:`~eos._time.TimeKeeper`: stream time, timers, punctuations and the
-  expiry of time-driven (window) stores.
+  expiry of time-driven (window) stores; :class:`~eos._engine_time.EngineTime`
+  fires them inside the engine's transactions and owns their failures.
 
 Every exit that is not a clean stop aborts the open transaction BEFORE the
 consumer is closed: closing runs the revoke callback, which then aborts
@@ -60,16 +61,18 @@ from confluent_kafka.admin import AdminClient
 from eos._admin import KafkaLog, check_topics
 from eos._batch import TP, Assignment, Batch, Poison
 from eos._committer import Committer, Rewound
+from eos._engine_time import EngineTime, wall_clock_ms
 from eos._guarantee import Guarantee, for_config
 from eos._kafka_errors import Cause, cause_of, error_name
 from eos._outputs import Diagnosis, Outputs
 from eos._rebalance import RebalanceListener
 from eos._records import RecordFailures, decode_error
 from eos._stop import StopRequested, StopSignal
-from eos._time import NEVER, TIME_STORE, LateRecord, TimeKeeper, time_store, uses_time
+from eos._time import TimeKeeper, uses_time
+from eos._time_store import NEVER, TIME_STORE, time_store
 from eos.config import Config
 from eos.dsl import input_serdes_for
-from eos.errors import ConfigError, FatalTransactionError, ProduceError
+from eos.errors import ConfigError, FatalTransactionError
 from eos.faults import NO_FAULTS, Faults
 from eos.processor import Context, Processor, undeclared_store
 from eos.record import Record
@@ -185,9 +188,15 @@ class Engine:
         )
         self.ctx: Context | None = None
         self.time: TimeKeeper | None = None
+        self.timing = EngineTime(
+            config=config,
+            guarantee=self.guarantee,
+            batch=self.batch,
+            outputs=self.outputs,
+            committer=self.committer,
+            stats=self.stats,
+        )
         self.consumer: Consumer | None = None
-        self._current: Any = None  # the message being processed, when time is tracked
-        self._late_record: Record | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -253,11 +262,13 @@ class Engine:
             views=self._store_lookup,
             persistent=any(s.name == TIME_STORE for s in self.specs),
             driven=[s.name for s in self.specs if getattr(s, "time_driven", False)],
-            clock=_wall_clock_ms,
-            begin=self._begin_for_time,
+            clock=wall_clock_ms,
+            begin=self.timing.begin,
         )
-        ctx.attach_time(keeper, self._late)
+        ctx.attach_time(keeper, self.timing.late)
         self.time = keeper
+        self.timing.keeper = keeper
+        self.timing.ctx = ctx
         self.committer.time = keeper
         self.rebalance.time = keeper
         if self.specs:
@@ -460,9 +471,9 @@ class Engine:
                 if messages:
                     self.guarantee.before_processing(messages, consumer)
                     self._process(messages)
-                if keeper.wall_due <= _wall_clock_ms():
+                if keeper.wall_due <= wall_clock_ms():
                     # Due even when no record arrives: the loop turns at least every 100 ms.
-                    self._fire_wall(keeper)
+                    self.timing.fire_wall()
             except Rewound:
                 continue
             except ConsumerFailed as failed:
@@ -507,6 +518,7 @@ class Engine:
             batch.sends_at_start = ctx.sends
         # Time costs nothing per record unless the processor uses it.
         keeper = self.time
+        timing = self.timing
         timed = keeper is not None and keeper.active
         stream_times = keeper.stream if keeper is not None else {}
         dues = keeper.due if keeper is not None else {}
@@ -579,7 +591,7 @@ class Engine:
                 ctx.record = record
                 before = ctx.sends
                 if timed:
-                    self._current = msg
+                    timing.current = msg
                     if record[5] > stream_times[partition]:
                         stream_times[partition] = record[5]
                 try:
@@ -591,7 +603,7 @@ class Engine:
                 run_next = offset + 1
                 processed += 1
                 if timed and stream_times[partition] >= dues[partition]:
-                    self._fire(partition, _from(messages, msg)[1:])
+                    timing.fire(partition, _from(messages, msg)[1:])
         finally:
             ctx.record = None
         # Only on normal completion: after an abort the batch was cleared.
@@ -624,68 +636,6 @@ class Engine:
             raise ConfigError(_consumer_denied(self.config, msg.topic(), error), "input.topics")
         log.warning("consumer error: %s", error)
 
-    # ------------------------------------------------------------------ time
-
-    def _fire(self, partition: int, unprocessed: Sequence[Any]) -> None:
-        """Stream time of ``partition`` reached something due: fire it in this transaction.
-
-        A failed produce is diagnosed as any failed output (abort, rewind,
-        redo); an exception from the user's callback stops the run
-        (:class:`~eos.errors.TimerError`).
-        """
-        keeper = self.time
-        if keeper is None:
-            raise RuntimeError("engine not started")
-        try:
-            keeper.fire(partition)
-        except ProduceError as exc:
-            self._time_produce_failed(exc, unprocessed)
-        finally:
-            self.stats.timers_fired = keeper.fired
-
-    def _fire_wall(self, keeper: TimeKeeper) -> None:
-        """Wall-clock timers and punctuations that are due, in a transaction of their own
-        (or the open one)."""
-        if self.ctx is not None:
-            self.ctx._produce = self.outputs.produce_for_batch()
-        try:
-            keeper.fire_wall(_wall_clock_ms())
-        except ProduceError as exc:
-            self._time_produce_failed(exc, ())
-        finally:
-            self.stats.timers_fired = keeper.fired
-
-    def _time_produce_failed(self, exc: ProduceError, unprocessed: Sequence[Any]) -> None:
-        self.committer.batch_failed(
-            exc.kafka_error, f"produce failed in a timer: {exc}", unprocessed, kind="produce_failed"
-        )
-        raise Rewound() from exc
-
-    def _begin_for_time(self) -> None:
-        """Open a transaction for wall-clock work when none is open; it commits by the interval."""
-        if not self.committer.open:
-            self.batch.started = time.monotonic()
-            self.batch.sends_at_start = self.ctx.sends if self.ctx is not None else 0
-        self.guarantee.begin()
-
-    def _late(self, dropped: bool) -> None:
-        """A window dropped the current record as late: count it once; dead-letter it if
-        told to and no window of it took it (``dropped``)."""
-        ctx = self.ctx
-        record = None if ctx is None else ctx.record
-        if record is None or record is self._late_record:
-            return
-        self._late_record = record
-        self.stats.late_records += 1
-        if (
-            dropped
-            and self.config.late_record_policy == "dead_letter"
-            and self._current is not None
-        ):
-            stream_time = ctx.stream_time if ctx is not None else None
-            self.outputs.dead_letter(self._current, LateRecord(record.timestamp, stream_time))
-            self.stats.dead_lettered += 1
-
     # ------------------------------------------------------------------ context hooks
 
     def _drain(self) -> None:
@@ -704,10 +654,6 @@ class ConsumerFailed(Exception):
     def __init__(self, error: KafkaError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _fatal_consumer_error(error: object) -> bool:

@@ -19,10 +19,12 @@ from eos.record import Headers, K, Record, TopicPartition, V
 from eos.serde import BytesSerde, Serde
 
 if TYPE_CHECKING:
-    from eos._time import PunctuationGroup, TimeKeeper, TimerKind, Timers
+    from eos._time import TimeKeeper
+    from eos._time_store import TimerKind
     from eos.state.base import Store
     from eos.state.transaction import StoreTransaction
     from eos.state.window import WindowStore, WindowStoreTransaction
+    from eos.timers import PunctuationGroup, Timers
 
 _SK = TypeVar("_SK")
 _SV = TypeVar("_SV")
@@ -168,7 +170,7 @@ class Context(Generic[K, V]):
     def attach_time(self, keeper: TimeKeeper, late: Callable[[bool], None] | None = None) -> None:
         """Give the context its time keeper (``timers``, ``schedule``, ``stream_time``)
         and the hook that counts a late record. The engine and the TestDriver call it."""
-        from eos._time import Timers
+        from eos.timers import Timers
 
         self._time = keeper
         self._timers = Timers(self, keeper)

@@ -44,7 +44,8 @@ from typing import Any
 
 from eos._processor_checks import check_processor
 from eos._records import decode_error
-from eos._time import TIME_STORE, LateRecord, TimeKeeper, iter_timers, time_store, uses_time
+from eos._time import LateRecord, TimeKeeper, uses_time
+from eos._time_store import TIME_STORE, iter_timers, time_store
 from eos.config import ErrorPolicy, InputSerdeSpec, LatePolicy, check_input_serdes
 from eos.dsl import input_serdes_for, input_topics_for, sink_serdes, source_topics
 from eos.errors import ConfigError, ProcessingError, StateError

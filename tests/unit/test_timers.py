@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 import eos
-from eos._time import _ts, decode_key, encode_key
+from eos._time_store import decode_key, encode_key, ts
 from eos.errors import ConfigError, StateError, TimerError
 from eos.testing import TestDriver
 
@@ -138,8 +138,8 @@ def test_keys_of_any_json_type_bytes_and_none_come_back() -> None:
 
 def test_timestamps_sort_numerically_negatives_included() -> None:
     values = [-(10**12), -1, 0, 1, 255, 256, 10**12]
-    assert sorted(values, key=_ts) == values
-    assert [_ts(v) for v in values] == sorted(_ts(v) for v in values)
+    assert sorted(values, key=ts) == values
+    assert [ts(v) for v in values] == sorted(ts(v) for v in values)
 
 
 def test_an_exception_in_on_timer_is_a_timer_error_and_keeps_the_timer() -> None:
