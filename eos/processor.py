@@ -208,7 +208,7 @@ class Context(Generic[K, V]):
 
     @property
     def timers(self) -> Timers:
-        """Per-key timers of the current partition (see :class:`eos._time.Timers`).
+        """Per-key timers of the current partition (see :class:`eos.timers.Timers`).
 
         Raises:
             StateError: The context has no time (it is not run by an engine or driver).
