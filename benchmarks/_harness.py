@@ -18,8 +18,11 @@ One measurement of one contender (:func:`measure`):
    its output is visible to the ``read_committed`` reader. Measuring latency on
    the backlog would measure the backlog's age, not the contender;
 5. the contender gets SIGTERM, commits, exits and prints its peak RSS
-   (``getrusage``) as its last stdout line; the reader checks that the output
-   holds exactly one record per input record.
+   (``_result.peak_rss_mib``) as its last stdout line; the reader checks that
+   the output holds exactly one record per input record.
+
+The windowed contenders are measured by ``_windowed.measure_windowed``, on
+their own input and with the same process lifecycle (:func:`run_contender`).
 
 Every contender process prints one JSON line last: ``{"first_consumed": unix
 seconds, "maxrss_mib": float}`` (``_result.print_result``).
@@ -38,8 +41,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -241,11 +246,14 @@ class Measurement:
     maxrss_mib: float
     outputs: int
     expected_outputs: int
+    wrong: int = 0
+    """Outputs whose content is checked and wrong (windowed contenders: a count that
+    is not the expected one, a window that should not be there, a duplicate)."""
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def exact(self) -> bool:
-        return self.outputs == self.expected_outputs
+        return self.outputs == self.expected_outputs and self.wrong == 0
 
 
 @dataclass
@@ -295,6 +303,106 @@ def _paced_phase(bootstrap: str, topic: str, seconds: float, rate: int) -> dict[
     return sent
 
 
+def contender_argv(
+    spec: Spec,
+    *,
+    bootstrap: str,
+    inputs: list[str],
+    output: str,
+    group: str,
+    commit_interval_ms: int,
+    state_dir: Path,
+) -> list[str]:
+    """``spec.argv`` with the arguments every contender takes."""
+    return [
+        *spec.argv,
+        "--bootstrap-servers", bootstrap,
+        "--inputs", ",".join(inputs),
+        "--output", output,
+        "--group", group,
+        "--commit-interval-ms", str(commit_interval_ms),
+        "--state-dir", str(state_dir),
+    ]  # fmt: skip
+
+
+class Reader(Protocol):
+    """What :func:`run_contender` needs of an output reader thread."""
+
+    backlog_done_at: float | None
+    error: BaseException | None
+    count: int
+
+    def stop(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+def run_contender(
+    name: str,
+    argv: list[str],
+    reader: Reader,
+    *,
+    expected: int,
+    timeout_s: float,
+    log_path: Path,
+    then: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> dict[str, Any]:
+    """Run one contender process until ``reader`` has seen the backlog's outputs.
+
+    Starts ``argv`` (stderr to ``log_path``), waits until
+    ``reader.backlog_done_at`` is set, calls ``then(proc)`` (the latency phase,
+    say), sends SIGTERM and waits for the process to commit and exit. The
+    reader is stopped one second later, so that it has seen what the final
+    commit made visible. Returns the process's last stdout line
+    (``_result.print_result``). Raises RuntimeError if the process exits early
+    or fails, the reader fails, or ``timeout_s`` passes first; the process is
+    killed on the way out in every case.
+    """
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, text=True)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while reader.backlog_done_at is None:
+                if proc.poll() is not None or reader.error is not None:
+                    raise RuntimeError(
+                        f"{name} exited early ({proc.returncode}) or the reader failed "
+                        f"({reader.error}); see {log_path}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{name}: {reader.count:,} of {expected:,} outputs after "
+                        f"{timeout_s:.0f}s; see {log_path}"
+                    )
+                time.sleep(0.01)
+            if then is not None:
+                then(proc)
+            proc.send_signal(signal.SIGTERM)
+            stdout, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            time.sleep(1.0)  # let the reader see anything the final commit made visible
+            reader.stop()
+            reader.join(30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed with exit code {proc.returncode}; see {log_path}")
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return result
+
+
+def clean_up(bootstrap: str, topics: list[str], group: str, state_dir: Path) -> None:
+    """Delete ``topics``, the contender's changelog topics (named after its group) and
+    its state directory."""
+    delete_topics(bootstrap, sorted({*topics, *topics_containing(bootstrap, group)}))
+    subprocess.run(["rm", "-rf", str(state_dir)], check=False)
+
+
+def state_dir_for(tag: str) -> Path:
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"eos-bench-state-{tag}"
+
+
 def measure(
     spec: Spec,
     *,
@@ -311,54 +419,37 @@ def measure(
     output = create_topic(bootstrap, f"eos-bench-out-{tag}", PARTITIONS)
     paced = create_topic(bootstrap, f"eos-bench-paced-{tag}", PARTITIONS)
     group = f"eos-bench-{tag}"
-    state_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"eos-bench-state-{tag}"
-    argv = [
-        *spec.argv,
-        "--bootstrap-servers", bootstrap,
-        "--inputs", f"{backlog_topic},{paced}",
-        "--output", output,
-        "--group", group,
-        "--commit-interval-ms", str(commit_interval_ms),
-        "--state-dir", str(state_dir),
-    ]  # fmt: skip
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"{tag}.log"
+    state_dir = state_dir_for(tag)
+    argv = contender_argv(
+        spec,
+        bootstrap=bootstrap,
+        inputs=[backlog_topic, paced],
+        output=output,
+        group=group,
+        commit_interval_ms=commit_interval_ms,
+        state_dir=state_dir,
+    )
     reader = OutputReader(bootstrap, output, records)
     reader.start()
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, text=True)
-        try:
-            deadline = time.monotonic() + timeout_s
-            while reader.backlog_done_at is None:
-                if proc.poll() is not None or reader.error is not None:
-                    raise RuntimeError(
-                        f"{spec.name} exited early ({proc.returncode}) or the reader failed "
-                        f"({reader.error}); see {log_path}"
-                    )
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{spec.name}: {reader.count:,} of {records:,} outputs after "
-                        f"{timeout_s:.0f}s; see {log_path}"
-                    )
-                time.sleep(0.01)
-            sent = _paced_phase(bootstrap, paced, latency_seconds, LATENCY_RATE)
-            wait_until = time.monotonic() + 30
-            while len(reader.arrivals) < len(sent) and time.monotonic() < wait_until:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            stdout, _ = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    time.sleep(1.0)  # let the reader see anything the final commit made visible
-    reader.stop()
-    reader.join(30)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec.name} failed with exit code {proc.returncode}; see {log_path}")
-    result = json.loads(stdout.strip().splitlines()[-1])
+    sent: dict[int, float] = {}
+
+    def paced_phase(proc: subprocess.Popen[str]) -> None:
+        sent.update(_paced_phase(bootstrap, paced, latency_seconds, LATENCY_RATE))
+        wait_until = time.monotonic() + 30
+        while len(reader.arrivals) < len(sent) and time.monotonic() < wait_until:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+
+    result = run_contender(
+        spec.name,
+        argv,
+        reader,
+        expected=records,
+        timeout_s=timeout_s,
+        log_path=LOG_DIR / f"{tag}.log",
+        then=paced_phase,
+    )
     first = result["first_consumed"]
     assert reader.backlog_done_at is not None
     seconds = reader.backlog_done_at - first
@@ -368,9 +459,7 @@ def measure(
     missing = len(sent) - len(latencies)
     if missing:
         print(f"  warning: {spec.name}: {missing} paced outputs never seen", file=sys.stderr)
-    # Output, paced input and the contender's changelog topics (named after its group).
-    delete_topics(bootstrap, sorted({output, paced, *topics_containing(bootstrap, group)}))
-    subprocess.run(["rm", "-rf", str(state_dir)], check=False)
+    clean_up(bootstrap, [output, paced], group, state_dir)
     return Measurement(
         contender=spec.name,
         records=records,

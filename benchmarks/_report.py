@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _harness import Measurement, median
+from _windowed import GRACE_MS, STEP_MS, WINDOW_MS, WINDOWED, WINDOWED_KEYS
 
 from eos.config import DEFAULT_MAX_BATCH_RECORDS
 
@@ -22,6 +23,7 @@ RATIOS = (
     ("eos", "quixstreams"),
     ("eos_stateful", "quixstreams_stateful"),
     ("eos", "eos_alos"),
+    ("eos_windowed", "quixstreams_windowed"),
 )
 DESCRIPTIONS = {
     "bare": "hand-written confluent-kafka transactional loop (the practical limit)",
@@ -30,6 +32,8 @@ DESCRIPTIONS = {
     "quixstreams": 'quixstreams, processing_guarantee="exactly-once"',
     "eos_stateful": "eos, exactly_once_v2, count per key (RocksDB store)",
     "quixstreams_stateful": "quixstreams, exactly-once, count per key (State API, RocksDB)",
+    "eos_windowed": "eos, exactly_once_v2, tumbling-window count per key, `.final()`",
+    "quixstreams_windowed": "quixstreams, exactly-once, `tumbling_window(...).count().final()`",
 }
 
 
@@ -131,6 +135,11 @@ def render(
         f"all. {repeat} repetition(s), order alternating; figures are medians over the "
         "repetitions, peak RSS the highest.",
         "",
+    ]
+    windowed = any(s.contender in WINDOWED for s in summaries)
+    if windowed:
+        lines += [_windowed_input(records), ""]
+    lines += [
         "| contender | what | records/s | vs bare | p50 latency ms | p99 latency ms | "
         "peak RSS MiB | outputs exact |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -139,13 +148,15 @@ def render(
         vs_bare = f"{s.records_per_s / bare:.2f}" if bare else "n/a"
         lines.append(
             f"| {s.contender} | {DESCRIPTIONS.get(s.contender, '')} | {s.records_per_s:,.0f} | "
-            f"{vs_bare} | {_ms(s.latency_p50_ms)} | {_ms(s.latency_p99_ms)} | "
+            f"{vs_bare} | {ms(s.latency_p50_ms)} | {ms(s.latency_p99_ms)} | "
             f"{s.maxrss_mib:.0f} | {'yes' if s.exact else 'NO'} |"
         )
     lines += ["", "| ratio (records/s) | value |", "|---|---:|"]
     for key, value in values.items():
         lines.append(f"| {key} | {'n/a' if value is None else f'{value:.2f}'} |")
     lines += [
+        "",
+        f"The run's last line: `{ratio_line(values)}`",
         "",
         "How it is measured:",
         "",
@@ -156,8 +167,14 @@ def render(
         f"{latency_seconds:g} s to a second input topic (far below every contender's "
         "capacity); latency is a record's timestamp -> its output visible to that "
         "`read_committed` consumer. (On the backlog it would measure the backlog's age.)",
-        "- **peak RSS**: `getrusage(RUSAGE_SELF).ru_maxrss` of the contender's own process.",
+        "- **peak RSS**: `VmHWM` of the contender's own process (`/proc/self/status`; "
+        "`getrusage`'s `ru_maxrss` would include the benchmark's own memory, which Linux "
+        "carries across `exec`).",
         "- **outputs exact**: the output holds exactly one record per input record.",
+    ]
+    if windowed:
+        lines += _windowed_measure()
+    lines += [
         "- `bare` uses eos's own librdkafka settings (`Config.producer_settings()` and "
         "`consumer_settings()`), so eos/bare is the cost of eos's Python around the same "
         "clients. It commits on the interval only; eos also commits when a transaction "
@@ -171,8 +188,8 @@ def render(
     ]
     for i, r in enumerate(results, 1):
         lines.append(
-            f"| {i} | {r.contender} | {r.records_per_s:,.0f} | {_ms(r.latency_p50_ms)} | "
-            f"{_ms(r.latency_p99_ms)} | {r.maxrss_mib:.0f} | {r.outputs:,}/{r.expected_outputs:,} |"
+            f"| {i} | {r.contender} | {r.records_per_s:,.0f} | {ms(r.latency_p50_ms)} | "
+            f"{ms(r.latency_p99_ms)} | {r.maxrss_mib:.0f} | {r.outputs:,}/{r.expected_outputs:,} |"
         )
     lines += [
         "",
@@ -185,7 +202,43 @@ def render(
     return "\n".join(lines)
 
 
-def _ms(value: float) -> str:
+def _windowed_input(records: int) -> str:
+    per_window = WINDOW_MS // STEP_MS
+    windows = math.ceil((records - 4) / per_window)  # the data starts on a window boundary
+    return (
+        f"Windowed contenders (`eos_windowed`, `quixstreams_windowed`) read their own input: "
+        f"{records:,} records of ~100 bytes over 4 partitions, {WINDOWED_KEYS:,} keys, event "
+        f"timestamps {STEP_MS} ms apart ({per_window:,} records per window, "
+        f"{per_window // WINDOWED_KEYS} per key and window), and count per key in "
+        f"{WINDOW_MS // 1000} s tumbling windows with {GRACE_MS / 1000:g} s grace, emitting "
+        f"only the final count of each (key, window), when it closes: {windows:,} "
+        f"window{'s' if windows != 1 else ''} of every key close during a run. The last 4 "
+        "records, one per partition, are an hour of event time later: they close every "
+        "window of the data (see `benchmarks/_windowed.py`)."
+    )
+
+
+def _windowed_measure() -> list[str]:
+    return [
+        "- **windowed**: records/s as above, up to the moment the last final count is "
+        "visible, which is after the record that closed its window is committed. No latency "
+        "phase (n/a): a final count waits for its window to close, so latency would measure "
+        "the window. **outputs exact**: every output is read back with `read_committed` and "
+        "compared with the counts computed from the input as read back from the broker: "
+        "exactly one output per (key, window) of the data, with the exact count, and none "
+        "for a window still open (the closers' own).",
+        "- **the closing rule**: a window closes when its partition's stream time (the "
+        "largest timestamp seen on it) reaches end + grace: eos `.final()` (Kafka Streams' "
+        "`suppress(untilWindowCloses)`), and quixstreams "
+        '`.final(closing_strategy="partition")`. quixstreams\' default, `"key"`, closes a '
+        "key's windows only on that key's next record, so without a closer per key its last "
+        "windows would stay open. The input is already keyed by the grouping key: quixstreams "
+        "needs no `group_by` (which would repartition through a topic), as eos's "
+        "`group_by_key()` needs no repartition.",
+    ]
+
+
+def ms(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.0f}"
 
 
@@ -231,13 +284,17 @@ def chart(summaries: Sequence[Summary], path: Path, title: str) -> bool:
     left.set_ylabel("records/s (higher is better)")
     left.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:,.0f}"))
     left.set_title("throughput")
-    xs = range(len(names))
+    # Windowed contenders have no latency phase.
+    timed = [
+        (s, c) for s, c in zip(summaries, colors, strict=True) if not math.isnan(s.latency_p50_ms)
+    ]
+    xs = range(len(timed))
     width = 0.4
-    right.bar([x - width / 2 for x in xs], [s.latency_p50_ms for s in summaries], width,
-              label="p50", color=colors)  # fmt: skip
-    right.bar([x + width / 2 for x in xs], [s.latency_p99_ms for s in summaries], width,
-              label="p99", color=colors, alpha=0.5, hatch="//")  # fmt: skip
-    right.set_xticks(list(xs), names)
+    right.bar([x - width / 2 for x in xs], [s.latency_p50_ms for s, _ in timed], width,
+              label="p50", color=[c for _, c in timed])  # fmt: skip
+    right.bar([x + width / 2 for x in xs], [s.latency_p99_ms for s, _ in timed], width,
+              label="p99", color=[c for _, c in timed], alpha=0.5, hatch="//")  # fmt: skip
+    right.set_xticks(list(xs), [s.contender for s, _ in timed])
     right.set_ylabel("ms, record timestamp -> visible (lower is better)")
     right.set_title("end-to-end latency (p50 solid, p99 hatched)")
     for axis in (left, right):

@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/hot_path_profile.py --contender eos --records 200000
     python benchmarks/hot_path_profile.py --contender eos_stateful --records 200000
+    python benchmarks/hot_path_profile.py --contender eos_windowed --records 200000
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import BENCH_DIR, DEFAULT_KEYS, Spec, measure, prepare_input
+from _harness import BENCH_DIR, DEFAULT_KEYS, Measurement, Spec, measure, prepare_input
+from _windowed import WINDOWED, measure_windowed, prepare_windowed_input
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -70,7 +72,9 @@ def summarize(raw: Path, top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--contender", default="eos", choices=("bare", "eos", "eos_alos", "eos_stateful")
+        "--contender",
+        default="eos",
+        choices=("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed"),
     )
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--commit-interval-ms", type=int, default=100)
@@ -87,17 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     spec = Spec(args.contender, argv)
     if args.idle:
         os.environ["PY_SPY_IDLE"] = "1"
-    topic, _, _ = prepare_input(args.bootstrap_servers, args.records, DEFAULT_KEYS)
-    m = measure(
-        spec,
-        bootstrap=args.bootstrap_servers,
-        backlog_topic=topic,
-        records=args.records,
-        commit_interval_ms=args.commit_interval_ms,
-        latency_seconds=1.0,
-        run_id=uuid.uuid4().hex[:6],
-        timeout_s=max(120.0, args.records / 2000),
-    )
+    m: Measurement
+    if args.contender in WINDOWED:
+        workload, _, _ = prepare_windowed_input(args.bootstrap_servers, args.records)
+        m = measure_windowed(
+            spec,
+            bootstrap=args.bootstrap_servers,
+            workload=workload,
+            commit_interval_ms=args.commit_interval_ms,
+            run_id=uuid.uuid4().hex[:6],
+            timeout_s=max(120.0, args.records / 2000),
+        )
+    else:
+        topic, _, _ = prepare_input(args.bootstrap_servers, args.records, DEFAULT_KEYS)
+        m = measure(
+            spec,
+            bootstrap=args.bootstrap_servers,
+            backlog_topic=topic,
+            records=args.records,
+            commit_interval_ms=args.commit_interval_ms,
+            latency_seconds=1.0,
+            run_id=uuid.uuid4().hex[:6],
+            timeout_s=max(120.0, args.records / 2000),
+        )
     print(
         f"{m.contender}: {m.records_per_s:,.0f} records/s while sampled "
         f"(the sampler costs some); process CPU {m.extra.get('cpu_s', 0):.2f} s"

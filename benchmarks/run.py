@@ -1,22 +1,29 @@
 """Benchmark: eos against a bare confluent-kafka loop, at-least-once and quixstreams.
 
-Contenders (stateless ``value.upper()``; stateful count per key):
+Contenders (stateless ``value.upper()``; stateful count per key; windowed
+count per key and 60 s tumbling window, final results only):
 
 - ``bare``: a minimal hand-written exactly-once loop on confluent-kafka
   (consume a batch, produce, send offsets, commit every commit interval);
-- ``eos`` (exactly_once_v2), ``eos_alos`` (at_least_once), ``eos_stateful``;
-- ``quixstreams``, ``quixstreams_stateful`` (exactly-once), installed into
-  their own virtualenv ``benchmarks/.venv-quix`` (made on first use).
+- ``eos`` (exactly_once_v2), ``eos_alos`` (at_least_once), ``eos_stateful``,
+  ``eos_windowed``;
+- ``quixstreams``, ``quixstreams_stateful``, ``quixstreams_windowed``
+  (exactly-once), installed into their own virtualenv ``benchmarks/.venv-quix``
+  (made on first use).
 
-The input is produced once per run (or reused from an earlier run when the
-topic already holds exactly it). Each contender run is measured by
-``_harness.measure`` (throughput on the backlog, then latency at a fixed
-rate; see there). Writes ``docs/benchmarks.md`` and ``docs/benchmarks.png``
-and ends with one line of throughput ratios, ``n/a`` where a contender did
-not run (one line in the output, wrapped here)::
+The inputs are produced once per run (or reused from an earlier run when the
+topic already holds exactly them): one for the windowed contenders, with event
+timestamps (``_windowed.py``), one for the others. Each contender run is
+measured by ``_harness.measure`` (throughput on the backlog, then latency at a
+fixed rate; see there) or, windowed, by ``_windowed.measure_windowed``
+(throughput, and every final count checked against the input). Writes
+``docs/benchmarks.md`` and ``docs/benchmarks.png`` and ends with one line of
+throughput ratios, ``n/a`` where a contender did not run (one line in the
+output, wrapped here)::
 
     RATIO eos/bare=0.93 eos/quixstreams=2.40
           eos_stateful/quixstreams_stateful=2.10 eos/eos_alos=0.88
+          eos_windowed/quixstreams_windowed=2.20
 
 Usage::
 
@@ -49,12 +56,22 @@ from _harness import (
     measure,
     prepare_input,
 )
+from _windowed import WINDOWED, WindowedInput, measure_windowed, prepare_windowed_input
 
 QUIX_VENV = BENCH_DIR / ".venv-quix"
 QUIX_REQUIREMENT = "quixstreams>=3,<4"
-EOS_CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful")
-QUIX_CONTENDERS = ("quixstreams", "quixstreams_stateful")
-ORDER = ("bare", "eos", "eos_alos", "quixstreams", "eos_stateful", "quixstreams_stateful")
+EOS_CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed")
+QUIX_CONTENDERS = ("quixstreams", "quixstreams_stateful", "quixstreams_windowed")
+ORDER = (
+    "bare",
+    "eos",
+    "eos_alos",
+    "quixstreams",
+    "eos_stateful",
+    "quixstreams_stateful",
+    "eos_windowed",
+    "quixstreams_windowed",
+)
 
 
 def quix_python() -> tuple[Path | None, str]:
@@ -157,31 +174,53 @@ def main(argv: list[str] | None = None) -> int:
             else f"Kafka {KAFKA_VERSION}, one KRaft node on this machine"
         )
     try:
-        topic, reused, seconds = prepare_input(bootstrap, records, args.keys)
-        print(
-            f"input {topic}: {'reused' if reused else f'produced in {seconds:.1f} s'}", flush=True
-        )
         runs = specs(names, quix)
+        topic = ""
+        if any(spec.name not in WINDOWED for spec in runs):
+            topic, reused, seconds = prepare_input(bootstrap, records, args.keys)
+            made = "reused" if reused else f"produced in {seconds:.1f} s"
+            print(f"input {topic}: {made}", flush=True)
+        windowed: WindowedInput | None = None
+        if any(spec.name in WINDOWED for spec in runs):
+            windowed, reused, seconds = prepare_windowed_input(bootstrap, records)
+            made = "reused" if reused else "produced"
+            print(
+                f"windowed input {windowed.topic}: {made}, {len(windowed.expected):,} closed "
+                f"(key, window) counts expected ({seconds:.1f} s)",
+                flush=True,
+            )
         results: list[Measurement] = []
         run_id = uuid.uuid4().hex[:6]
         for rep in range(repeat):
             for spec in runs if rep % 2 == 0 else list(reversed(runs)):
-                m = measure(
-                    spec,
-                    bootstrap=bootstrap,
-                    backlog_topic=topic,
-                    records=records,
-                    commit_interval_ms=args.commit_interval_ms,
-                    latency_seconds=latency_seconds,
-                    run_id=f"{run_id}-{rep}",
-                    timeout_s=max(120.0, records / 2000),
-                )
+                if spec.name in WINDOWED:
+                    assert windowed is not None
+                    m = measure_windowed(
+                        spec,
+                        bootstrap=bootstrap,
+                        workload=windowed,
+                        commit_interval_ms=args.commit_interval_ms,
+                        run_id=f"{run_id}-{rep}",
+                        timeout_s=max(120.0, records / 2000),
+                    )
+                else:
+                    m = measure(
+                        spec,
+                        bootstrap=bootstrap,
+                        backlog_topic=topic,
+                        records=records,
+                        commit_interval_ms=args.commit_interval_ms,
+                        latency_seconds=latency_seconds,
+                        run_id=f"{run_id}-{rep}",
+                        timeout_s=max(120.0, records / 2000),
+                    )
                 results.append(m)
                 print(
                     f"[{rep + 1}/{repeat}] {m.contender}: {m.records_per_s:,.0f} records/s "
-                    f"({m.seconds:.2f} s), latency p50 {m.latency_p50_ms:.0f} ms "
-                    f"p99 {m.latency_p99_ms:.0f} ms, peak RSS {m.maxrss_mib:.0f} MiB, "
-                    f"outputs {m.outputs:,}/{m.expected_outputs:,}",
+                    f"({m.seconds:.2f} s), latency p50 {_report.ms(m.latency_p50_ms)} ms "
+                    f"p99 {_report.ms(m.latency_p99_ms)} ms, peak RSS {m.maxrss_mib:.0f} MiB, "
+                    f"outputs {m.outputs:,}/{m.expected_outputs:,}"
+                    + (f", {m.wrong:,} wrong" if m.wrong else ""),
                     flush=True,
                 )
     finally:
@@ -218,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall time {time.monotonic() - wall:.0f} s")
     inexact = [s.contender for s in summaries if not s.exact]
     if inexact:
-        print(f"outputs not exactly one per input: {', '.join(inexact)}", file=sys.stderr)
+        print(
+            "outputs not exactly one per input (windowed: not exactly one final count per "
+            f"closed window, as expected): {', '.join(inexact)}",
+            file=sys.stderr,
+        )
     print(_report.ratio_line(_report.ratios(summaries)))
     return 0
 
