@@ -212,7 +212,7 @@ def _windowed_input(records: int) -> str:
         f"{per_window // WINDOWED_KEYS} per key and window), and count per key in "
         f"{WINDOW_MS // 1000} s tumbling windows with {GRACE_MS / 1000:g} s grace, emitting "
         f"only the final count of each (key, window), when it closes: {windows:,} "
-        f"window{'s' if windows != 1 else ''} of every key close during a run. The last 4 "
+        f"window{'s' if windows != 1 else ''} per key, all closed during the run. The last 4 "
         "records, one per partition, are an hour of event time later: they close every "
         "window of the data (see `benchmarks/_windowed.py`)."
     )
