@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eos._dsl_nodes import MISSING, Node, Pass
 from eos._window_aggregate import (
+    ANY_KEY,
     AggregateStore,
     SessionAggregate,
     SlidingAggregate,
@@ -177,6 +178,7 @@ class WindowedGroupedStream(Generic[K, V]):
         spec = AggregateStore(
             store,
             backend=backend,
+            key_serde=ANY_KEY,
             retention_ms=store_retention,
             windows=windows,
             close_ms=close_ms,

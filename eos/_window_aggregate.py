@@ -26,6 +26,7 @@ neither repeats nor skips an emission).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -52,13 +53,52 @@ if TYPE_CHECKING:
     from eos.processor import Context
 
 __all__ = [
+    "ANY_KEY",
     "AggregateStore",
+    "AnyKeySerde",
     "AggregateView",
     "SessionAggregate",
     "SlidingAggregate",
     "TimeAggregate",
     "close_and_retention",
 ]
+
+
+class AnyKeySerde:
+    """The key serde of a DSL window store: whatever the stream's keys are.
+
+    A topology cannot know its key type (the application's serdes decide it),
+    so keys are stored tagged: bytes as they are (``b"b" + key``), anything
+    else as JSON (``b"j" + json``). A windowed count over the default
+    ``bytes`` keys works as one over ``str`` keys does; a tuple key comes back
+    as a list.
+    """
+
+    def serialize(self, value: object, /) -> bytes | None:
+        if value is None:
+            return None
+        if isinstance(value, bytes):
+            return b"b" + value
+        return b"j" + json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+    def deserialize(self, data: bytes | None, /) -> object:
+        if data is None:
+            return None
+        if data[:1] == b"b":
+            return data[1:]
+        return json.loads(data[1:])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AnyKeySerde)
+
+    def __hash__(self) -> int:
+        return hash(AnyKeySerde)
+
+    def __repr__(self) -> str:
+        return "AnyKeySerde()"
+
+
+ANY_KEY = AnyKeySerde()
 
 _EMITTED = META + b"final-emitted-upto"
 """The highest slot whose final result was emitted (only when windows outlive

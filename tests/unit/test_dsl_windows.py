@@ -497,3 +497,25 @@ def test_tumbling_per_record_path_does_no_range_reads(monkeypatch: pytest.Monkey
     run.send([(f"k{i % 40}", 2 + i % 40) for i in range(200)])
     assert calls == []
     assert run.latest()[W("k0", 0, 100)] == 5
+
+
+def test_windows_over_the_default_bytes_keys() -> None:
+    """The application's default serdes are bytes: a windowed count keeps bytes keys."""
+    builder = eos.StreamBuilder()
+    (
+        builder.stream("payments")
+        .group_by_key()
+        .windowed_by(eos.TumblingWindows(size_ms=1_000))
+        .count(store="per-second")
+        .final()
+        .to_stream()
+        .map(lambda wk, n: (wk.key, str(n).encode()))
+        .to("out")
+    )
+    driver = TestDriver(builder.build())
+    driver.send(b"x", key=b"a", timestamp=10)
+    driver.send(b"x", key=b"a", timestamp=20)
+    driver.send(b"x", key=b"\xff", timestamp=30)
+    driver.send(b"x", key=b"b", timestamp=2_000)
+    assert driver.output_pairs("out") == [(b"a", b"2"), (b"\xff", b"1")]
+    assert driver.store("per-second") == {W(b"b", 2_000, 3_000): 1}
