@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ANY_KEY",
     "AggregateStore",
-    "AnyKeySerde",
     "AggregateView",
+    "AnyKeySerde",
     "SessionAggregate",
     "SlidingAggregate",
     "TimeAggregate",
