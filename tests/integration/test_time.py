@@ -290,3 +290,51 @@ def test_tumbling_window_final_counts_once_and_a_late_record_goes_to_the_dead_le
     assert [(r.key, json.loads(r.value or b"{}")) for r in late] == [(b"a", {"ts": t0 + 100})]
     headers = dict(late[0].headers)
     assert b"LateRecord" in (headers.get("eos.error.type") or b"")
+
+
+class FailingOnce(Expiry):
+    """Expiry whose on_timer sends, then raises while ``broken`` is set."""
+
+    broken = True
+
+    def on_timer(self, key: object, timestamp: int, ctx: eos.Context) -> None:
+        super().on_timer(key, timestamp, ctx)
+        if FailingOnce.broken:
+            raise RuntimeError("bug in on_timer")
+
+
+def test_an_on_timer_exception_stops_the_instance_and_the_timer_fires_once_after_the_fix(
+    bootstrap: str, new_topic: Callable[..., str], app_threads: list[AppThread], tmp_path: object
+) -> None:
+    source = new_topic("fail-in", partitions=1)
+    output = new_topic("fail-out", partitions=1)
+    app_id = unique_name("timer-error")
+    base = 1_700_000_000_000
+
+    def app() -> eos.Application:
+        return application(
+            bootstrap,
+            app_id,
+            source,
+            FailingOnce(output),
+            key_serde="string",
+            value_serde="json",
+            state_dir=str(tmp_path),
+        )
+
+    FailingOnce.broken = True
+    thread = AppThread(app()).start()
+    app_threads.append(thread)
+    _produce(bootstrap, source, [("k", base), ("other", base + 31_000)])
+    error = thread.join(60)
+    assert isinstance(error, eos.TimerError), error
+    assert error.key == "k" and error.timestamp == base + 30_000
+    assert read_topic(bootstrap, output) == []  # what the failed timer sent was aborted
+
+    FailingOnce.broken = False
+    thread = AppThread(app()).start()
+    app_threads.append(thread)
+    _wait_for(lambda: read_topic(bootstrap, output), lambda r: len(r) >= 1, timeout=60)
+    thread.stop()
+    values = _values(read_topic(bootstrap, output))
+    assert [(v["key"], v["timer"], v["count"]) for v in values] == [("k", base + 30_000, 1)]
