@@ -250,8 +250,13 @@ def port_open(port: int) -> bool:
 
 
 def _random_cluster_id() -> str:
-    # Kafka's Uuid.toString(): URL-safe base64 of the 16 bytes, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's ``Uuid.randomUuid().toString()``: URL-safe base64 of 16 random bytes, no
+    padding, and never starting with ``-`` (which the storage tool's argument parser
+    would read as an option: one start in 64 failed that way)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -61,3 +61,15 @@ def test_cluster_id_is_a_kafka_uuid() -> None:
     """The generated cluster id has Kafka's Uuid text form (22 URL-safe base64 chars)."""
     cid = kafka._random_cluster_id()
     assert len(cid) == 22 and all(c.isalnum() or c in "-_" for c in cid)
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-storage format -t -abc... reads the id as an option: Kafka's own Uuid never
+    starts with "-", and neither does ours (the first random bytes here would)."""
+    import uuid
+
+    dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))  # base64 "-A..."
+    plain = uuid.UUID(bytes=b"\x00" * 16)
+    draws = iter([dash_first, plain])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(draws))
+    assert kafka._random_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
