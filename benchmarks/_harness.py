@@ -114,39 +114,65 @@ def prepare_input(bootstrap: str, records: int, keys: int) -> tuple[str, bool, f
         time.sleep(2.0)
     started = time.monotonic()
     create_topic(bootstrap, topic, PARTITIONS)
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 50,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-        }
-    )
-    failures: list[object] = []
-
-    def on_delivery(error: object, _msg: object) -> None:
-        if error is not None:
-            failures.append(error)
-
+    producer = BulkProducer(bootstrap, topic)
     values = _values()
     key_bytes = [b"k-%05d" % k for k in range(keys)]
     produce = producer.produce
     nvalues = len(values)
     for i in range(records):
-        while True:
-            try:
-                produce(topic, values[i % nvalues], key_bytes[i % keys], on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    if producer.flush(120) or failures:
-        raise RuntimeError(f"preparing {topic}: {failures[:1] or 'flush timed out'}")
+        produce(values[i % nvalues], key_bytes[i % keys])
+    producer.flush()
     ends = _end_offsets(bootstrap, topic) or {}
     if sum(ends.values()) != records:
         raise RuntimeError(f"{topic} holds {sum(ends.values())} records, expected {records}")
     return topic, False, time.monotonic() - started
+
+
+class BulkProducer:
+    """One idempotent producer with big batches, for preparing an input topic.
+
+    Idempotence keeps each partition's records in produced order. ``produce``
+    waits while the queue is full; ``flush`` raises if any record failed.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.failures: list[object] = []
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 50,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+            }
+        )
+
+    def _on_delivery(self, error: object, _msg: object) -> None:
+        if error is not None:
+            self.failures.append(error)
+
+    def produce(self, value: bytes, key: bytes, *, timestamp: int = 0, partition: int = -1) -> None:
+        """Produce one record (timestamp 0: now; partition -1: by the key)."""
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    value,
+                    key,
+                    partition=partition,
+                    timestamp=timestamp,
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def flush(self) -> None:
+        """Wait for every delivery. Raises RuntimeError if one failed or it timed out."""
+        if self._producer.flush(120) or self.failures:
+            raise RuntimeError(f"preparing {self.topic}: {self.failures[:1] or 'flush timed out'}")
 
 
 def delete_topics(bootstrap: str, topics: list[str]) -> None:

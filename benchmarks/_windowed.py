@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from _harness import (
     LOG_DIR,
     PARTITIONS,
+    BulkProducer,
     Measurement,
     Spec,
     _end_offsets,
@@ -53,7 +54,7 @@ from _harness import (
     run_contender,
     state_dir_for,
 )
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from eos.testing.helpers import create_topic
 
@@ -119,42 +120,18 @@ def _produce(bootstrap: str, topic: str, records: int) -> None:
     span = data * STEP_MS + CLOSE_AFTER_MS
     t0 = now_ms - HEADROOM_MS - span
     t0 -= t0 % WINDOW_MS
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            # Idempotence keeps each partition's records in produced (= timestamp) order.
-            "enable.idempotence": True,
-            "linger.ms": 50,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-        }
-    )
-    failures: list[object] = []
-
-    def on_delivery(error: object, _msg: object) -> None:
-        if error is not None:
-            failures.append(error)
-
-    def produce(value: bytes, key: bytes, timestamp: int, **partition: int) -> None:
-        while True:
-            try:
-                producer.produce(
-                    topic, value, key, timestamp=timestamp, on_delivery=on_delivery, **partition
-                )
-                return
-            except BufferError:
-                producer.poll(0.05)
+    producer = BulkProducer(bootstrap, topic)
 
     values = _values()
     keys = [b"w-%04d" % k for k in range(WINDOWED_KEYS)]
     for i in range(data):
-        produce(values[i % len(values)], keys[i % WINDOWED_KEYS], t0 + i * STEP_MS)
+        producer.produce(
+            values[i % len(values)], keys[i % WINDOWED_KEYS], timestamp=t0 + i * STEP_MS
+        )
     close_at = t0 + (data - 1) * STEP_MS + CLOSE_AFTER_MS
     for p in range(PARTITIONS):
-        produce(values[0], b"closer-%d" % p, close_at, partition=p)
-    if producer.flush(120) or failures:
-        raise RuntimeError(f"preparing {topic}: {failures[:1] or 'flush timed out'}")
+        producer.produce(values[0], b"closer-%d" % p, timestamp=close_at, partition=p)
+    producer.flush()
 
 
 def expected_counts(bootstrap: str, topic: str, records: int) -> dict[WindowKey, int]:
