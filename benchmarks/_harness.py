@@ -128,6 +128,24 @@ def prepare_input(bootstrap: str, records: int, keys: int) -> tuple[str, bool, f
     return topic, False, time.monotonic() - started
 
 
+def output_reader(bootstrap: str, topic: str) -> Consumer:
+    """A read_committed consumer of every partition of ``topic`` from the start.
+
+    Visibility is what is measured: the broker is not allowed to hold fetches.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"eos-bench-reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    return consumer
+
+
 class BulkProducer:
     """One idempotent producer with big batches, for preparing an input topic.
 
@@ -208,19 +226,7 @@ class OutputReader(threading.Thread):
         self.arrivals: dict[int, float] = {}
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"eos-bench-reader-{uuid.uuid4().hex[:8]}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                # Visibility is what is measured: do not let the broker hold fetches.
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        self._consumer.assign(
-            [TopicPartition(topic, p, 0) for p in range(PARTITIONS)]  # 0: from the start
-        )
+        self._consumer = output_reader(bootstrap, topic)
 
     def stop(self) -> None:
         self._stop_event.set()

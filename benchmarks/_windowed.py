@@ -51,6 +51,7 @@ from _harness import (
     clean_up,
     contender_argv,
     delete_topics,
+    output_reader,
     run_contender,
     state_dir_for,
 )
@@ -204,16 +205,7 @@ class WindowedOutputReader(threading.Thread):
         """(key, start) -> (end, n) of the first output of each window."""
         self.duplicates = 0
         self._stop_event = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"eos-bench-reader-{uuid.uuid4().hex[:8]}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        self._consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        self._consumer = output_reader(bootstrap, topic)
 
     def stop(self) -> None:
         self._stop_event.set()
