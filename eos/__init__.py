@@ -13,7 +13,7 @@ from eos import errors
 from eos._dsl_windows import WindowedGroupedStream, WindowedTable
 from eos.app import Application
 from eos.config import Config
-from eos.dsl import GroupedStream, Stream, StreamBuilder, Table
+from eos.dsl import GlobalTable, GroupedStream, Stream, StreamBuilder, Table
 from eos.errors import (
     ConfigError,
     EosError,
@@ -28,6 +28,7 @@ from eos.processor import Context, Processor
 from eos.record import Record, TopicPartition
 from eos.serde import BytesSerde, JsonSerde, Serde, StringSerde
 from eos.state.base import Store
+from eos.state.global_table import GlobalStore
 from eos.state.window import WindowStore
 from eos.stats import AppState
 from eos.windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows, Windowed
@@ -45,6 +46,8 @@ __all__ = [
     "ConfigError",
     "Context",
     "EosError",
+    "GlobalStore",
+    "GlobalTable",
     "GroupedStream",
     "HoppingWindows",
     "JsonSerde",

@@ -19,8 +19,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -226,8 +226,14 @@ def _unreachable_message(config: Config, timeout_s: float, detail: str) -> str:
     )
 
 
-def check_topics(config: Config, stop: StopSignal) -> AdminClient:
-    """Check the input topics exist; create the dead-letter topic if missing.
+def check_topics(
+    config: Config, stop: StopSignal, internal: Mapping[str, int | None] | None = None
+) -> AdminClient:
+    """Check the input topics exist; create the dead-letter topic and the internal topics.
+
+    ``internal`` are the topology's repartition topics (input topics of the
+    application that eos writes itself) with their partition count (None: the
+    other input topics' count); those missing are created.
 
     Retries an unreachable cluster for up to ``config.bootstrap_timeout_ms``
     (a stop request ends the wait); an authentication or TLS failure ends it
@@ -272,7 +278,10 @@ def check_topics(config: Config, stop: StopSignal) -> AdminClient:
                 raise ConfigError(
                     _unreachable_message(config, timeout_s, detail), "bootstrap.servers"
                 ) from exc
-    missing = [t for t in config.input_topics if t not in metadata.topics]
+    if internal:
+        _create_internal(admin, config, metadata, internal)
+    own = internal or {}
+    missing = [t for t in config.input_topics if t not in metadata.topics and t not in own]
     if missing:
         raise ConfigError(
             f"input topic(s) {', '.join(missing)} do not exist on "
@@ -292,3 +301,52 @@ def check_topics(config: Config, stop: StopSignal) -> AdminClient:
                     ) from exc
         log.info("created dead-letter topic %s", dlq)
     return admin
+
+
+def _create_internal(
+    admin: AdminClient, config: Config, metadata: Any, internal: Mapping[str, int | None]
+) -> None:
+    """Create the repartition topics that do not exist yet (another instance may race us)."""
+    sources = [t for t in config.input_topics if t not in internal and t in metadata.topics]
+    counts = {len(metadata.topics[t].partitions) for t in sources}
+    default = max(counts) if counts else 1
+    replication = min(3, max(1, len(metadata.brokers)))
+    # Kept until consumed, however long the application is down: the engine deletes
+    # what it committed (Kafka Streams does the same for its repartition topics).
+    settings = {"retention.ms": "-1", "cleanup.policy": "delete", "segment.bytes": "52428800"}
+    new = [
+        NewTopic(
+            topic,
+            num_partitions=partitions or default,
+            replication_factor=replication,
+            config=settings,
+        )
+        for topic, partitions in internal.items()
+        if topic not in metadata.topics
+    ]
+    if not new:
+        return
+    for topic, future in admin.create_topics(new, operation_timeout=_ADMIN_TIMEOUT_S).items():
+        try:
+            future.result(_ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise ConfigError(
+                    f"cannot create repartition topic {topic!r}: {exc}", "input.topics"
+                ) from exc
+            continue
+        log.info("created repartition topic %s", topic)
+    # The other parts read the metadata next: wait until it shows every new topic.
+    names = [t.topic for t in new]
+    deadline = time.monotonic() + _ADMIN_TIMEOUT_S
+    while True:
+        topics = admin.list_topics(timeout=_ADMIN_TIMEOUT_S).topics
+        if all(n in topics and topics[n].partitions for n in names):
+            return
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"repartition topic(s) {', '.join(names)} were created but the cluster's "
+                f"metadata does not show them after {_ADMIN_TIMEOUT_S:.0f}s",
+                "input.topics",
+            )
+        time.sleep(0.1)  # metadata propagation has no event to wait on

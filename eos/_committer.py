@@ -68,6 +68,7 @@ from eos.stats import EngineStats
 from eos.transaction import ProducerStuckError
 
 if TYPE_CHECKING:
+    from eos._order import TimestampOrder
     from eos._time import TimeKeeper
     from eos.processor import Context
     from eos.state.manager import StoreManager
@@ -115,6 +116,7 @@ class Committer:
         self.ctx: Context | None = None
         self.stores: StoreManager | None = None
         self.time: TimeKeeper | None = None
+        self.order: TimestampOrder | None = None
         self.failed = False
         self._attempts = 0
         self._commits_with_writes = 0
@@ -181,7 +183,7 @@ class Committer:
             if stores.dirty:
                 self._commits_with_writes += 1
                 self.faults.after_kafka_commit(self._commits_with_writes)
-            stores.commit()
+            stores.commit(batch.positions)
         if self.time is not None:
             self.time.committed()
         self._committed(started)
@@ -249,6 +251,9 @@ class Committer:
             self.time.aborted()
         self.outputs.clear()
         if self.guarantee.rewinds:
+            if self.order is not None:
+                # Consumed, held back for timestamp order, not processed: rewound too.
+                unprocessed = [*unprocessed, *self.order.take()]
             self._rewind(unprocessed)
         self.batch.clear()
 

@@ -2,17 +2,22 @@
 
 Each node receives ``(key, value)`` and pushes its results to its children, on
 the processing thread, inside the transaction of the input record that started
-the push. Nodes are untyped: :class:`~eos.dsl.Stream` types what flows between
-them for the user's code.
+the push (a :class:`GroupAnchor` only marks where aggregations attach while
+the graph is built). Nodes are untyped: :class:`~eos.dsl.Stream` types what
+flows between them for the user's code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from eos.errors import ConfigError
 from eos.processor import Context, Processor, _wrap
 from eos.serde import Serde
+
+if TYPE_CHECKING:
+    from eos._dsl_joins import Repartition, TopicClaims
 
 __all__ = [
     "MISSING",
@@ -22,12 +27,16 @@ __all__ = [
     "Filter",
     "FlatMap",
     "FlatMapValues",
+    "GroupAnchor",
+    "Join",
     "Map",
     "MapValues",
     "Node",
     "Pass",
     "Peek",
+    "RepartitionSink",
     "Sink",
+    "repartition_topic",
 ]
 
 
@@ -160,6 +169,55 @@ class Sink(Node):
         ctx.send_raw(self.topic, vb, key=kb)  # type: ignore[arg-type]
 
 
+def repartition_topic(application_id: str, name: str) -> str:
+    """The repartition topic of ``name`` in application ``application_id``."""
+    return f"{application_id}-{name}-repartition"
+
+
+class RepartitionSink(Node):
+    """Writes each record to :func:`repartition_topic` of ``name`` (and of
+    ``ctx.application_id``), keeping its input record's timestamp and headers.
+
+    Keys are written with ``key_serde`` (None: the application's), values with
+    ``value_serde``: the repartition (:class:`eos._dsl_joins.Repartition`)
+    that makes the sink gives it both.
+    """
+
+    __slots__ = ("_app", "_topic", "drop_null_keys", "key_serde", "name", "value_serde")
+
+    def __init__(self, name: str, drop_null_keys: bool, serde: Serde) -> None:
+        super().__init__(False)
+        self.name = name
+        self.drop_null_keys = drop_null_keys
+        self.key_serde: Serde | None = serde
+        self.value_serde = serde
+        self._app = ""
+        self._topic = ""
+
+    def push(self, key: object, value: object, ctx: Context) -> None:
+        if key is None and self.drop_null_keys:
+            return  # an aggregation has no group for a null key (as Kafka Streams)
+        app = ctx.application_id
+        if app != self._app:
+            self._topic = repartition_topic(app, self.name)
+            self._app = app
+        topic = self._topic
+        kser = ctx._key_serialize if self.key_serde is None else self.key_serde.serialize
+        try:
+            kb = key if kser is None else kser(key)
+        except Exception as exc:
+            raise _wrap(exc, "key", topic) from exc
+        try:
+            vb = self.value_serde.serialize(value)
+        except Exception as exc:
+            raise _wrap(exc, "value", topic) from exc
+        record = ctx.record
+        if record is None:  # a final window's emission: no input record to take time from
+            ctx.send_raw(topic, vb, key=kb)  # type: ignore[arg-type]
+        else:
+            ctx.send_raw(topic, vb, key=kb, timestamp=record.timestamp, headers=record.headers)  # type: ignore[arg-type]
+
+
 class CallProcessor(Node):
     """Hands ``(key, value)`` to a user Processor as a record of the current input."""
 
@@ -205,6 +263,38 @@ class Aggregate(Node):
 MISSING = object()
 
 
+class Join(Node):
+    """Joins each record with the value of ``ctx.store(store)`` (a table, or a global
+    table) for its key, or for ``key_fn(key, value)`` if given: ``(key, joiner(value,
+    table_value))``. Without a table value (or with a null lookup key) the record is
+    dropped, or joined with None if ``left``."""
+
+    __slots__ = ("joiner", "key_fn", "left", "store")
+
+    def __init__(
+        self,
+        store: str,
+        key_fn: Callable[[Any, Any], object] | None,
+        joiner: Callable[[Any, Any], object],
+        left: bool,
+    ) -> None:
+        super().__init__(False)
+        self.store = store
+        self.key_fn = key_fn
+        self.joiner = joiner
+        self.left = left
+
+    def push(self, key: object, value: object, ctx: Context) -> None:
+        lookup = key if self.key_fn is None else self.key_fn(key, value)
+        # A table value is never None (a null value deletes): None is "no record".
+        current = None if lookup is None else ctx.store(self.store).get(lookup)
+        if current is None and not self.left:
+            return
+        joined = self.joiner(value, current)
+        for child in self.children:
+            child.push(key, joined, ctx)
+
+
 class Branch(Node):
     __slots__ = ("outputs", "predicates")
 
@@ -218,3 +308,61 @@ class Branch(Node):
             if predicate(key, value):
                 out.push(key, value, ctx)
                 return
+
+
+class GroupAnchor(Node):
+    """Where the aggregation of a re-keyed stream attaches: each aggregation node
+    appended to ``children`` gets its own repartition topic, named after its store.
+
+    ``GroupedStream`` and ``WindowedGroupedStream`` attach aggregations with
+    ``stream._node.children.append(node)``; the store name is known only then,
+    so the anchor creates the re-keying node, the sink and the topic there.
+    The anchor itself is never pushed into.
+    """
+
+    __slots__ = ("attach_to", "claims", "key_fn", "last", "partitions")
+
+    def __init__(
+        self,
+        claims: TopicClaims,
+        attach_to: Node,
+        key_fn: Callable[[Any, Any], object] | None,
+        partitions: int | None,
+    ) -> None:
+        super().__init__(False)
+        self.claims = claims
+        self.attach_to = attach_to
+        self.key_fn = key_fn
+        self.partitions = partitions
+        self.last: Repartition | None = None
+        self.children = _Attaching(self._attach)
+
+    def push(self, key: object, value: object, ctx: Context) -> None:
+        raise RuntimeError("a GroupAnchor is not part of the record path")
+
+    def _attach(self, aggregation: Node) -> None:
+        store = getattr(aggregation, "store", None)
+        if not isinstance(store, str):
+            raise ConfigError("only an aggregation can follow group_by()", "dsl")
+        spec = self.claims.add_repartition(store, self.partitions)
+        sink = spec.sink(aggregation=store)
+        upstream = self.attach_to
+        fn = self.key_fn
+        if fn is not None:
+            rekey = Map(lambda k, v: (fn(k, v), v))
+            upstream.children.append(rekey)
+            upstream = rekey
+        upstream.children.append(sink)
+        spec.source.children.append(aggregation)
+        self.last = spec
+
+
+class _Attaching(list[Node]):
+    """A children list whose ``append`` hands the node to ``attach``."""
+
+    def __init__(self, attach: Callable[[Node], None]) -> None:
+        super().__init__()
+        self._attach_node = attach
+
+    def append(self, node: Node) -> None:
+        self._attach_node(node)

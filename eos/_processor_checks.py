@@ -27,6 +27,7 @@ from eos._time_store import RESERVED_PREFIX
 from eos.errors import ConfigError
 from eos.processor import Processor
 from eos.state.base import Store
+from eos.state.global_table import GlobalStore
 
 __all__ = ["check_processor"]
 
@@ -79,7 +80,7 @@ def _check_stores(name: str, stores: object) -> set[str]:
         )
     names: set[str] = set()
     for item in stores:
-        if not isinstance(item, Store):
+        if not isinstance(item, (Store, GlobalStore)):
             hint = f"eos.Store({item!r})" if isinstance(item, str) else "eos.Store('name')"
             raise ConfigError(
                 f"{name}.stores holds {item!r} ({type(item).__name__}); each entry must be an "

@@ -32,6 +32,7 @@ from eos.record import TopicPartition
 from eos.stats import EngineStats
 
 if TYPE_CHECKING:
+    from eos._order import TimestampOrder
     from eos._time import TimeKeeper
     from eos.processor import Context, Processor
     from eos.state.manager import StoreManager
@@ -86,6 +87,7 @@ class RebalanceListener:
         self.time: TimeKeeper | None = None
         self.ctx: Context | None = None
         self.consumer: Consumer | None = None
+        self.order: TimestampOrder | None = None
         self._lag_checked = 0.0
 
     # -- callbacks -------------------------------------------------------------
@@ -232,6 +234,8 @@ class RebalanceListener:
                     log.warning("releasing %s: %s failed: %s", _fmt(tps), what, exc)
                 elif first is None:
                     first = exc
+        if self.order is not None:
+            self.order.drop(tps)
         self.stats.drop_partitions(tps)
         self.assignment.drop(tps)
         self.batch.drop(tps)

@@ -51,6 +51,7 @@ from eos.windows import HoppingWindows, SessionWindows, SlidingWindows, Windowed
 
 if TYPE_CHECKING:
     from eos.processor import Context
+    from eos.serde import Serde
 
 __all__ = [
     "ANY_KEY",
@@ -139,7 +140,9 @@ class AggregateStore(WindowStore[Any, Any]):
         return AggregateView(self, txn, wake)
 
     def decode_entries(
-        self, items: Iterable[tuple[bytes, bytes]]
+        self,
+        items: Iterable[tuple[bytes, bytes]],
+        topic_serdes: tuple[Serde, Serde] | None = None,
     ) -> Iterator[tuple[object, object]]:
         """Yield ``(Windowed(key, start, end), aggregate)`` per stored window."""
         key_serde, value_serde = self._serdes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import functools
 import inspect
@@ -22,6 +23,7 @@ from eos.config import (
     DEFAULT_LATE_RECORD_POLICY,
     DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS,
     DEFAULT_MAX_BATCH_RECORDS,
+    DEFAULT_MAX_TASK_IDLE_MS,
     DEFAULT_METRICS_BIND_ADDRESS,
     DEFAULT_PROCESSING_ERROR_POLICY,
     DEFAULT_PROCESSING_GUARANTEE,
@@ -35,7 +37,7 @@ from eos.config import (
     InputSerdeSpec,
     LatePolicy,
 )
-from eos.dsl import input_serdes_for, input_topics_for
+from eos.dsl import input_serdes_for, input_topics_for, internal_topics_for
 from eos.errors import ConfigError
 from eos.faults import NO_FAULTS, Faults
 from eos.processor import Processor
@@ -149,6 +151,7 @@ class Application:
         processing_error_policy: ErrorPolicy = DEFAULT_PROCESSING_ERROR_POLICY,
         dead_letter_topic: str | None = None,
         late_record_policy: LatePolicy = DEFAULT_LATE_RECORD_POLICY,
+        max_task_idle_ms: int = DEFAULT_MAX_TASK_IDLE_MS,
         state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         bootstrap_timeout_ms: int = DEFAULT_BOOTSTRAP_TIMEOUT_MS,
@@ -163,7 +166,7 @@ class Application:
         config = Config(
             application_id=application_id,
             bootstrap_servers=bootstrap_servers,
-            input_topics=input_topics_for(processor, input_topics),
+            input_topics=input_topics_for(processor, input_topics, application_id),
             processing_guarantee=processing_guarantee,
             instance_id=instance_id if isinstance(instance_id, str) else _id_text(instance_id),
             key_serde=key_serde,
@@ -175,6 +178,7 @@ class Application:
             processing_error_policy=processing_error_policy,
             dead_letter_topic=dead_letter_topic,
             late_record_policy=late_record_policy,
+            max_task_idle_ms=max_task_idle_ms,
             state_dir=os.fspath(state_dir) if isinstance(state_dir, os.PathLike) else state_dir,
             shutdown_timeout_s=shutdown_timeout_s,
             bootstrap_timeout_ms=bootstrap_timeout_ms,
@@ -208,7 +212,13 @@ class Application:
         faults: Faults | None,
     ) -> None:
         check_processor(processor)
-        input_topics_for(processor, config.input_topics)
+        # Every topic the instance consumes: the given ones, the tables' source
+        # topics and the topology's repartition topics (internal, never given).
+        internal = internal_topics_for(processor, config.application_id)
+        given = [t for t in config.input_topics if t not in internal]
+        topics = input_topics_for(processor, given, config.application_id)
+        if tuple(topics) != tuple(config.input_topics):
+            config = dataclasses.replace(config, input_topics=tuple(topics))
         input_serdes_for(processor, config.input_serdes)
         if faults is not None and not isinstance(faults, Faults):
             raise ConfigError(

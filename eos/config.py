@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_LINGER_MS",
     "DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS",
     "DEFAULT_MAX_BATCH_RECORDS",
+    "DEFAULT_MAX_TASK_IDLE_MS",
     "DEFAULT_METRICS_BIND_ADDRESS",
     "DEFAULT_POLL_TIMEOUT_S",
     "DEFAULT_PROCESSING_ERROR_POLICY",
@@ -96,6 +97,9 @@ ERROR_POLICIES: Final[tuple[ErrorPolicy, ...]] = ("fail", "skip", "dead_letter")
 LatePolicy = Literal["skip", "dead_letter"]
 LATE_RECORD_POLICIES: Final[tuple[LatePolicy, ...]] = ("skip", "dead_letter")
 DEFAULT_LATE_RECORD_POLICY: Final[LatePolicy] = "skip"
+DEFAULT_MAX_TASK_IDLE_MS: Final = 0
+"""How long a partition joined with a table waits for the other when that one is
+read to its end (Kafka Streams' ``max.task.idle.ms``); -1: never wait."""
 
 DEFAULT_PROCESSING_GUARANTEE: Final[Guarantee] = "exactly_once_v2"
 DEFAULT_COMMIT_INTERVAL_MS: Final = 100
@@ -425,6 +429,13 @@ class Config:
             counted in ``eos_late_records_total``) or ``"dead_letter"`` (also
             copied to the dead-letter topic, so it needs
             ``processing_error_policy="dead_letter"``).
+        max_task_idle_ms: With tables (stream-table joins): how long the
+            records of a partition wait for the table partition of the same
+            number when that one has no record buffered and is read to its
+            end, so that they are processed in timestamp order with the
+            table's updates (Kafka Streams' ``max.task.idle.ms``). 0 (the
+            default) waits only for records already on their way; -1 never
+            waits. See docs/joins.md.
         state_dir: Directory of the local state stores; a ``pathlib.Path``
             (any ``os.PathLike``) is stored as ``str``.
         shutdown_timeout_s: How long a stop may take before it is forced: the
@@ -463,6 +474,7 @@ class Config:
     processing_error_policy: ErrorPolicy = DEFAULT_PROCESSING_ERROR_POLICY
     dead_letter_topic: str | None = None
     late_record_policy: LatePolicy = DEFAULT_LATE_RECORD_POLICY
+    max_task_idle_ms: int = DEFAULT_MAX_TASK_IDLE_MS
     state_dir: str = DEFAULT_STATE_DIR
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
     bootstrap_timeout_ms: int = DEFAULT_BOOTSTRAP_TIMEOUT_MS
@@ -519,6 +531,7 @@ class Config:
         _check_int("transaction_timeout_ms", self.transaction_timeout_ms, 1)
         _check_int("max_aborts_without_progress", self.max_aborts_without_progress, 1)
         _check_int("bootstrap_timeout_ms", self.bootstrap_timeout_ms, 1)
+        _check_int("max_task_idle_ms", self.max_task_idle_ms, -1)
         if (
             self.processing_guarantee == "exactly_once_v2"
             and self.transaction_timeout_ms < self.commit_interval_ms

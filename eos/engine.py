@@ -10,8 +10,10 @@ not at all::
         restore a step of newly assigned stores (their partitions are paused),
             after committing the open batch: never inside a transaction
         batch = consume()                 # rebalance callbacks run in here
+            (with tables: stream and table partitions put in timestamp order)
         begin_transaction() lazily on the first record
         process each record -> produce outputs, changelog; position = offset + 1
+            (a record of a table's topic updates the table instead)
             (a processor that uses time: the record moves its partition's stream
             time first; timers and window expiries due then fire right after it)
         wall-clock timers and punctuations that are due fire, even with no input
@@ -38,6 +40,9 @@ The parts, each owning its state and handed what it uses:
 - :class:`~eos._rebalance.RebalanceListener`: the consumer callbacks and the
   stepwise restore;
 - :class:`~eos.state.manager.StoreManager`: overlays, changelog, restore;
+- :class:`~eos._tables.Tables`: tables (their topics are their changelogs),
+  the timestamp order across joined partitions, global tables and the
+  repartition topics of a DSL topology;
 - :class:`~eos._time.TimeKeeper`: stream time, timers, punctuations and the
   expiry of time-driven (window) stores; :class:`~eos._engine_time.EngineTime`
   fires them inside the engine's transactions and owns their failures.
@@ -68,15 +73,17 @@ from eos._outputs import Diagnosis, Outputs
 from eos._rebalance import RebalanceListener
 from eos._records import RecordFailures, decode_error
 from eos._stop import StopRequested, StopSignal
+from eos._tables import Tables
 from eos._time import TimeKeeper, uses_time
 from eos._time_store import NEVER, TIME_STORE, time_store
 from eos.config import Config
-from eos.dsl import input_serdes_for
+from eos.dsl import input_serdes_for, internal_topics_for
 from eos.errors import ConfigError, FatalTransactionError
 from eos.faults import NO_FAULTS, Faults
 from eos.processor import Context, Processor, undeclared_store
 from eos.record import Record
 from eos.serde import BytesSerde, Serde
+from eos.state.base import Store
 from eos.stats import EngineStats
 
 __all__ = ["Engine"]
@@ -134,20 +141,37 @@ class Engine:
         self._kdes = _fast_deserializer(self._key_serde)
         self._vdes = _fast_deserializer(self._value_serde)
         # Topics with serdes of their own; empty (the common case) costs nothing per record.
+        self._input_serdes = input_serdes_for(processor, config.input_serdes, config.application_id)
         self._topic_des: dict[str, tuple[Deserialize | None, Deserialize | None]] = {
             topic: (
                 self._kdes if key_serde is None else _fast_deserializer(key_serde),
                 self._vdes if value_serde is None else _fast_deserializer(value_serde),
             )
-            for topic, (key_serde, value_serde) in input_serdes_for(
-                processor, config.input_serdes
-            ).items()
+            for topic, (key_serde, value_serde) in self._input_serdes.items()
         }
         self.batch = Batch()
         self.assignment = Assignment()
         self.poison = Poison()
         # A processor that uses time keeps its stream time and timers in an internal store.
-        self.specs = [*processor.stores, *([time_store()] if uses_time(processor) else [])]
+        # Global stores (every partition of their topic on every instance) are not partitioned.
+        declared = list(processor.stores)
+        self.global_specs: list[Any] = [s for s in declared if not isinstance(s, Store)]
+        self.specs = [
+            *(s for s in declared if isinstance(s, Store)),
+            *([time_store()] if uses_time(processor) else []),
+        ]
+        # Tables, global tables and repartition topics (all empty for most processors).
+        self.tables = Tables(
+            config,
+            self.specs,
+            self.global_specs,
+            internal_topics_for(processor, config.application_id),
+            self.assignment,
+            self._topic_serdes,
+        )
+        # A table's records are decoded (to check them) with the table's serdes.
+        for topic, (kser, vser) in self.tables.serdes.items():
+            self._topic_des[topic] = (_fast_deserializer(kser), _fast_deserializer(vser))
         self.guarantee: Guarantee = for_config(
             config, self.stop_signal, with_stores=bool(self.specs), faults=self.faults
         )
@@ -197,6 +221,13 @@ class Engine:
             stats=self.stats,
         )
         self.consumer: Consumer | None = None
+        self.committer.order = self.tables.order
+        self.rebalance.order = self.tables.order
+
+    def _topic_serdes(self, topic: str) -> tuple[Serde, Serde]:
+        """The serdes the application decodes ``topic`` with."""
+        key_serde, value_serde = self._input_serdes.get(topic, (None, None))
+        return (key_serde or self._key_serde, value_serde or self._value_serde)
 
     # ------------------------------------------------------------------ control
 
@@ -227,8 +258,9 @@ class Engine:
         config = self.config
         stop = self.stop_signal
         stop.check()
-        admin = check_topics(config, stop)
-        if self.specs:
+        tables = self.tables
+        admin = check_topics(config, stop, tables.internal)
+        if self.specs or self.global_specs or tables.internal:
             self._admin = admin  # the store manager keeps it for changelog topics
         stop.check()
         try:
@@ -282,11 +314,18 @@ class Engine:
                 stats=self.stats,
                 outputs=self.outputs,
                 faults=self.faults,
+                topic_serdes=self._topic_serdes,
             )
+            stores.committed_offsets = tables.committed_offsets
             stores.attach(ctx)
             stores.wake = keeper.wake
             self.committer.stores = stores
             self.rebalance.stores = stores
+        stop.check()
+        # Start-up waits until every global table caught up with its topic.
+        tables.start_globals(
+            stop, admin=admin, stats=self.stats, app_serdes=(self._key_serde, self._value_serde)
+        )
         stop.check()
         self._subscribe()
         log.info(
@@ -299,10 +338,12 @@ class Engine:
 
     def _subscribe(self) -> Consumer:
         """A new group consumer, subscribed with the rebalance listener, handed to the parts."""
-        consumer = Consumer({**self.config.consumer_settings(), "logger": self._kafka_log})
+        settings = self.tables.consumer_settings(self.config.consumer_settings())
+        consumer = Consumer({**settings, "logger": self._kafka_log})
         self.consumer = consumer
         self.committer.consumer = consumer
         self.rebalance.consumer = consumer
+        self.tables.attach(consumer, self.committer.stores)
         consumer.subscribe(
             list(self.config.input_topics),
             on_assign=self.rebalance.on_assign,
@@ -362,6 +403,7 @@ class Engine:
         stores = self.committer.stores
         if stores is not None:
             steps.append(("closing the stores", stores.close_all))
+        steps.append(("closing the global tables", self.tables.close))
         steps.append((f"{type(self.processor).__name__}.close()", self.processor.close))
         first: BaseException | None = None
         for what, step in steps:
@@ -443,6 +485,8 @@ class Engine:
         keeper = self.time
         if keeper is None:
             raise RuntimeError("engine not started")
+        tables = self.tables
+        order = tables.order
         while not stop.is_set():
             committer.wait_backoff()
             if stop.is_set():
@@ -468,9 +512,12 @@ class Engine:
                     messages = consumer.consume(1, timeout)
                     if messages and limit > 1:
                         messages += consumer.consume(limit - 1, 0)
+                if order is not None:
+                    messages = order.arrange(messages)
                 if messages:
                     self.guarantee.before_processing(messages, consumer)
                     self._process(messages)
+                tables.poll()
                 if keeper.wall_due <= wall_clock_ms():
                     # Due even when no record arrives: the loop turns at least every 100 ms.
                     self.timing.fire_wall()
@@ -492,6 +539,8 @@ class Engine:
             elif not transactional:
                 self.outputs.poll()
             now = time.monotonic()
+            if committed:
+                tables.purge(self._admin, now)
             rebalance.refresh_lag(now, force=committed)
             if now >= self._admin_served_at + _ADMIN_SERVE_S:
                 self._serve_admin(now)
@@ -522,6 +571,10 @@ class Engine:
         timed = keeper is not None and keeper.active
         stream_times = keeper.stream if keeper is not None else {}
         dues = keeper.due if keeper is not None else {}
+        # Tables: their topics' records update the store, they are not processed.
+        tables = self.tables.sources
+        update_table = self.tables.update
+        table: str | None = None
         # Per partition, once per polled batch: may its records be processed (it
         # is assigned and not restoring), and, on its first record, open the
         # transaction and note where the partition started. Nothing in this loop
@@ -536,6 +589,10 @@ class Engine:
         run_next = -1
         ok = False
         processed = 0
+        # Offsets below what this instance already processed (in this batch) or
+        # committed are never processed again, whatever the consumer hands out.
+        committed = self.assignment.committed
+        floor = -1
         try:
             for msg in messages:
                 error = msg.error()
@@ -555,11 +612,18 @@ class Engine:
                     if topic_des:
                         # Per run of one partition, not per record.
                         kdes, vdes = topic_des.get(topic, default_des)
+                    if tables:
+                        table = tables.get(topic)
+                    floor = max(positions.get(run_tp, -1), committed.get(run_tp, -1))
+                    if offset < floor:
+                        _redelivered(run_tp, offset, floor)
                     ok = admitted.get(run_tp)  # type: ignore[assignment]
                     if ok is None:
-                        ok = admitted[run_tp] = self._admit(run_tp, offset)
+                        ok = admitted[run_tp] = self._admit(run_tp, max(offset, floor))
                 if not ok:
                     self.assignment.held_back(run_tp, offset)  # type: ignore[arg-type]
+                    continue
+                if offset < floor:
                     continue
                 if poison and (topic, partition, offset) in poison:
                     # Kept until a commit moves past it: the transaction that applies the policy
@@ -579,6 +643,11 @@ class Engine:
                     records.apply_policy(
                         msg, decode_error(exc, raw_key, kdes, topic), _from(messages, msg)
                     )
+                    run_next = offset + 1
+                    processed += 1
+                    continue
+                if table is not None:
+                    update_table(table, partition, raw_key, raw_value)
                     run_next = offset + 1
                     processed += 1
                     continue
@@ -642,6 +711,8 @@ class Engine:
         self.outputs.poll(0.05)
 
     def _store_lookup(self, name: str, partition: int) -> Any:
+        if self.tables.is_global(name):
+            return self.tables.view(name)
         stores = self.committer.stores
         if stores is None:
             raise undeclared_store(name, type(self.processor).__name__, [])
@@ -676,6 +747,18 @@ def _consumer_denied(config: Config, topic: str | None, error: KafkaError) -> st
     if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
         return f"consuming {where} failed: it does not exist ({name})"
     return f"consuming {where} as group {group!r} failed: {name}"
+
+
+def _redelivered(tp: TP, offset: int, floor: int) -> None:
+    log.warning(
+        "the consumer handed out %s[%d] from offset %d, below %d, which this instance "
+        "already processed: the records below %d are skipped, not processed twice",
+        tp[0],
+        tp[1],
+        offset,
+        floor,
+        floor,
+    )
 
 
 def _from(messages: Sequence[Any], msg: Any) -> Sequence[Any]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from eos._time import TimeKeeper
     from eos._time_store import TimerKind
     from eos.state.base import Store
+    from eos.state.global_table import GlobalStore
     from eos.state.transaction import StoreTransaction
     from eos.state.window import WindowStore, WindowStoreTransaction
     from eos.timers import PunctuationGroup, Timers
@@ -37,7 +38,8 @@ PV = DefaultTypeVar("PV", default=Any)
 __all__ = ["Context", "Processor"]
 
 Produce = Callable[..., None]
-"""``produce(topic, value, key[, partition=..., headers=...])``, as confluent-kafka's."""
+"""``produce(topic, value, key[, partition=..., headers=..., timestamp=...])``, as
+confluent-kafka's."""
 
 
 class Processor(Generic[PK, PV]):
@@ -71,10 +73,13 @@ class Processor(Generic[PK, PV]):
     must keep no side effects outside ``ctx`` (no external writes).
 
     Class attribute ``stores`` lists the state stores it uses
-    (``[eos.Store("counts")]``); ``ctx.store(name)`` opens them.
+    (``[eos.Store("counts")]``), tables of topics
+    (``eos.Store("customers", source_topic="customers")``) and global tables
+    (``eos.GlobalStore("products", "products")``); ``ctx.store(name)`` opens
+    them (see docs/joins.md).
     """
 
-    stores: Sequence[Store[Any, Any]] = ()
+    stores: Sequence[Store[Any, Any] | GlobalStore[Any, Any]] = ()
 
     def process(self, record: Record[PK, PV], ctx: Context[PK, PV]) -> None:
         """Handle one record. Send outputs with ``ctx.send``; use ``ctx.store``."""
@@ -267,6 +272,7 @@ class Context(Generic[K, V]):
         key: object = None,
         headers: Headers | dict[str, bytes] | None = None,
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> None:
         """Send a record to ``topic`` inside the current transaction.
 
@@ -274,6 +280,17 @@ class Context(Generic[K, V]):
         is keyword-only, so a key can never be passed where the value goes.
         Key and value are serialized with the application's serdes (``bytes``
         passes through). The record becomes visible when the engine commits.
+
+        Args:
+            topic: The topic to send to.
+            value: The record's value.
+            key: The record's key.
+            headers: The record's headers.
+            partition: The partition (default: the producer's partitioner, by key).
+            timestamp: The record's timestamp in milliseconds since the epoch
+                (``timestamp=ctx.record.timestamp`` keeps the input's). None:
+                librdkafka's default, the current time. librdkafka takes 0 for
+                "none given" too, so ``timestamp=0`` also sends the current time.
 
         Raises:
             SerializationError: the key or value cannot be serialized.
@@ -291,7 +308,7 @@ class Context(Generic[K, V]):
         except Exception as exc:
             raise _wrap(exc, "value", topic) from exc
         self.sends += 1
-        if headers is None and partition is None:
+        if headers is None and partition is None and timestamp is None:
             try:
                 self._produce(topic, vb, kb)
                 return
@@ -301,7 +318,7 @@ class Context(Generic[K, V]):
                 raise
             except Exception as exc:
                 raise ProduceError(topic, exc) from exc
-        self._emit(topic, vb, kb, headers, partition)
+        self._emit(topic, vb, kb, headers, partition, timestamp)
 
     def send_raw(
         self,
@@ -311,15 +328,16 @@ class Context(Generic[K, V]):
         key: bytes | None = None,
         headers: Headers | dict[str, bytes] | None = None,
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> None:
         """Send already-serialized bytes to ``topic`` inside the current transaction.
 
         For outputs whose serdes differ from the application's (the DSL's
         ``to(topic, value_serde=...)`` uses it). Same keyword-only arguments
-        and errors as :meth:`send`.
+        (``timestamp`` included) and errors as :meth:`send`.
         """
         self.sends += 1
-        self._emit(topic, value, key, headers, partition)
+        self._emit(topic, value, key, headers, partition, timestamp)
 
     def _emit(
         self,
@@ -328,12 +346,16 @@ class Context(Generic[K, V]):
         kb: object,
         headers: Headers | dict[str, bytes] | None,
         partition: int | None,
+        timestamp: int | None,
     ) -> None:
+        """Produce with the optional arguments given; wait out a full queue; wrap a refusal."""
         kwargs: dict[str, object] = {}
         if headers is not None:
             kwargs["headers"] = headers
         if partition is not None:
             kwargs["partition"] = partition
+        if timestamp is not None:
+            kwargs["timestamp"] = timestamp
         while True:
             try:
                 self._produce(topic, vb, kb, **kwargs)

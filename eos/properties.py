@@ -48,6 +48,7 @@ PROPERTY_FIELDS: Final[Mapping[str, str]] = {
     "processing.error.policy": "processing_error_policy",
     "dead.letter.topic": "dead_letter_topic",
     "late.record.policy": "late_record_policy",
+    "max.task.idle.ms": "max_task_idle_ms",
     "state.dir": "state_dir",
     "shutdown.timeout.ms": "shutdown_timeout_s",
     "bootstrap.timeout.ms": "bootstrap_timeout_ms",
@@ -68,6 +69,7 @@ _INT_FIELDS: Final = frozenset(
         "transaction_timeout_ms",
         "bootstrap_timeout_ms",
         "max_aborts_without_progress",
+        "max_task_idle_ms",
     }
 )
 # Kafka Streams (Java) settings with no eos key of that name, and what to write.

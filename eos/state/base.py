@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, runtime_checkable
 
 from eos.errors import ConfigError, StateError
@@ -150,15 +150,30 @@ class Store(Generic[K, V]):
         key_serde: Serde name (``"json"``, ``"string"``, ``"bytes"``) or object.
             Range queries and iteration follow the order of the SERIALIZED keys.
         value_serde: Serde name or object for values.
+        source_topic: Makes the store a TABLE of this topic (a Kafka Streams
+            source KTable): the application consumes the topic with its input
+            topics, every record of it is written to store partition ``p`` of
+            its partition ``p`` (a null value deletes the key) instead of
+            reaching ``process()``, and the topic itself is the changelog (no
+            second copy). The processor reads it with ``ctx.store(name)`` and
+            cannot write it. The topic must be co-partitioned with the input
+            topics (same partition count, same keys). See docs/joins.md.
+
+    Serdes: ``None`` (the default) is ``"json"`` for a plain store; for a
+    table (``source_topic`` given) it is the serde the application decodes the
+    source topic with (``input_serdes`` for it, else ``key_serde`` and
+    ``value_serde``), so the table holds exactly the topic's bytes and a
+    lookup with a stream's key finds its record.
 
     Raises:
-        ConfigError: If the name, backend or a serde name is invalid.
+        ConfigError: If the name, backend, a serde name or the source topic is invalid.
     """
 
     name: str
     backend: str | StoreBackendFactory = DEFAULT_BACKEND
-    key_serde: str | Serde[K] = DEFAULT_SERDE
-    value_serde: str | Serde[V] = DEFAULT_SERDE
+    key_serde: str | Serde[K] | None = None
+    value_serde: str | Serde[V] | None = None
+    source_topic: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         name = self.name
@@ -187,15 +202,32 @@ class Store(Generic[K, V]):
                 f"use one of {', '.join(map(repr, BACKENDS))} or a factory callable",
                 key="store.backend",
             )
+        topic = self.source_topic
+        if topic is not None and (not isinstance(topic, str) or not topic.strip()):
+            raise ConfigError(
+                f"invalid source_topic {topic!r} for store {name!r}: give a topic name",
+                key="store.source_topic",
+            )
         # Resolve once here only to reject unknown serde names at declaration
         # time rather than at the first assignment.
         self.serdes()
 
-    def serdes(self) -> tuple[Serde[K], Serde[V]]:
-        """Return the resolved ``(key_serde, value_serde)`` pair."""
+    def serdes(self, topic_serdes: tuple[Serde, Serde] | None = None) -> tuple[Serde[K], Serde[V]]:
+        """Return the resolved ``(key_serde, value_serde)`` pair.
+
+        Args:
+            topic_serdes: For a table (``source_topic`` given), the serdes the
+                application decodes the source topic with: they fill the parts
+                left as None. Without them (or for a plain store) None is JSON.
+        """
+        fill: tuple[Serde | str, Serde | str] = (DEFAULT_SERDE, DEFAULT_SERDE)
+        if topic_serdes is not None and self.source_topic is not None:
+            fill = topic_serdes
+        key_serde = self.key_serde if self.key_serde is not None else fill[0]
+        value_serde = self.value_serde if self.value_serde is not None else fill[1]
         return (
-            resolve_serde(self.key_serde, what="store.key_serde"),
-            resolve_serde(self.value_serde, what="store.value_serde"),
+            resolve_serde(key_serde, what="store.key_serde"),
+            resolve_serde(value_serde, what="store.value_serde"),
         )
 
     def view(self, txn: StoreTransaction[Any, Any], wake: Callable[[int], None]) -> object:
@@ -220,18 +252,25 @@ class Store(Generic[K, V]):
                 at stream time ``t``; only time-driven stores (class attribute
                 ``time_driven = True``) call it.
         """
+        if self.source_topic is not None:
+            from eos.state.transaction import TableView
+
+            return TableView(txn)
         return txn
 
     def decode_entries(
-        self, items: Iterable[tuple[bytes, bytes]]
+        self,
+        items: Iterable[tuple[bytes, bytes]],
+        topic_serdes: tuple[Serde, Serde] | None = None,
     ) -> Iterator[tuple[object, object]]:
         """Deserialize stored ``(key_bytes, value_bytes)`` pairs with this store's serdes.
 
         The TestDriver builds ``driver.store(name)`` from it. A store with its
         own layout yields its logical entries only (a window store yields
-        ``((key, window_start), value)`` and skips its index).
+        ``((key, window_start), value)`` and skips its index). ``topic_serdes``
+        as in :meth:`serdes`.
         """
-        key_serde, value_serde = self.serdes()
+        key_serde, value_serde = self.serdes(topic_serdes)
         for key_bytes, value_bytes in items:
             yield key_serde.deserialize(key_bytes), value_serde.deserialize(value_bytes)
 

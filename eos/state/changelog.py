@@ -37,6 +37,11 @@ there would lose them. So restore waits for that transaction to be resolved
 waits, and gives up with a :class:`~eos.errors.StateError` after a deadline
 instead of hanging.
 
+The global tables' loader (:mod:`eos.state.global_loader`) reads its topics
+with the same offset listing (:func:`list_offsets`), transient-error test
+(:func:`is_transient`) and read sizes (:data:`CHUNK_RECORDS`,
+:data:`POLL_TIMEOUT_S`).
+
 This module, like the engine and the transaction wrapper, imports
 ``confluent_kafka``; :mod:`eos.state.manager` does not.
 """
@@ -64,13 +69,28 @@ from eos.errors import StateError
 from eos.state.base import StateStore
 from eos.state.restore import RestoreProgress, apply_changelog
 
-__all__ = ["ChangelogRestorer", "RestoreTask", "restore_consumer_settings"]
+__all__ = [
+    "ADMIN_TIMEOUT_S",
+    "CHUNK_RECORDS",
+    "POLL_TIMEOUT_S",
+    "PROGRESS_INTERVAL_S",
+    "STALL_MARGIN_S",
+    "ChangelogRestorer",
+    "RestoreTask",
+    "is_transient",
+    "list_offsets",
+    "restore_consumer_settings",
+    "stall_timeout",
+]
 
 log = logging.getLogger("eos.state")
 
-_ADMIN_TIMEOUT_S = 30.0
-_CHUNK = 5000
-_POLL_S = 0.1
+ADMIN_TIMEOUT_S = 30.0
+"""Seconds an admin request (offsets, metadata) may retry transient errors before failing."""
+CHUNK_RECORDS = 5000
+"""Most records one ``consume()`` of a restoring consumer returns (one chunk applied at once)."""
+POLL_TIMEOUT_S = 0.1
+"""Longest wait of one ``consume()`` of a restoring consumer."""
 PROGRESS_INTERVAL_S = 5.0
 """Seconds between restore progress log lines."""
 _STALL_WARN_S = 10.0
@@ -147,6 +167,11 @@ class RestoreTask:
         restored: Records applied by the last :meth:`ChangelogRestorer.restore`.
         position: Changelog offset the store is now up to date with (its
             checkpoint, or the changelog start when it has none).
+        end: Where to stop instead of the changelog's end: a table's store
+            (its source topic is its changelog) restores up to the group's
+            committed offset, and the consumer goes on from there; None for a
+            plain changelog. A checkpoint beyond it (the group's offsets were
+            reset) rebuilds the store from the start of the topic.
     """
 
     store: str
@@ -156,6 +181,7 @@ class RestoreTask:
     path: str
     restored: int = 0
     position: int = 0
+    end: int | None = None
     _end: int = field(default=0, repr=False)
     _progress: RestoreProgress | None = field(default=None, repr=False)
 
@@ -244,16 +270,20 @@ class ChangelogRestorer:
         if not tasks:
             return []
         tps = [KafkaTopicPartition(t.topic, t.partition) for t in tasks]
-        lows = self._list_offsets(tps, _EARLIEST, IsolationLevel.READ_UNCOMMITTED)
-        highs = self._list_offsets(tps, _LATEST, IsolationLevel.READ_UNCOMMITTED)
+        lows = list_offsets(self._admin, tps, _EARLIEST, IsolationLevel.READ_UNCOMMITTED)
+        highs = list_offsets(self._admin, tps, _LATEST, IsolationLevel.READ_UNCOMMITTED)
         done: list[RestoreTask] = []
         behind: list[RestoreTask] = []
         for task in tasks:
             key = (task.topic, task.partition)
             task.restored = 0
-            start = _start_offset(task, lows[key], highs[key])
+            if task.end is None:
+                start = _start_offset(task, lows[key], highs[key])
+                task._end = highs[key]
+            else:
+                start = _table_start(task, lows[key], min(task.end, highs[key]))
+                task._end = max(start, min(task.end, highs[key]))
             task.position = start
-            task._end = highs[key]
             (behind if start < task._end else done).append(task)
         if behind:
             now = time.monotonic()
@@ -324,7 +354,7 @@ class ChangelogRestorer:
         while active:
             try:
                 messages = consumer.consume(
-                    _CHUNK, max(0.0, min(_POLL_S, deadline - time.monotonic()))
+                    CHUNK_RECORDS, max(0.0, min(POLL_TIMEOUT_S, deadline - time.monotonic()))
                 )
             except KafkaException as exc:
                 raise StateError(f"reading changelogs to restore stores failed: {exc}") from exc
@@ -332,6 +362,9 @@ class ChangelogRestorer:
             chunks: dict[tuple[str | None, int | None], list[tuple[bytes | None, bytes | None]]]
             chunks = {}
             eof: dict[tuple[str | None, int | None], int | None] = {}
+            # A table's restore stops at the group's committed offset: the group
+            # consumer processes what follows, in order with the stream.
+            ends: dict[object, int] = {k: t._end for k, t in active.items() if t.end is not None}
             for msg in messages:
                 error = msg.error()
                 key = (msg.topic(), msg.partition())
@@ -341,6 +374,8 @@ class ChangelogRestorer:
                     else:
                         self._consumer_error(error, active.get(cast("tuple[str, int]", key)))
                     continue
+                if ends and key in ends and ((msg.offset() or 0) >= ends[key] or msg.key() is None):
+                    continue  # (a table has no entry for a record without a key)
                 chunk = chunks.get(key)
                 if chunk is None:
                     chunk = chunks[key] = []
@@ -383,6 +418,8 @@ class ChangelogRestorer:
             # The position is the next offset the consumer hands out: every
             # record below it was delivered above (or was a marker/aborted).
             position = max(tp.offset, eof.get(key) or -1)
+            if task.end is not None:
+                position = min(position, task._end)
             if records and position <= task.position:
                 raise StateError(  # would mean librdkafka's position lags what it returned
                     f"restoring {task.label}: consumer position {tp.offset} is behind the "
@@ -478,57 +515,106 @@ class ChangelogRestorer:
     def _stable_offsets(self, tasks: list[RestoreTask]) -> dict[tuple[str, int], int]:
         tps = [KafkaTopicPartition(t.topic, t.partition) for t in tasks]
         try:
-            return self._list_offsets(tps, _LATEST, IsolationLevel.READ_COMMITTED, deadline_s=5.0)
+            return list_offsets(
+                self._admin, tps, _LATEST, IsolationLevel.READ_COMMITTED, deadline_s=5.0
+            )
         except StateError:
             return {}
 
-    def _list_offsets(
-        self,
-        tps: list[KafkaTopicPartition],
-        spec: OffsetSpec,
-        isolation: IsolationLevel,
-        *,
-        deadline_s: float = _ADMIN_TIMEOUT_S,
-    ) -> dict[tuple[str, int], int]:
-        # A just-created changelog may not be known to every broker yet, and a
-        # leader may be moving (FENCED_LEADER_EPOCH after a broker bounce): retry
-        # such transient errors until the deadline.
-        deadline = time.monotonic() + deadline_s
-        pending = {(tp.topic, tp.partition) for tp in tps}
-        result: dict[tuple[str, int], int] = {}
-        while True:
-            request = {KafkaTopicPartition(t, p): spec for t, p in pending}
-            futures = self._admin.list_offsets(
-                request, isolation_level=isolation, request_timeout=deadline_s
+
+def list_offsets(
+    admin: AdminClient,
+    tps: Sequence[KafkaTopicPartition],
+    spec: OffsetSpec,
+    isolation: IsolationLevel,
+    *,
+    deadline_s: float = ADMIN_TIMEOUT_S,
+    what: str = "changelog partitions",
+    pause: Callable[[float], None] = time.sleep,
+) -> dict[tuple[str, int], int]:
+    """Read one offset per partition with the admin client: ``{(topic, partition): offset}``.
+
+    A just-created topic may not be known to every broker yet, and a leader
+    may be moving (FENCED_LEADER_EPOCH after a broker bounce): such transient
+    errors (:func:`is_transient`) are retried until ``deadline_s``, asking for
+    the topics' metadata before each retry (the admin client may hold a stale
+    leader until it is refreshed).
+
+    Args:
+        admin: The admin client.
+        tps: The partitions (their offsets are ignored).
+        spec: Which offset (``OffsetSpec.earliest()``, ``OffsetSpec.latest()``).
+        isolation: ``READ_COMMITTED`` makes the latest offset the last stable one.
+        deadline_s: How long transient errors are retried (also each request's timeout).
+        what: What the partitions are, for the error message.
+        pause: Sleeps between two attempts (called with seconds; ``time.sleep``
+            by default). A caller that must give up on a stop request passes a
+            function that raises instead.
+
+    Raises:
+        StateError: An error that is not transient, or still failing at the deadline.
+    """
+    deadline = time.monotonic() + deadline_s
+    pending = {(tp.topic, tp.partition) for tp in tps}
+    result: dict[tuple[str, int], int] = {}
+    while True:
+        request = {KafkaTopicPartition(t, p): spec for t, p in pending}
+        futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=deadline_s)
+        failure: KafkaException | None = None
+        for tp, future in futures.items():
+            try:
+                result[(tp.topic, tp.partition)] = future.result().offset
+                pending.discard((tp.topic, tp.partition))
+            except KafkaException as exc:
+                failure = exc
+                if not is_transient(exc):
+                    break
+        if not pending:
+            return result
+        if failure is None or not is_transient(failure) or time.monotonic() >= deadline:
+            raise StateError(
+                f"cannot read the offsets of {what} "
+                f"{', '.join(f'{t}[{p}]' for t, p in sorted(pending))}: {failure}"
             )
-            failure: KafkaException | None = None
-            for tp, future in futures.items():
-                try:
-                    result[(tp.topic, tp.partition)] = future.result().offset
-                    pending.discard((tp.topic, tp.partition))
-                except KafkaException as exc:
-                    failure = exc
-                    if not _transient(exc):
-                        break
-            if not pending:
-                return result
-            if failure is None or not _transient(failure) or time.monotonic() >= deadline:
-                raise StateError(
-                    f"cannot read the offsets of changelog partitions "
-                    f"{', '.join(f'{t}[{p}]' for t, p in sorted(pending))}: {failure}"
-                )
-            # The admin client may hold a stale leader (FENCED_LEADER_EPOCH until its
-            # metadata is refreshed): ask for the topics' metadata before retrying.
-            for topic in {t for t, _p in pending}:
-                with contextlib.suppress(KafkaException):
-                    self._admin.list_topics(topic, timeout=5)
-            time.sleep(0.2)
+        for topic in {t for t, _p in pending}:
+            with contextlib.suppress(KafkaException):
+                admin.list_topics(topic, timeout=5)
+        pause(0.2)
 
 
-def _transient(exc: KafkaException) -> bool:
-    """An error that goes away by itself: retriable, or an outage such as a leader change."""
+def is_transient(exc: KafkaException) -> bool:
+    """Whether ``exc`` goes away by itself: retriable, or an outage such as a leader change."""
     error = exc.args[0]
     return bool(error.retriable()) or cause_of(error) is Cause.OUTAGE
+
+
+_transient = is_transient  # the name tests/unit/test_store_restore.py imports
+
+
+def _table_start(task: RestoreTask, low: int, end: int) -> int:
+    """The offset to restore a table's store from, up to ``end`` (the group's committed offset).
+
+    The source topic is the truth: a checkpoint beyond ``end`` (the group's
+    offsets were reset, or the topic was recreated) wipes the store and reloads
+    it from the topic's start; a checkpoint below the first offset still in the
+    topic starts there (the records in between are gone from the table too).
+    """
+    stored = task.backend.changelog_offset()
+    if stored is None:
+        return low
+    if stored > end:
+        log.warning(
+            "table %s is at offset %d of %s[%d] but the group's committed offset is %d: "
+            "rebuilding it from the topic's start",
+            task.label,
+            stored,
+            task.topic,
+            task.partition,
+            end,
+        )
+        task.backend.wipe()
+        return low
+    return max(stored, low)
 
 
 def _start_offset(task: RestoreTask, low: int, high: int) -> int:
@@ -554,3 +640,18 @@ def _start_offset(task: RestoreTask, low: int, high: int) -> int:
             "rebuilt from the changelog"
         )
     return stored
+
+
+STALL_MARGIN_S = 30.0
+"""What a restore waits beyond ``transaction.timeout.ms`` before it calls itself stalled."""
+
+
+def stall_timeout(transaction_timeout_ms: int) -> float:
+    """How long a restore (or a global table's load) may make no progress before it fails.
+
+    Long enough for the broker to abort a dead former owner's transaction
+    (``transaction.timeout.ms`` plus the coordinator's check interval). A restore
+    runs between polls of the group consumer, so it is not bounded by
+    ``max.poll.interval.ms``.
+    """
+    return max(5.0, transaction_timeout_ms / 1000.0 + STALL_MARGIN_S)

@@ -46,7 +46,12 @@ from eos.faults import NO_FAULTS, Faults
 from eos.processor import undeclared_store
 from eos.serde import Serde
 from eos.state.base import StateStore, Store, open_backend
-from eos.state.changelog import ChangelogRestorer, RestoreTask, restore_consumer_settings
+from eos.state.changelog import (
+    ChangelogRestorer,
+    RestoreTask,
+    restore_consumer_settings,
+    stall_timeout,
+)
 from eos.state.topics import changelog_topic, ensure_changelog_topics
 from eos.state.transaction import ChangelogWriter, StoreTransaction, TransactionState
 from eos.stats import EngineStats
@@ -61,7 +66,6 @@ __all__ = ["StoreManager"]
 
 log = logging.getLogger("eos.state")
 
-_STALL_MARGIN_S = 30.0
 
 StoreKey = tuple[str, int]
 """``(store name, partition)``."""
@@ -83,6 +87,9 @@ class StoreManager:
             through :meth:`eos._outputs.Outputs.changelog_produce`, so its
             failures are attributed like any output's.
         faults: The fault-injection seam (restore chunks).
+        topic_serdes: ``topic_serdes(topic)``: the serdes the application
+            decodes ``topic`` with; a table's store (``source_topic``) takes
+            the parts it leaves as None from them.
 
     Raises:
         ConfigError: Two stores share a name, the input topics differ in
@@ -106,6 +113,7 @@ class StoreManager:
         stats: EngineStats,
         outputs: Outputs,
         faults: Faults = NO_FAULTS,
+        topic_serdes: Callable[[str], tuple[Serde, Serde]] | None = None,
     ) -> None:
         specs_by_name: dict[str, Store] = {}
         for spec in specs:
@@ -123,22 +131,40 @@ class StoreManager:
         self._stats = stats
         self._outputs = outputs
         self._specs = specs_by_name
-        self._serdes: dict[str, tuple[Serde, Serde]] = {
-            n: s.serdes() for n, s in specs_by_name.items()
+        # A table (a store with a source topic) is restored from its topic, up
+        # to the group's committed offset, and writes no changelog of its own.
+        self._tables: dict[str, str] = {
+            n: s.source_topic for n, s in specs_by_name.items() if s.source_topic is not None
         }
-        self._topics = {n: changelog_topic(config.application_id, n) for n in specs_by_name}
+        self._serdes: dict[str, tuple[Serde, Serde]] = {
+            n: s.serdes(
+                None
+                if s.source_topic is None or topic_serdes is None
+                else topic_serdes(s.source_topic)
+            )
+            for n, s in specs_by_name.items()
+        }
+        self._topics = {
+            n: self._tables.get(n) or changelog_topic(config.application_id, n)
+            for n in specs_by_name
+        }
         self._root = os.path.join(config.state_dir, config.application_id)
         self.changelog_partitions = ensure_changelog_topics(
             admin,
             application_id=config.application_id,
             input_topics=config.input_topics,
-            stores=list(specs_by_name),
+            stores=[n for n in specs_by_name if n not in self._tables],
+            tables={topic: n for n, topic in self._tables.items()},
         )
+        self.committed_offsets: Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]
+        self.committed_offsets = _no_committed_offsets
+        """``committed_offsets(tps)``: the group's committed offset of each table
+        partition (absent: none); a table restores up to it. Set by the engine."""
         client_id = f"{config.transactional_id}-restore"
         self._restorer = ChangelogRestorer(
             admin,
             restore_consumer_settings(config.consumer_settings(), config.application_id, client_id),
-            stall_timeout_s=_stall_timeout(config.transaction_timeout_ms),
+            stall_timeout_s=stall_timeout(config.transaction_timeout_ms),
             on_chunk=faults.restore_chunk,
         )
         # A changelog record's own delivery callback bypasses the producer's:
@@ -255,6 +281,13 @@ class StoreManager:
         finished: list[RestoreTask] = []
         if self._pending:
             pending, self._pending = self._pending, []
+            tables = [t for t in pending if t.store in self._tables]
+            if tables:
+                committed = self.committed_offsets([(t.topic, t.partition) for t in tables])
+                for task in tables:
+                    # No committed offset: the group reads the topic from its start,
+                    # so the table starts empty.
+                    task.end = committed.get((task.topic, task.partition), 0)
             finished.extend(self._restorer.add(pending))
         if self._restorer.active:
             finished.extend(self._restorer.step(budget_s))
@@ -364,9 +397,8 @@ class StoreManager:
                 f"{partition} is {state} (open: {sorted(self._owners) or 'none'})"
             )
         key_serde, value_serde = self._serdes[name]
-        txn = StoreTransaction(
-            backend, key_serde, value_serde, self._writer(key), name=f"{name}[{partition}]"
-        )
+        writer = _table_writer(name) if name in self._tables else self._writer(key)
+        txn = StoreTransaction(backend, key_serde, value_serde, writer, name=f"{name}[{partition}]")
         wake = self.wake
         view = self._specs[name].view(
             txn, _ignore if wake is None else functools.partial(wake, partition)
@@ -374,6 +406,14 @@ class StoreManager:
         self._txns[key] = txn
         self._views[key] = view
         return view
+
+    def table(self, name: str, partition: int) -> StoreTransaction:
+        """The transaction of table ``name`` for ``partition`` (the engine writes its
+        source topic's records through :meth:`StoreTransaction.apply_raw`)."""
+        key = (name, partition)
+        if key not in self._views:
+            self._begin(name, partition)
+        return self._txns[key]
 
     def _writer(self, key: StoreKey) -> ChangelogWriter:
         """A changelog writer for one store partition, bound to the current producer."""
@@ -413,11 +453,13 @@ class StoreManager:
 
         return write
 
-    def commit(self) -> None:
+    def commit(self, positions: Mapping[tuple[str, int], int]) -> None:
         """Write every dirty overlay with its changelog checkpoint; drop the transactions.
 
         Call only after the Kafka transaction (or, without transactions, the
-        offset commit) succeeded: (4) of the commit sequence.
+        offset commit) succeeded: (4) of the commit sequence. ``positions``
+        are the input positions just committed: a table's checkpoint is the
+        position of its source topic partition.
 
         Raises:
             StateError: A backend write failed. Local state then lags the
@@ -429,9 +471,14 @@ class StoreManager:
         # Serve delivery reports not yet served by commit_transaction/flush.
         self._outputs.poll()
         try:
+            tables = self._tables
             for key, txn in txns.items():
                 if txn.dirty:
-                    txn.commit(self._checkpoint(key))
+                    topic = tables.get(key[0])
+                    if topic is None:
+                        txn.commit(self._checkpoint(key))
+                    else:
+                        txn.commit(positions[(topic, key[1])])
         finally:
             for txn in txns.values():
                 _finish(txn)
@@ -466,6 +513,17 @@ class StoreManager:
         self._delivered.clear()
 
 
+def _no_committed_offsets(_tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    return {}
+
+
+def _table_writer(name: str) -> ChangelogWriter:
+    def refuse(_key: bytes, _value: bytes | None) -> None:
+        raise StateError(f"store {name} is a table of its source topic and is read-only")
+
+    return refuse
+
+
 def _ignore(_stream_time: int) -> None:
     """The wake-up of a store view when nothing tracks stream time."""
 
@@ -480,6 +538,20 @@ def _check_assignor(input_topics: Sequence[str], settings: Mapping[str, object])
     """Several input topics share store partition p: their partitions p must stay together."""
     if len(input_topics) < 2:
         return
+    if str(settings.get("group.protocol", "classic")).lower() == "consumer":
+        # KIP-848: the broker assigns; only its "range" assignor keeps partition p
+        # of every topic on one member (its default, "uniform", does not).
+        remote = str(settings.get("group.remote.assignor", "")) or "(the broker's default)"
+        if remote != "range":
+            raise ConfigError(
+                f"group.protocol=consumer with group.remote.assignor={remote!r}"
+                " and several input topics with state stores (or tables): store partition p "
+                "serves partition p of every input topic, so one member must own all of them, "
+                "which only the broker's 'range' assignor guarantees; set consumer_config "
+                "group.remote.assignor=range",
+                "group.remote.assignor",
+            )
+        return
     strategy = str(settings.get("partition.assignment.strategy", "range,roundrobin"))
     first = strategy.split(",")[0].strip()
     if first != "range":
@@ -490,14 +562,3 @@ def _check_assignor(input_topics: Sequence[str], settings: Mapping[str, object])
             "consumer_config partition.assignment.strategy=range or use one input topic",
             "partition.assignment.strategy",
         )
-
-
-def _stall_timeout(transaction_timeout_ms: int) -> float:
-    """How long a restore may make no progress before it fails.
-
-    Long enough for the broker to abort a dead former owner's transaction
-    (``transaction.timeout.ms`` plus the coordinator's check interval). The
-    restore runs between polls of the group consumer, so it is not bounded by
-    ``max.poll.interval.ms``.
-    """
-    return max(5.0, transaction_timeout_ms / 1000.0 + _STALL_MARGIN_S)

@@ -14,7 +14,7 @@ from typing import cast
 from eos.errors import StateError
 from eos.state.base import StateStore
 
-__all__ = ["RestoreProgress", "apply_changelog"]
+__all__ = ["RestoreProgress", "apply_changelog", "format_duration"]
 
 
 def apply_changelog(
@@ -52,7 +52,8 @@ def apply_changelog(
     store.write(cast("dict[bytes, bytes | None]", changes), next_offset)
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """Render a duration for a log line: ``1.6s``, ``4m05s``, ``2h03m``."""
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds + 0.5), 60)
@@ -127,7 +128,7 @@ class RestoreProgress:
         details = f"{self.rate:,.0f}/s"
         eta = self.eta
         if eta is not None:
-            details += f", ETA {_format_duration(eta)}"
+            details += f", ETA {format_duration(eta)}"
         return f"{self.name}[{self.partition}]: {count} records ({details})"
 
     def __repr__(self) -> str:

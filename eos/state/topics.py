@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in its __all__
@@ -40,12 +40,15 @@ def ensure_changelog_topics(
     application_id: str,
     input_topics: Sequence[str],
     stores: Sequence[str],
+    tables: Mapping[str, str] | None = None,
     timeout: float = _ADMIN_TIMEOUT_S,
 ) -> int:
     """Check or create the changelog topic of every store; return the partition count.
 
     A missing changelog is created compacted, with the input topics' partition
-    count and a replication factor of ``min(3, brokers)``.
+    count and a replication factor of ``min(3, brokers)``. ``tables`` maps the
+    source topic of each table to its store (named in the error when the
+    partition counts differ; a table has no changelog topic).
 
     Raises:
         ConfigError: The input topics differ in partition count (store
@@ -67,6 +70,18 @@ def ensure_changelog_topics(
         counts[topic] = len(meta.partitions)
     if len(set(counts.values())) != 1:
         listing = ", ".join(f"{t}={n}" for t, n in counts.items())
+        for topic, store in (tables or {}).items():
+            others = [t for t in counts if t != topic and counts[t] != counts[topic]]
+            if others:
+                raise ConfigError(
+                    f"table {store!r} reads topic {topic!r} with {counts[topic]} partition(s) "
+                    f"but topic {others[0]!r} has {counts[others[0]]}: a table and the streams "
+                    "joined with it must be co-partitioned (the same partition count and the "
+                    "same keys), so that partition p of both is processed by one instance. "
+                    f"Give {topic!r} and {others[0]!r} the same partition count, or use a "
+                    f"global table for {topic!r} ({listing})",
+                    "input.topics",
+                )
         raise ConfigError(
             f"input topics have different partition counts ({listing}); an application "
             "with state stores needs co-partitioned inputs (store partition p serves input "

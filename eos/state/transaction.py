@@ -18,7 +18,7 @@ from eos.record import K, V
 from eos.serde import JsonSerde, Serde
 from eos.state.base import StateStore
 
-__all__ = ["ChangelogWriter", "StoreTransaction", "TransactionState"]
+__all__ = ["ChangelogWriter", "StoreTransaction", "TableView", "TransactionState", "codec"]
 
 ChangelogWriter = Callable[[bytes, bytes | None], None]
 """``changelog(key_bytes, value_bytes_or_None)``: produce one changelog record.
@@ -131,8 +131,8 @@ class StoreTransaction(Generic[K, V]):
     ) -> None:
         self._store = store
         # Bound methods, looked up once: these run on every record.
-        self._key_serialize, self._key_deserialize = _codec(key_serde)
-        self._value_serialize, self._value_deserialize = _codec(value_serde)
+        self._key_serialize, self._key_deserialize = codec(key_serde)
+        self._value_serialize, self._value_deserialize = codec(value_serde)
         self._changelog = changelog
         self._name = name
         self._overlay: dict[bytes, bytes | None] = {}
@@ -261,6 +261,16 @@ class StoreTransaction(Generic[K, V]):
             raise KeyError(key)
         self._changelog(key_bytes, None)
         overlay[key_bytes] = None
+
+    def apply_raw(self, key_bytes: bytes, value_bytes: bytes | None) -> None:
+        """Write a record of a table's source topic as it is (None deletes); no changelog.
+
+        The engine's path for a table (``eos.Store(..., source_topic=...)``):
+        the topic is the changelog, so nothing is produced.
+        """
+        if not self._writable:
+            raise self._refused("write to")
+        self._overlay[key_bytes] = value_bytes
 
     # -- point reads ---------------------------------------------------------
 
@@ -398,6 +408,62 @@ class StoreTransaction(Generic[K, V]):
             yield value_deserialize(value_bytes)
 
 
+class TableView(Generic[K, V]):
+    """What ``ctx.store(name)`` gives for a table (a store with a ``source_topic``): reads only.
+
+    The table follows its topic; a write from the processor would make it
+    differ from the topic it is restored from, so there is none.
+    """
+
+    __slots__ = ("_txn", "get")
+
+    def __init__(self, txn: StoreTransaction[K, V]) -> None:
+        self._txn = txn
+        self.get = txn.get
+        """``get(key, default=None)``: the value for ``key``, or ``default``."""
+
+    def __repr__(self) -> str:
+        return f"TableView({self._txn!r})"
+
+    def __getitem__(self, key: K) -> V:
+        return self._txn[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._txn
+
+    def range(
+        self, start: K | None = None, end: K | None = None, reverse: bool = False
+    ) -> Iterator[tuple[K, V]]:
+        """As :meth:`StoreTransaction.range`."""
+        return self._txn.range(start, end, reverse)
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """Every ``(key, value)`` in serialized-key order."""
+        return self._txn.items()
+
+    def keys(self) -> Iterator[K]:
+        """Every key in serialized-key order."""
+        return self._txn.keys()
+
+    def values(self) -> Iterator[V]:
+        """Every value in serialized-key order."""
+        return self._txn.values()
+
+    def __iter__(self) -> Iterator[K]:
+        return self._txn.keys()
+
+    def __setitem__(self, key: K, value: V) -> None:
+        raise StateError(_READ_ONLY.format(self._txn._name))
+
+    def __delitem__(self, key: K) -> None:
+        raise StateError(_READ_ONLY.format(self._txn._name))
+
+
+_READ_ONLY = (
+    "store {} is a table of its source topic and is read-only: it changes only by records "
+    "of that topic (write to the topic instead)"
+)
+
 # Any: the serdes were given as Serde[K] and Serde[V]; the codec keeps them untyped.
 _Serialize = Callable[[Any], "bytes | None"]
 _Deserialize = Callable[["bytes | None"], Any]
@@ -405,8 +471,11 @@ _FAST_INT_DIGITS = 18
 """Integers of up to this many digits take the JSON fast path."""
 
 
-def _codec(serde: Serde) -> tuple[_Serialize, _Deserialize]:
-    """``(serialize, deserialize)`` of ``serde`` for the store's hot path.
+def codec(serde: Serde) -> tuple[_Serialize, _Deserialize]:
+    """``(serialize, deserialize)`` of ``serde`` for a store's hot path.
+
+    Used by every read and write path over a backend (this module, the window
+    store, the global table view).
 
     For the built-in :class:`~eos.serde.JsonSerde` exactly, integers (counters,
     sums: most store values) skip the :mod:`json` machinery, which costs about
@@ -438,6 +507,9 @@ def _codec(serde: Serde) -> tuple[_Serialize, _Deserialize]:
         return deserialize(data)
 
     return json_serialize, json_deserialize
+
+
+_codec = codec  # the name eos.state.window imports
 
 
 def _merge(

@@ -106,6 +106,12 @@ class WindowStore(Store[Any, Any], Generic[K, V]):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.source_topic is not None:
+            raise ConfigError(
+                f"window store {self.name!r} cannot have a source_topic: a table of a topic "
+                "is an eos.Store(name, source_topic=...)",
+                key="store.source_topic",
+            )
         retention = self.retention_ms
         if type(retention) is not int or not 0 < retention <= MAX_TIMESTAMP:
             raise ConfigError(
@@ -117,7 +123,9 @@ class WindowStore(Store[Any, Any], Generic[K, V]):
         # Resolved once: the base class validated only the bytes serdes of serdes().
         object.__setattr__(self, "_user_serdes", self.user_serdes())
 
-    def serdes(self) -> tuple[Serde[Any], Serde[Any]]:
+    def serdes(
+        self, topic_serdes: tuple[Serde, Serde] | None = None
+    ) -> tuple[Serde[Any], Serde[Any]]:
         """The serdes of the physical store: bytes/bytes (the view encodes itself)."""
         return (_BYTES, _BYTES)
 
@@ -140,7 +148,9 @@ class WindowStore(Store[Any, Any], Generic[K, V]):
         return WindowStoreTransaction(self, txn, wake)
 
     def decode_entries(
-        self, items: Iterable[tuple[bytes, bytes]]
+        self,
+        items: Iterable[tuple[bytes, bytes]],
+        topic_serdes: tuple[Serde, Serde] | None = None,
     ) -> Iterator[tuple[object, object]]:
         """Yield ``((key, window_start), value)`` for the data entries in ``items``.
 

@@ -30,6 +30,16 @@ expiries and stream-time punctuations that become due fire right after it,
 in the same transaction. The driver's wall clock starts at the real time when
 it is built and moves only by :meth:`TestDriver.advance_wall_clock`, which
 fires wall-clock timers and punctuations as the engine's loop would.
+
+Tables, global tables and repartition topics (see :mod:`eos._dsl_joins`): a
+record sent to a table's topic is written as is to the table's store partition
+(a null value deletes its key, a null key is ignored) and never reaches
+``process()``, as in the engine; one sent to a global table's topic is written
+to the global store, which every partition reads. A record the topology sends
+to one of its repartition topics is committed (``outputs(topic)`` shows it),
+then fed back as an input record of that topic, in the partition the driver
+gives a key (see :meth:`TestDriver.send`), with its input record's timestamp,
+and processed before ``send()`` returns. Table records do not move stream time.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from __future__ import annotations
 import functools
 import time
 import zlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,12 +57,19 @@ from eos._records import decode_error
 from eos._time import LateRecord, TimeKeeper, uses_time
 from eos._time_store import TIME_STORE, iter_timers, time_store
 from eos.config import ErrorPolicy, InputSerdeSpec, LatePolicy, check_input_serdes
-from eos.dsl import input_serdes_for, input_topics_for, sink_serdes, source_topics
+from eos.dsl import (
+    global_stores_for,
+    input_serdes_for,
+    input_topics_for,
+    internal_topics_for,
+    sink_serdes,
+    source_topics,
+    table_topics_for,
+)
 from eos.errors import ConfigError, ProcessingError, StateError
 from eos.processor import Context, Processor, undeclared_store
 from eos.record import Headers, Record, TopicPartition, dead_letter_headers
 from eos.serde import BytesSerde, Serde, deserialize_or_raise, resolve_serde, serialize_or_raise
-from eos.state.base import Store
 from eos.state.memory import MemoryStore
 from eos.state.transaction import StoreTransaction
 
@@ -79,6 +96,10 @@ class Output:
         raw_value: The value bytes (None for a tombstone).
         headers: The headers it was sent with.
         partition: The partition it was sent to explicitly, else None.
+        timestamp: The timestamp it was sent with (``ctx.send(...,
+            timestamp=...)``; a record to a repartition topic keeps its input
+            record's), else None: the producer's current time, which is also
+            what librdkafka gives a record sent with timestamp 0.
     """
 
     topic: str
@@ -88,6 +109,7 @@ class Output:
     partition: int | None
     key_serde: Serde = field(repr=False, compare=False)
     value_serde: Serde = field(repr=False, compare=False)
+    timestamp: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> object:
@@ -117,6 +139,9 @@ class TestDriver:
             DSL processor, its source topics (the default; other topics are a
             ConfigError, as in the Application); for any other processor,
             ``["input"]`` by default. ``send`` uses the first one unless told.
+            Table topics and repartition topics are added as the application
+            adds them (:func:`eos.dsl.input_topics_for`); a global table's
+            topic is not an input topic, but ``send`` takes it.
         input_topic: The older spelling of ``input_topics=[input_topic]``.
         partitions: Partition count of each input topic (stores are per partition).
         key_serde: The application's key serde (input and output).
@@ -130,7 +155,8 @@ class TestDriver:
         dead_letter_topic: Where ``dead_letter`` sends failing records.
         late_record_policy: ``skip`` or ``dead_letter`` (records a window
             drops as late are also copied to the dead-letter topic).
-        application_id: Seen by the processor as ``ctx.application_id``.
+        application_id: Seen by the processor as ``ctx.application_id``; names
+            the repartition topics ``<application_id>-<name>-repartition``.
 
     Attributes:
         errors: The ProcessingErrors the policy was applied to.
@@ -188,7 +214,7 @@ class TestDriver:
         if input_topics is None and source_topics(processor) is None:
             input_topics = (DEFAULT_INPUT_TOPIC,)
         self.processor = processor
-        self.input_topics = input_topics_for(processor, input_topics)
+        self.input_topics = input_topics_for(processor, input_topics, application_id)
         if not self.input_topics:
             raise ConfigError("input_topics must name at least one topic", "input_topics")
         self.partitions = partitions
@@ -201,8 +227,24 @@ class TestDriver:
         configured = check_input_serdes(input_serdes or {}, self.input_topics)
         self._input_serdes: dict[str, tuple[Serde, Serde]] = {
             topic: (k or self._key_serde, v or self._value_serde)
-            for topic, (k, v) in input_serdes_for(processor, configured).items()
+            for topic, (k, v) in input_serdes_for(processor, configured, application_id).items()
         }
+        timed = uses_time(processor)
+        specs = [*processor.stores, *([time_store()] if timed else [])]
+        # Store, WindowStore and GlobalStore declarations.
+        self._specs: dict[str, Any] = {s.name: s for s in specs}
+        self._tables = table_topics_for(processor)
+        self._table_topic = {name: topic for topic, name in self._tables.items()}
+        for topic, name in self._tables.items():
+            # As the engine: a table's records are decoded (checked) with its serdes.
+            self._input_serdes[topic] = self._specs[name].serdes(self._serdes_of(topic))
+        self._globals = {g.topic: g for g in global_stores_for(processor)}
+        self._global_names = {g.name for g in self._globals.values()}
+        for topic, spec in self._globals.items():
+            self._input_serdes[topic] = spec.serdes((self._key_serde, self._value_serde))
+        self._repartition_topics = frozenset(internal_topics_for(processor, application_id))
+        self._feedback: deque[Output] = deque()
+        self._feeding = False
         self._output_serdes: dict[str, tuple[Serde, Serde]] = {
             **self._input_serdes,
             **{
@@ -215,9 +257,6 @@ class TestDriver:
         self._outputs: dict[str, list[Output]] = defaultdict(list)
         self._pending: list[Output] = []
         self._offsets: dict[tuple[str, int], int] = defaultdict(int)
-        timed = uses_time(processor)
-        specs = [*processor.stores, *([time_store()] if timed else [])]
-        self._specs: dict[str, Store] = {s.name: s for s in specs}
         self._backends: dict[tuple[str, int], MemoryStore] = {}
         self._txns: dict[tuple[str, int], StoreTransaction] = {}
         self._views: dict[tuple[str, int], object] = {}
@@ -235,9 +274,11 @@ class TestDriver:
             value_serde=self._value_serde,
             stores=self._store,
         )
-        for partition in range(partitions):
-            for name in self._specs:
-                self._backends[(name, partition)] = MemoryStore(name, partition)
+        for name in self._specs:
+            # A global store holds every partition: one backend serves them all.
+            shared = MemoryStore(name, -1) if name in self._global_names else None
+            for partition in range(partitions):
+                self._backends[(name, partition)] = shared or MemoryStore(name, partition)
         self.time = TimeKeeper(
             processor=processor,
             ctx=self.ctx,
@@ -270,7 +311,8 @@ class TestDriver:
         Args:
             value: The record's value.
             key: The record's key (keyword-only, as in ``ctx.send``).
-            topic: One of the input topics (default: the first).
+            topic: One of the input topics (default: the first), or a global
+                table's topic.
             partition: The input partition (default: from the key's hash, as
                 librdkafka's default partitioner places it; 0 for a null key).
             timestamp: Milliseconds since the epoch (default: the driver's wall
@@ -283,7 +325,9 @@ class TestDriver:
                 or the processor made a programming error (an undeclared store).
             StateError: The processor used ``ctx`` where it may not.
             SerializationError: ``key`` or ``value`` cannot be serialized.
-            ProcessingError: Policy ``fail`` and the record failed.
+            ProcessingError: Policy ``fail`` and the record failed (a record
+                fed back from a repartition topic included: the records
+                still to be fed back are then dropped).
         """
         topic = self._input_topic(topic)
         key_serde, value_serde = self._serdes_of(topic)
@@ -315,6 +359,19 @@ class TestDriver:
         Arguments and errors as :meth:`send`.
         """
         topic = self._input_topic(topic)
+        self._receive(topic, value, key, partition, timestamp, headers)
+        self._feed_back()
+
+    def _receive(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Headers | None,
+    ) -> None:
+        """One record of an input topic as one transaction (no feedback yet)."""
         if partition is None:
             partition = zlib.crc32(key) % self.partitions if key else 0
         elif not 0 <= partition < self.partitions:
@@ -327,6 +384,10 @@ class TestDriver:
         self._offsets[(topic, partition)] = offset + 1
         ts = timestamp if timestamp is not None else self._now
         self._pending = []
+        global_store = self._globals.get(topic)
+        if global_store is not None:
+            self._update_global(global_store.name, key, value)
+            return
         key_serde, value_serde = self._serdes_of(topic)
         kdes = key_serde.deserialize
         try:
@@ -343,6 +404,10 @@ class TestDriver:
             # As the engine: the policy applies; process() never sees the record.
             error = decode_error(exc, key, kdes, topic)
             self._apply_policy(error, topic, partition, offset, key, value, headers)
+            return
+        table = self._tables.get(topic)
+        if table is not None:
+            self._update_table(table, partition, key, value)
             return
         ctx = self.ctx
         ctx.record = record
@@ -368,6 +433,40 @@ class TestDriver:
             self._in_transaction(lambda: keeper.fire(partition))
         self._commit()
 
+    def _update_table(
+        self, name: str, partition: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        """A record of table ``name``'s topic: written as is (one transaction), never processed."""
+        if key is None:
+            return  # a table has no place for it (the engine ignores it too)
+        self._store(name, partition)
+        self._txns[(name, partition)].apply_raw(key, value)
+        self._commit()
+
+    def _update_global(self, name: str, key: bytes | None, value: bytes | None) -> None:
+        """A record of global table ``name``'s topic: applied at once, outside transactions."""
+        if key is None:
+            return
+        offset = self._changelog_offsets[(name, -1)] + 1
+        self._changelog_offsets[(name, -1)] = offset
+        self._backends[(name, 0)].write({key: value}, offset)
+
+    def _feed_back(self) -> None:
+        """Process the records committed to repartition topics, until none is left."""
+        if self._feeding:
+            return  # the outer call is draining the queue
+        self._feeding = True
+        try:
+            queue = self._feedback
+            while queue:
+                out = queue.popleft()
+                self._receive(
+                    out.topic, out.raw_value, out.raw_key, out.partition, out.timestamp, out.headers
+                )
+        finally:
+            self._feeding = False
+            self._feedback.clear()
+
     def advance_wall_clock(self, ms: int) -> None:
         """Move the driver's wall clock ``ms`` forward; fire what became due.
 
@@ -386,6 +485,7 @@ class TestDriver:
         self._pending = []
         self._in_transaction(lambda: self.time.fire_wall(self._now))
         self._commit()
+        self._feed_back()
 
     @property
     def wall_clock(self) -> int:
@@ -439,15 +539,25 @@ class TestDriver:
         return sorted(self._outputs)
 
     def store(self, name: str, partition: int | None = None) -> dict[object, object]:
-        """Committed contents of store ``name`` (all partitions merged if None)."""
+        """Committed contents of store ``name`` (all partitions merged if None).
+
+        A table's store is decoded with its topic's serdes; a global store holds
+        every partition in one (``partition`` does not apply to it).
+        """
         if name not in self._specs or name == TIME_STORE:
             declared = sorted(n for n in self._specs if n != TIME_STORE)
             raise KeyError(f"no store {name!r}; declared: {declared}")
         spec = self._specs[name]
+        if name in self._global_names:  # every partition in one
+            entries = self._backends[(name, 0)].iterate()
+            decoded = spec.decode_entries(entries, (self._key_serde, self._value_serde))
+            return {_hashable(key): value for key, value in decoded}
+        topic = self._table_topic.get(name)
+        serdes = None if topic is None else self._serdes_of(topic)
         parts = range(self.partitions) if partition is None else [partition]
         contents: dict[object, object] = {}
         for p in parts:
-            for key, value in spec.decode_entries(self._backends[(name, p)].iterate()):
+            for key, value in spec.decode_entries(self._backends[(name, p)].iterate(), serdes):
                 contents[_hashable(key)] = value
         return contents
 
@@ -470,7 +580,7 @@ class TestDriver:
     def _input_topic(self, topic: str | None) -> str:
         if topic is None:
             return self.input_topics[0]
-        if topic not in self.input_topics:
+        if topic not in self.input_topics and topic not in self._globals:
             raise ConfigError(
                 f"{type(self.processor).__name__} does not read topic {topic!r}: the driver's "
                 f"input topics are {list(self.input_topics)} (the application's input_topics); "
@@ -481,9 +591,15 @@ class TestDriver:
 
     def _produce(self, topic: str, value: object, key: object, **kwargs: object) -> None:
         """What the engine's producer does with ``ctx.send``'s bytes: accept bytes,
-        str (UTF-8) and None, refuse anything else with a TypeError."""
+        str (UTF-8) and None, refuse anything else with a TypeError; the same for
+        a timestamp that is not an int (0 is librdkafka's "none given")."""
         headers = kwargs.get("headers")
         partition = kwargs.get("partition")
+        timestamp = kwargs.get("timestamp")
+        if timestamp is not None:
+            if not isinstance(timestamp, int):
+                raise TypeError(f"timestamp must be an int, not {type(timestamp).__name__}")
+            timestamp = timestamp or None
         key_serde, value_serde = self._output_serdes.get(
             topic, (self._key_serde, self._value_serde)
         )
@@ -496,6 +612,7 @@ class TestDriver:
                 partition,  # type: ignore[arg-type]
                 key_serde,
                 value_serde,
+                timestamp,
             )
         )
 
@@ -506,7 +623,10 @@ class TestDriver:
         spec = self._specs.get(name)
         if spec is None:
             raise undeclared_store(name, type(self.processor).__name__, list(self._specs))
-        key_serde, value_serde = spec.serdes()
+        if name in self._global_names:
+            return self._global_view(name, partition)
+        topic = self._table_topic.get(name)
+        key_serde, value_serde = spec.serdes(None if topic is None else self._serdes_of(topic))
 
         def changelog(key: bytes, value: bytes | None) -> None:
             self.ctx.sends += 1
@@ -520,6 +640,16 @@ class TestDriver:
         )
         view = spec.view(txn, functools.partial(self.time.wake, partition))
         self._txns[(name, partition)] = txn
+        self._views[(name, partition)] = view
+        return view
+
+    def _global_view(self, name: str, partition: int) -> object:
+        """The engine's read-only view of a global store, over the driver's one backend."""
+        from eos.state.global_table import GlobalView
+
+        spec = self._specs[name]
+        key_serde, value_serde = spec.serdes((self._key_serde, self._value_serde))
+        view = GlobalView(name, spec.topic, self._backends[(name, 0)], key_serde, value_serde)
         self._views[(name, partition)] = view
         return view
 
@@ -563,8 +693,11 @@ class TestDriver:
 
     def _commit(self) -> None:
         self.time.flush()
+        repartitions = self._repartition_topics
         for output in self._pending:
             self._outputs[output.topic].append(output)
+            if output.topic in repartitions:
+                self._feedback.append(output)
         self._pending = []
         for (name, partition), txn in self._txns.items():
             offset = self._changelog_offsets[(name, partition)] + 1

@@ -299,3 +299,39 @@ def test_call_on_assign_restores_the_context_even_when_the_hook_raises() -> None
         ctx.call_on_assign(Raises(), [])
     ctx.send("out", b"v", key=b"k")
     assert produced == [("out", b"v", b"k")]
+
+
+class SendsAt(eos.Processor):
+    """Sends each record's value on, with the timestamp its value names ("none": no timestamp)."""
+
+    def process(self, record: eos.Record, ctx: eos.Context) -> None:
+        stamp = str(record.value)
+        if stamp == "none":
+            ctx.send("out", "v", key=record.key)
+        else:
+            ctx.send("out", "v", key=record.key, timestamp=int(stamp))
+
+
+def test_an_output_records_the_timestamp_ctx_send_gave_it() -> None:
+    """Output.timestamp is ctx.send's timestamp; None without one, and for 0, which
+    librdkafka reads as "none given" (both get the producer's current time)."""
+    driver = TestDriver(SendsAt(), key_serde="string", value_serde="string")
+    for stamp in ("1700000000000", "none", "0", "7"):
+        driver.send(stamp, key="k")
+    assert [o.timestamp for o in driver.outputs("out")] == [1_700_000_000_000, None, None, 7]
+
+
+def test_a_timestamp_that_is_not_an_int_is_a_produce_error() -> None:
+    """As confluent-kafka refuses it (TypeError), the driver refuses a float timestamp:
+    a ProduceError under the policy, not an Output with a timestamp the broker never takes."""
+
+    class SendsFloat(eos.Processor):
+        def process(self, record: eos.Record, ctx: eos.Context) -> None:
+            ctx.send("out", b"v", key=record.key, timestamp=1.5)  # type: ignore[arg-type]
+
+    driver = TestDriver(SendsFloat())
+    with pytest.raises(ProcessingError) as info:
+        driver.send(b"v", key=b"k")
+    assert isinstance(info.value.cause, ProduceError)
+    assert isinstance(info.value.cause.__cause__, TypeError)
+    assert driver.outputs("out") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import eos
+import eos.dsl
 from eos.dsl import input_topics_for, source_topics
 from eos.testing import TestDriver
 
@@ -105,11 +106,18 @@ def test_dsl_calls_a_processor() -> None:
     assert driver.store("seen") == {"k": True}
 
 
-def test_group_by_key_after_rekey_is_rejected() -> None:
-    """Aggregating a re-keyed stream without a repartition topic is a ConfigError."""
+def test_group_by_key_after_rekey_goes_through_a_repartition_topic() -> None:
+    """Aggregating a re-keyed stream writes it to <app>-<store>-repartition and counts
+    the records read back from it (no longer refused)."""
     builder = eos.StreamBuilder()
-    with pytest.raises(eos.ConfigError, match="repartition"):
-        builder.stream("in").map(lambda k, v: (v, k)).group_by_key()
+    builder.stream("in").map(lambda k, v: (v, k)).group_by_key().count(store="n").to_stream().to(
+        "counts", value_serde="json"
+    )
+    driver = _driver(builder, application_id="app")
+    driver.send("x", key="a")
+    driver.send("x", key="b")
+    assert driver.output_pairs("counts") == [("x", 1), ("x", 2)]
+    assert [o.key for o in driver.outputs("app-n-repartition")] == ["x", "x"]
 
 
 def test_to_with_one_serde_uses_the_application_serde_for_the_other() -> None:
@@ -135,15 +143,15 @@ def _orders() -> eos.StreamBuilder:
 def test_input_topics_default_to_the_topologys_sources() -> None:
     """An application of a DSL processor may leave input_topics out: they are its sources."""
     processor = _orders().build()
-    assert input_topics_for(processor, None) == ("orders", "returns")
-    assert input_topics_for(processor, ["returns", "orders"]) == ("returns", "orders")
+    assert input_topics_for(processor, None, "app") == ("orders", "returns")
+    assert input_topics_for(processor, ["returns", "orders"], "app") == ("returns", "orders")
 
 
 @pytest.mark.parametrize(
     ("given", "problem"),
     [
         (["order"], r"\['order'\] not read by any builder.stream"),
-        ("orders", r"\['returns'\] read by builder.stream\(\) but not consumed"),
+        ("orders", r"\['returns'\] read by builder.stream\(\) or table\(\) but not consumed"),
         (["orders", "returns", "extra"], r"\['extra'\] not read"),
     ],
 )
@@ -154,7 +162,7 @@ def test_input_topics_that_differ_from_the_sources_are_a_config_error(
     source not consumed is refused, for the Application and the TestDriver alike."""
     processor = _orders().build()
     with pytest.raises(eos.ConfigError, match=problem) as info:
-        input_topics_for(processor, given)
+        input_topics_for(processor, given, "app")
     assert info.value.key == "input_topics"
     with pytest.raises(eos.ConfigError, match=problem):
         TestDriver(processor, input_topics=given)
@@ -168,9 +176,9 @@ def test_a_plain_processor_needs_input_topics() -> None:
             pass
 
     assert source_topics(Plain()) is None
-    assert input_topics_for(Plain(), "a") == ("a",)
+    assert input_topics_for(Plain(), "a", "app") == ("a",)
     with pytest.raises(eos.ConfigError, match="input_topics is required for Plain"):
-        input_topics_for(Plain(), None)
+        input_topics_for(Plain(), None, "app")
 
 
 def test_a_record_of_an_unknown_topic_stops_the_topology_instead_of_being_dropped() -> None:
@@ -235,3 +243,27 @@ def test_one_topic_with_two_different_sink_serdes_is_a_config_error() -> None:
     stream.to("out", value_serde="json")
     with pytest.raises(eos.ConfigError, match="to\\('out'\\) is used twice"):
         stream.to("out")
+
+
+def test_eos_dsl_keeps_the_names_the_application_engine_and_driver_import() -> None:
+    """eos.dsl exports the builder classes and the functions an application of a
+    processor calls, wherever in eos._dsl_* they are defined."""
+    assert sorted(eos.dsl.__all__) == [
+        "GlobalTable",
+        "GroupedStream",
+        "InputSerdes",
+        "Stream",
+        "StreamBuilder",
+        "Table",
+        "global_stores_for",
+        "input_serdes_for",
+        "input_topics_for",
+        "internal_topics_for",
+        "sink_serdes",
+        "source_topics",
+        "table_topics_for",
+    ]
+    for name in eos.dsl.__all__:
+        assert getattr(eos.dsl, name) is not None
+    for name in ("GlobalTable", "GroupedStream", "Stream", "StreamBuilder", "Table"):
+        assert getattr(eos, name) is getattr(eos.dsl, name)

@@ -120,12 +120,21 @@ def test_word_count_counts_every_word_through_the_repartition_topic() -> None:
     assert sum(len(keys) for keys in per_partition) == len(truth)  # each word in one partition
 
 
-def test_word_count_cannot_count_lines_without_the_repartition_step() -> None:
-    """Counting the re-keyed words directly on the lines stream is refused at build time."""
+def test_word_count_without_the_manual_words_topic_repartitions_by_itself() -> None:
+    """Counting the re-keyed words directly (group_by_key() after flat_map) goes through
+    the DSL's own repartition topic and gives the example's counts."""
+    lines = ["the quick the", "fox the quick", None]
     builder = eos.StreamBuilder()
     words = builder.stream("lines").flat_map(lambda _k, line: word_count.words_of(line))
-    with pytest.raises(eos.ConfigError, match="repartition"):
-        words.group_by_key()
+    words.group_by_key().count(store=word_count.STORE).to_stream().map(
+        lambda word, n: (word, f"{word}: {n}")
+    ).to("counts")
+    driver = TestDriver(builder.build(), partitions=4, key_serde="string", value_serde="string")
+    for i, line in enumerate(lines):
+        driver.send(line, key=f"line-{i}")
+    truth = Counter(w for line in lines for w, _ in word_count.words_of(line))
+    assert driver.store(word_count.STORE) == dict(truth)
+    assert driver.output_values("counts")[-1] == "quick: 2"
 
 
 def _run_bank(records: list[tuple[str, str]]) -> TestDriver:

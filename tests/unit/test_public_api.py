@@ -8,6 +8,8 @@ import eos
 import eos.errors
 
 EXPECTED = {
+    "GlobalStore",
+    "GlobalTable",
     "AppState",
     "Application",
     "BytesSerde",
@@ -95,13 +97,14 @@ def test_error_tree() -> None:
 
 
 def test_context_send_signature() -> None:
-    """ctx.send(topic, value, *, key=None, headers=None, partition=None): a key can never be
-    passed where the value goes (same for send_raw)."""
+    """ctx.send(topic, value, *, key=None, headers=None, partition=None, timestamp=None): a
+    key can never be passed where the value goes (same for send_raw)."""
     for method in (eos.Context.send, eos.Context.send_raw):
         params = inspect.signature(method).parameters
-        assert list(params) == ["self", "topic", "value", "key", "headers", "partition"]
+        names = ["key", "headers", "partition", "timestamp"]
+        assert list(params) == ["self", "topic", "value", *names]
         keyword_only = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
-        assert keyword_only == ["key", "headers", "partition"]
+        assert keyword_only == names
 
 
 def test_record_fields() -> None:

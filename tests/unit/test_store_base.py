@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from eos.errors import ConfigError, StateError
+from eos.serde import BytesSerde, JsonSerde, StringSerde
 from eos.state import MemoryStore, StateStore, Store, open_backend
 from eos.state.rocksdb import RocksDBStore
 
@@ -15,7 +16,16 @@ from eos.state.rocksdb import RocksDBStore
 def test_defaults_are_rocksdb_and_json() -> None:
     """A store declared by name alone uses RocksDB and JSON keys and values."""
     spec = Store("order-counts")
-    assert (spec.backend, spec.key_serde, spec.value_serde) == ("rocksdb", "json", "json")
+    assert spec.backend == "rocksdb"
+    assert [type(s) for s in spec.serdes()] == [JsonSerde, JsonSerde]
+
+
+def test_a_table_takes_the_serdes_of_its_topic() -> None:
+    """A table's serdes left as None are the ones its source topic is decoded with."""
+    table = Store("customers", source_topic="customers", value_serde="json")
+    topic_serdes = (StringSerde(), BytesSerde())
+    assert [type(s) for s in table.serdes(topic_serdes)] == [StringSerde, JsonSerde]
+    assert [type(s) for s in Store("plain").serdes(topic_serdes)] == [JsonSerde, JsonSerde]
 
 
 def test_store_is_frozen() -> None:

@@ -1,0 +1,80 @@
+"""A consumer that hands out records again never gets them processed twice.
+
+librdkafka may deliver records of a partition again, from before the position the
+instance already processed and committed (a fetch reset, a resumed partition); eos
+skips every record below what it processed in the open batch or committed, so the
+output stays exactly once. Here the consumer is seeked back to the partition's start
+after a commit, on a real broker, and the output is read back read_committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+from apprunner import Upper, application
+from confluent_kafka import TopicPartition
+
+from eos.engine import Engine
+from eos.testing.helpers import create_topic, produce, read_topic, unique_name, wait_caught_up
+
+pytestmark = pytest.mark.integration
+
+
+class SeekBackOnce(Engine):
+    """Once ``seek_after`` records are committed, seek the consumer back to offset 0 after the
+    next records it processes."""
+
+    seek_after = 0
+    sought = threading.Event()
+
+    def _process(self, messages: Any) -> None:
+        super()._process(messages)
+        assignment = self.assignment
+        if not self.sought.is_set() and sum(assignment.committed.values()) >= self.seek_after:
+            for topic, partition in assignment.assigned:
+                assert self.consumer is not None
+                self.consumer.seek(TopicPartition(topic, partition, 0))
+            self.sought.set()
+
+
+def test_records_handed_out_again_are_skipped(
+    bootstrap: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = create_topic(bootstrap, unique_name("redeliver-in"), 1)
+    sink = create_topic(bootstrap, unique_name("redeliver-out"), 1)
+    produce(bootstrap, source, ((f"k{i}", f"v{i}") for i in range(50)))
+    app = application(bootstrap, unique_name("redeliver"), source, Upper(sink))
+    engine = type("Engine", (SeekBackOnce,), {"seek_after": 50, "sought": threading.Event()})
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            app._run(engine)
+        except BaseException as exc:  # handed to the test thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="eos.engine"):
+        thread.start()
+        try:
+            wait_caught_up(bootstrap, app.config.application_id, source, timeout=60)
+        finally:
+            assert not failure, failure
+        produce(bootstrap, source, ((f"k{i}", f"v{i}") for i in range(50, 60)))
+        assert engine.sought.wait(60), "the app never processed the second records"
+        # The consumer hands the partition out again from offset 0: wait until eos saw it.
+        deadline = time.monotonic() + 60
+        while not any("already processed" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the records were never handed out again"
+            assert thread.is_alive(), failure
+            time.sleep(0.1)
+        wait_caught_up(bootstrap, app.config.application_id, source, timeout=60)
+        app.stop()
+        thread.join(60)
+    assert not failure, failure
+    values = [r.value for r in read_topic(bootstrap, sink)]
+    assert sorted(values) == sorted(f"V{i}".encode() for i in range(60))
