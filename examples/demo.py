@@ -1,16 +1,21 @@
 """The demo: the order-enrichment pipeline with 2 workers, one SIGKILLed, proven exactly-once.
 
-1. creates ``input-orders``, ``output-orders`` and ``order-counts`` topics
-   (unique names, 4 partitions) and produces ``--records`` orders over
-   ``--keys`` customers, with a progress bar;
-2. runs ``eos run examples.order_enrichment:app --workers 2``;
+1. creates the ``customers``, ``input-orders``, ``output-orders``, ``order-counts``
+   and ``orders-per-region`` topics (unique names, 4 partitions), produces a
+   record (tier and region) for most of ``--keys`` customers, then ``--records``
+   orders over all of them, with a progress bar;
+2. runs ``eos run examples.order_enrichment:dsl_app --workers 2`` (the DSL
+   pipeline: orders left-joined with the customers table, counted per customer
+   and, through a repartition topic, per region);
 3. SIGKILLs one worker mid-stream (no cleanup runs: its open transaction and
    unflushed state are left behind); the supervisor restarts it with the same
    instance id, which fences the dead incarnation;
 4. waits until every input offset is committed, stops the workers with
-   SIGTERM, and reads both output topics back with a ``read_committed``
-   consumer: every order must appear exactly once, upper-cased, in per-key
-   order, and every customer's counts must be exactly 1..N once each.
+   SIGTERM, and reads the output topics back with a ``read_committed``
+   consumer: every order must appear exactly once, upper-cased and enriched
+   with its customer's tier (``unknown`` for a customer with no record), in
+   per-key order; every customer's counts must be exactly 1..N once each, and
+   every region's too.
 
 Exits 0 when exactly-once held, 1 when it did not.
 """
@@ -18,6 +23,7 @@ Exits 0 when exactly-once held, 1 when it did not.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from eos.testing.helpers import (
@@ -61,14 +68,41 @@ def _worker_pid(log_path: Path, index: int) -> int:
     return int(pids[-1])
 
 
-def _upper(value: bytes | None) -> bytes | None:
-    """What the uppercase worker does to a value."""
-    return None if value is None else value.upper()
+TIERS = ("bronze", "silver", "gold")
+REGIONS = ("north", "south", "east", "west")
 
 
-def _check_counts(inputs: list[ReadRecord], counts: list[ReadRecord]) -> tuple[int, int]:
-    """Per key: emitted counts must be exactly 1..N in order. Returns (keys, bad keys)."""
-    truth = Counter(r.key for r in inputs if r.value is not None)
+def _customer(i: int) -> dict[str, str] | None:
+    """Customer ``i``'s record; every tenth customer has none (its orders say unknown)."""
+    if i % 10 == 9:
+        return None
+    return {"tier": TIERS[i % 3], "region": REGIONS[i % 4]}
+
+
+def _enriched(order: bytes, key: bytes) -> bytes:
+    """What the pipeline writes for ``order`` of customer ``key``."""
+    customer = _customer(int(key.decode().rsplit("-", 1)[1]))
+    tier = customer["tier"] if customer else "unknown"
+    return order.upper() + f" tier={tier}".encode()
+
+
+def _region(key: bytes | None) -> bytes:
+    customer = _customer(int((key or b"-0").decode().rsplit("-", 1)[1]))
+    return (customer["region"] if customer else "unknown").encode()
+
+
+def _same(key: bytes | None) -> bytes | None:
+    return key
+
+
+def _check_counts(
+    inputs: list[ReadRecord],
+    counts: list[ReadRecord],
+    group: Callable[[bytes | None], bytes | None] = _same,
+) -> tuple[int, int]:
+    """Per group (the key, or ``group(key)``): emitted counts must be exactly 1..N in
+    order. Returns (groups, bad groups)."""
+    truth = Counter(group(r.key) for r in inputs if r.value is not None)
     emitted: dict[bytes | None, list[int]] = defaultdict(list)
     for record in counts:
         if record.value is not None:
@@ -91,13 +125,26 @@ def main(argv: list[str] | None = None) -> int:
     total = args.records
     started = time.monotonic()
 
+    customers = create_topic(bootstrap, unique_name("customers"), 4)
     source = create_topic(bootstrap, unique_name("input-orders"), 4)
     sink = create_topic(bootstrap, unique_name("output-orders"), 4)
     counts_topic = create_topic(bootstrap, unique_name("order-counts"), 4)
+    regions_topic = create_topic(bootstrap, unique_name("orders-per-region"), 4)
     app_id = unique_name("order-enrichment")
     work = Path(tempfile.mkdtemp(prefix="eos-demo-"))
     print(f"Kafka {bootstrap}; application {app_id}; logs and state in {work}")
 
+    # Same key, same partitioner: the customers table is co-partitioned with the orders.
+    produce(
+        bootstrap,
+        customers,
+        (
+            (f"customer-{i:04d}", json.dumps(record))
+            for i in range(args.keys)
+            if (record := _customer(i)) is not None
+        ),
+    )
+    print(f"produced {sum(_customer(i) is not None for i in range(args.keys)):,} customers")
     chunk = max(1, total // 40)
     for start in range(0, total, chunk):
         end = min(total, start + chunk)
@@ -113,15 +160,17 @@ def main(argv: list[str] | None = None) -> int:
         "EOS_BOOTSTRAP_SERVERS": bootstrap,
         "ORDERS_APPLICATION_ID": app_id,
         "ORDERS_INPUT": source,
+        "ORDERS_CUSTOMERS": customers,
         "ORDERS_OUTPUT": sink,
         "ORDERS_COUNTS": counts_topic,
+        "ORDERS_REGION_COUNTS": regions_topic,
         "ORDERS_STATE_DIR": str(work / "state"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     log_path = work / "workers.log"
-    command = [sys.executable, "-m", "eos.cli", "run", "examples.order_enrichment:app"]
+    command = [sys.executable, "-m", "eos.cli", "run", "examples.order_enrichment:dsl_app"]
     command += ["--workers", str(args.workers)]
-    print(f"running: eos run examples.order_enrichment:app --workers {args.workers}")
+    print(f"running: eos run examples.order_enrichment:dsl_app --workers {args.workers}")
     with open(log_path, "wb") as log:
         supervisor = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
     processing_started = time.monotonic()
@@ -147,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             _bar("processing        ", done, total)
             time.sleep(0.2)
         wait_caught_up(bootstrap, app_id, source, timeout=600)
+        # The per-region counts come from the repartition topic, one step behind the orders.
+        wait_caught_up(bootstrap, app_id, f"{app_id}-orders-per-region-repartition", timeout=600)
         elapsed = time.monotonic() - processing_started
         supervisor.send_signal(signal.SIGTERM)
         code = supervisor.wait(120)
@@ -164,9 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     inputs = read_topic(bootstrap, source)
     outputs = read_topic(bootstrap, sink)
     counts = read_topic(bootstrap, counts_topic)
-    verdict = verify_exactly_once(inputs, outputs, _upper)
+    expected = {r.value: _enriched(r.value, r.key or b"") for r in inputs if r.value is not None}
+    verdict = verify_exactly_once(inputs, outputs, lambda value: expected.get(value or b""))
     keys, bad_keys = _check_counts(inputs, counts)
-    ok = verdict.ok and verdict.inputs == total and bad_keys == 0 and restarted and code == 0
+    regions, bad_regions = _check_counts(inputs, read_topic(bootstrap, regions_topic), _region)
+    ok = (
+        verdict.ok
+        and verdict.inputs == total
+        and bad_keys == 0
+        and bad_regions == 0
+        and restarted
+        and code == 0
+    )
     print()
     print("verification (read_committed consumer)")
     print(f"  inputs              {verdict.inputs:,}")
@@ -174,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  duplicates          {verdict.duplicates}")
     print(f"  lost                {verdict.lost}")
     print(f"  per-key order       {'kept' if not verdict.out_of_order_keys else 'BROKEN'}")
+    print("  enrichment          every order with its customer's tier (customers table join)")
     print(f"  per-key counts      {keys - bad_keys:,}/{keys:,} customers exact (1..N once each)")
+    print(
+        f"  per-region counts   {regions - bad_regions}/{regions} regions exact (1..N once each, "
+        "through a repartition topic)"
+    )
     print(
         f"  crash               worker 0 SIGKILLed, {'restarted' if restarted else 'NOT restarted'}"
     )
@@ -184,9 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  total time          {time.monotonic() - started:.1f}s")
     if ok:
-        print("EXACTLY-ONCE HELD: every order exactly once, every count exact, across a SIGKILL.")
+        print(
+            "EXACTLY-ONCE HELD: every order exactly once and enriched, every count exact, "
+            "across a SIGKILL."
+        )
         return 0
-    print(f"EXACTLY-ONCE VIOLATED: {verdict}; bad count keys {bad_keys}; exit code {code}")
+    print(
+        f"EXACTLY-ONCE VIOLATED: {verdict}; bad count keys {bad_keys}; bad regions "
+        f"{bad_regions}; exit code {code}"
+    )
     return 1
 
 

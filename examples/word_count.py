@@ -1,11 +1,11 @@
 """Word count, exactly once: lines in, ``<word>: <count>`` updates out.
 
-What it shows: a stateful DSL pipeline that re-keys, and the repartition step
-the DSL requires for it. Counting per word needs every occurrence of a word
-in ONE partition (a store partition serves one input partition), but the
-lines arrive keyed by anything (or nothing), so a word's occurrences are
-spread over every partition of ``lines``. The pipeline is therefore two steps
-in one application, ``input_topics=[lines, words]``:
+What it shows: a stateful DSL pipeline that re-keys, with the repartition
+step it needs written out by hand. Counting per word needs every occurrence
+of a word in ONE partition (a store partition serves one input partition),
+but the lines arrive keyed by anything (or nothing), so a word's occurrences
+are spread over every partition of ``lines``. The pipeline is therefore two
+steps in one application, ``input_topics=[lines, words]``:
 
 1. ``stream(lines).flat_map(...)`` splits each line into ``(word, word)``
    records, re-keyed by word, and sends them ``.to(words)``: the producer
@@ -22,8 +22,10 @@ reach ``words`` exactly once, and each word record is counted exactly once.
 A ``Processor`` counting per word directly on ``lines`` would be wrong here:
 it is only correct when the input is already keyed (and so partitioned) by
 word; with lines, one word would get a separate partial count in each
-partition. The DSL refuses that shortcut: ``group_by_key()`` after
-``flat_map`` raises ``ConfigError``.
+partition. The DSL takes the same two steps by itself for ``group_by_key()``
+after ``flat_map`` (or for ``group_by(fn)``), through an internal topic
+``<application_id>-word-counts-repartition`` it creates (see docs/joins.md);
+this example names its repartition topic and reads it as a stream.
 
 See it work end to end on fresh topics with sample text (prints the final
 counts and exits)::

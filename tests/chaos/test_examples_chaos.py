@@ -29,6 +29,7 @@ from eos.testing.helpers import (
     ReadRecord,
     committed_offsets,
     create_topic,
+    produce,
     read_topic,
     unique_name,
     wait_caught_up,
@@ -167,10 +168,20 @@ def _wait_consumed(bootstrap: str, group: str, topic: str, timeout: float = 60.0
         time.sleep(0.25)
 
 
+def _tier(key: bytes | None) -> str:
+    """The tier :func:`_orders_env` gives customer ``key`` (every third has no record)."""
+    i = int((key or b"-0").decode().rsplit("-", 1)[1])
+    return "unknown" if i % 3 == 2 else ("gold", "silver")[i % 2]
+
+
 def _check_orders(bootstrap: str, source: str, sink: str, counts: str) -> tuple[int, int]:
-    """Enriched orders exactly once and per-customer counts exactly 1..N; returns (orders, keys)."""
+    """Enriched orders (upper-cased, with their customer's tier from the customers table)
+    exactly once and per-customer counts exactly 1..N; returns (orders, keys)."""
     inputs = [r for r in read_topic(bootstrap, source) if r.value is not None]
-    verdict = verify_exactly_once(inputs, _read(bootstrap, sink), bytes.upper)
+    enriched = {
+        r.value: (r.value or b"").upper() + f" tier={_tier(r.key)}".encode() for r in inputs
+    }
+    verdict = verify_exactly_once(inputs, _read(bootstrap, sink), lambda v: enriched[v or b""])
     truth = Counter(r.key for r in inputs)
     emitted: dict[bytes | None, list[bytes | None]] = defaultdict(list)
     for record in _read(bootstrap, counts):
@@ -188,9 +199,11 @@ def _check_orders(bootstrap: str, source: str, sink: str, counts: str) -> tuple[
     return verdict.inputs, len(truth)
 
 
-def _wait_split(bootstrap: str, group: str, app: AppProcess, timeout: float = 60.0) -> list[int]:
-    """Block until ``group`` is stable with two members sharing every input partition;
-    returns how many partitions each member owns."""
+def _wait_split(
+    bootstrap: str, group: str, topic: str, app: AppProcess, timeout: float = 60.0
+) -> list[int]:
+    """Block until ``group`` is stable with two members sharing every partition of
+    ``topic``; returns how many of them each member owns."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout
     shares: list[int] = []
@@ -200,7 +213,9 @@ def _wait_split(bootstrap: str, group: str, app: AppProcess, timeout: float = 60
         except KafkaException:
             desc = None  # the group does not exist yet
         if desc is not None and desc.state == ConsumerGroupState.STABLE:
-            shares = sorted(len(m.assignment.topic_partitions) for m in desc.members)
+            shares = sorted(
+                sum(tp.topic == topic for tp in m.assignment.topic_partitions) for m in desc.members
+            )
             if len(shares) == 2 and min(shares) > 0 and sum(shares) == PARTITIONS:
                 return shares
         time.sleep(0.2)
@@ -221,12 +236,26 @@ def _orders(
 
 
 def _orders_env(bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    """The topics of one order_enrichment run; its customers table holds a record for two
+    customers in three (``customer-0000`` to ``customer-0999``), produced first."""
+    customers = create_topic(bootstrap, unique_name("customers"), PARTITIONS)
+    produce(
+        bootstrap,
+        customers,
+        (
+            (f"customer-{i:04d}", json.dumps({"tier": _tier(f"c-{i}".encode()), "region": "r"}))
+            for i in range(1_000)
+            if i % 3 != 2
+        ),
+    )
     return {
         "EOS_BOOTSTRAP_SERVERS": bootstrap,
         "ORDERS_APPLICATION_ID": unique_name("orders"),
         "ORDERS_INPUT": create_topic(bootstrap, unique_name("orders-in"), PARTITIONS),
+        "ORDERS_CUSTOMERS": customers,
         "ORDERS_OUTPUT": create_topic(bootstrap, unique_name("orders-out"), PARTITIONS),
         "ORDERS_COUNTS": create_topic(bootstrap, unique_name("orders-counts"), PARTITIONS),
+        "ORDERS_REGION_COUNTS": create_topic(bootstrap, unique_name("per-region"), PARTITIONS),
         "ORDERS_STATE_DIR": str(tmp_path / "state"),
     }
 
@@ -336,7 +365,9 @@ def test_eos_run_two_workers_finish_and_stop_cleanly_on_sigterm(
         cwd=ROOT,
     ).start()
     try:
-        split = _wait_split(bootstrap, env["ORDERS_APPLICATION_ID"], supervisor)
+        split = _wait_split(
+            bootstrap, env["ORDERS_APPLICATION_ID"], env["ORDERS_INPUT"], supervisor
+        )
         records = _orders(20_000, 500, seed=9)
         started = time.monotonic()
         _Feeder(bootstrap, env["ORDERS_INPUT"], records, seconds=0.0).start().join()
