@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _harness import Measurement, median
+from _join import CUSTOMERS, JOIN, TIERS
 from _windowed import GRACE_MS, STEP_MS, WINDOW_MS, WINDOWED, WINDOWED_KEYS
 
 from eos.config import DEFAULT_MAX_BATCH_RECORDS
@@ -24,6 +25,7 @@ RATIOS = (
     ("eos_stateful", "quixstreams_stateful"),
     ("eos", "eos_alos"),
     ("eos_windowed", "quixstreams_windowed"),
+    ("eos_join", "quixstreams_join"),
 )
 DESCRIPTIONS = {
     "bare": "hand-written confluent-kafka transactional loop (the practical limit)",
@@ -34,6 +36,8 @@ DESCRIPTIONS = {
     "quixstreams_stateful": "quixstreams, exactly-once, count per key (State API, RocksDB)",
     "eos_windowed": "eos, exactly_once_v2, tumbling-window count per key, `.final()`",
     "quixstreams_windowed": "quixstreams, exactly-once, `tumbling_window(...).count().final()`",
+    "eos_join": "eos, exactly_once_v2, stream-table join with a customers table (RocksDB)",
+    "quixstreams_join": 'quixstreams, exactly-once, `join_asof(customers, how="inner")`',
 }
 
 
@@ -139,6 +143,9 @@ def render(
     windowed = any(s.contender in WINDOWED for s in summaries)
     if windowed:
         lines += [_windowed_input(records), ""]
+    join = any(s.contender in JOIN for s in summaries)
+    if join:
+        lines += [_join_input(records), ""]
     lines += [
         "| contender | what | records/s | vs bare | p50 latency ms | p99 latency ms | "
         "peak RSS MiB | outputs exact |",
@@ -174,6 +181,8 @@ def render(
     ]
     if windowed:
         lines += _windowed_measure()
+    if join:
+        lines += _join_measure()
     lines += [
         "- `bare` uses eos's own librdkafka settings (`Config.producer_settings()` and "
         "`consumer_settings()`), so eos/bare is the cost of eos's Python around the same "
@@ -238,6 +247,39 @@ def _windowed_measure() -> list[str]:
     ]
 
 
+def _join_input(records: int) -> str:
+    return (
+        f"Join contenders (`eos_join`, `quixstreams_join`) read their own input: a compacted "
+        f"customers topic of {CUSTOMERS:,} customers (one record each, JSON with one of "
+        f"{len(TIERS)} tiers) and an orders topic of {records:,} orders (~100-byte JSON), "
+        "both keyed by customer id over 4 partitions, co-partitioned (customer c and its orders in "
+        "partition c % 4), every customer record's timestamp before every order's. Each "
+        'order is emitted joined, as `{**order, "tier": customer["tier"]}` under its key '
+        "(see `benchmarks/_join.py`)."
+    )
+
+
+def _join_measure() -> list[str]:
+    return [
+        "- **join**: records/s = orders / (the contender's first joined order -> the output "
+        "of the last order visible to the `read_committed` consumer); the customers are read "
+        "too, but not counted. No latency phase (n/a). **outputs exact**: the output is read "
+        "back after the run and every record compared with its order plus its customer's "
+        "tier: exactly one per order, none other.",
+        "- **the join rule**: eos's `orders.join(customers, ...)` joins each order with the "
+        "table's current value for its key, processing the co-partitioned partitions of both "
+        "topics in timestamp order (Kafka Streams' rule); the table's topic is its changelog. "
+        'quixstreams\' `join_asof(customers, how="inner")` stores the customers in its own '
+        "timestamped store (with a changelog topic of its own) and joins each order with the "
+        "latest customer record at or before the order's timestamp; it also aligns the two "
+        "topics by timestamp. With one customer record per key, older than every order, both "
+        "give the same output. They differ on out-of-order data: a late order (older than "
+        "customer records already processed) gets, from quixstreams, the customer record as "
+        "of its timestamp (or none), from eos the current one; a late customer record (older "
+        "than the latest of its key) becomes eos's current value, but not quixstreams' latest.",
+    ]
+
+
 def ms(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.0f}"
 
@@ -278,7 +320,10 @@ def chart(summaries: Sequence[Summary], path: Path, title: str) -> bool:
 
     names = [s.contender for s in summaries]
     colors = ["#4C72B0" if n.startswith("eos") else "#999999" for n in names]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    # The throughput panel has a bar per contender, the latency panel fewer.
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [max(1, len(names)), 6]}
+    )
     bars = left.bar(names, [s.records_per_s for s in summaries], color=colors)
     left.bar_label(bars, labels=[f"{s.records_per_s:,.0f}" for s in summaries], fontsize=8)
     left.set_ylabel("records/s (higher is better)")
@@ -298,7 +343,10 @@ def chart(summaries: Sequence[Summary], path: Path, title: str) -> bool:
     right.set_ylabel("ms, record timestamp -> visible (lower is better)")
     right.set_title("end-to-end latency (p50 solid, p99 hatched)")
     for axis in (left, right):
-        axis.tick_params(axis="x", labelrotation=25, labelsize=8)
+        axis.tick_params(axis="x", labelrotation=35, labelsize=8)
+        for label in axis.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

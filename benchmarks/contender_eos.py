@@ -7,12 +7,15 @@
 ``eos_stateful``  eos, exactly_once_v2, count per key in a RocksDB store
 ``eos_windowed``  eos, exactly_once_v2, the DSL's tumbling-window count with
                   ``.final()`` (RocksDB window store)
+``eos_join``      eos, exactly_once_v2, the DSL's stream-table join of the orders
+                  (``--inputs``) with the customers table (``--table``, RocksDB)
 
 Stateless contenders emit ``value.upper()`` under the input key; stateful ones
 emit the key's new count (``b"%d"``); the windowed one emits one final count
-per (key, window) as ``{"start", "end", "n"}`` JSON under the key. Each runs
-until SIGTERM, commits what it processed, and prints ``_result.print_result``
-as its last stdout line.
+per (key, window) as ``{"start", "end", "n"}`` JSON under the key; the join
+emits ``{**order, "tier": customer["tier"]}`` JSON under the order's key. Each
+runs until SIGTERM, commits what it processed, and prints
+``_result.print_result`` as its last stdout line.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from _result import print_result
 
-CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed")
+CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join")
 
 
 def run_bare(args: argparse.Namespace) -> float | None:
@@ -189,6 +193,35 @@ def run_eos_windowed(args: argparse.Namespace) -> float | None:
     return first[0] if first else None
 
 
+def run_eos_join(args: argparse.Namespace) -> float | None:
+    """eos's DSL: ``orders.join(customers_table, joiner).to(output)``."""
+    import eos
+
+    first: list[float] = []
+
+    def joiner(order: Any, customer: Any) -> dict[str, Any]:
+        if not first:  # the first joined order (the table's records reach no joiner)
+            first.append(time.time())
+        return {**order, "tier": customer["tier"]}
+
+    builder = eos.StreamBuilder()
+    customers = builder.table(args.table, store="customers")
+    orders = builder.stream(args.inputs)
+    orders.join(customers, joiner).to(args.output)
+    app = eos.Application(
+        application_id=args.group,
+        bootstrap_servers=args.bootstrap_servers,
+        processor=builder.build(),
+        key_serde="string",
+        value_serde="json",
+        processing_guarantee="exactly_once_v2",
+        commit_interval_ms=args.commit_interval_ms,
+        state_dir=args.state_dir,
+    )
+    app.run()  # until SIGTERM
+    return first[0] if first else None
+
+
 def _scrape_periodically(registry: object, interval_s: float) -> None:
     """Render the registry as a Prometheus scrape would, on a daemon thread."""
     import threading
@@ -238,9 +271,10 @@ def main() -> int:
     parser.add_argument("--py-spy", help="sample the run with py-spy into this raw file")
     parser.add_argument("--window-ms", type=int, default=60_000, help="windowed: window size")
     parser.add_argument("--grace-ms", type=int, default=0, help="windowed: grace period")
+    parser.add_argument("--table", help="join: the customers table topic")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    runs = {"bare": run_bare, "eos_windowed": run_eos_windowed}
+    runs = {"bare": run_bare, "eos_windowed": run_eos_windowed, "eos_join": run_eos_join}
     run = runs.get(args.contender, run_eos)
     if args.py_spy:
         first = _with_py_spy(run, args)

@@ -5,6 +5,12 @@
 ``quixstreams_windowed``  the same, ``tumbling_window(...).count().final()``: one
                           final count per (key, window), as
                           ``{"start", "end", "n"}`` JSON under the key
+``quixstreams_join``      the same, ``orders.join_asof(customers, how="inner")``:
+                          each order (``--inputs``) joined with the latest record
+                          of its customer (``--table``) at or before the order's
+                          timestamp, from quixstreams' own store of the customers
+                          (RocksDB, with its changelog topic), as
+                          ``{**order, "tier": customer["tier"]}`` JSON
 
 Same inputs, outputs and commit interval as the eos contenders (quixstreams'
 ``commit_interval`` is in seconds). The windowed contender closes windows by
@@ -28,7 +34,7 @@ import time
 
 from _result import print_result
 
-CONTENDERS = ("quixstreams", "quixstreams_stateful", "quixstreams_windowed")
+CONTENDERS = ("quixstreams", "quixstreams_stateful", "quixstreams_windowed", "quixstreams_join")
 
 
 def main() -> int:
@@ -47,6 +53,7 @@ def main() -> int:
         "--closing-strategy", choices=("partition", "key"), default="partition",
         help="windowed: final(closing_strategy=...)",
     )  # fmt: skip
+    parser.add_argument("--table", help="join: the customers topic")
     parser.add_argument(
         "--consumer-config", action="append", default=[], metavar="KEY=VALUE",
         help="extra librdkafka consumer setting (default: quixstreams' own)",
@@ -62,6 +69,7 @@ def main() -> int:
             first.append(time.time())
 
     windowed = args.contender == "quixstreams_windowed"
+    join = args.contender == "quixstreams_join"
     app = Application(
         broker_address=args.bootstrap_servers,
         consumer_group=args.group,
@@ -81,7 +89,9 @@ def main() -> int:
         on_message_processed=on_message_processed if windowed else None,
     )
     output = app.topic(
-        args.output, key_serializer="bytes", value_serializer="json" if windowed else "bytes"
+        args.output,
+        key_serializer="str" if join else "bytes",
+        value_serializer="json" if windowed or join else "bytes",
     )
 
     def upper(value: bytes) -> bytes:
@@ -96,21 +106,36 @@ def main() -> int:
         state.set("count", n)  # type: ignore[attr-defined]
         return b"%d" % n
 
-    for name in args.inputs.split(","):
-        topic = app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
-        sdf = app.dataframe(topic)
-        if windowed:
-            sdf = (
-                sdf.tumbling_window(duration_ms=args.window_ms, grace_ms=args.grace_ms)
-                .count()
-                .final(closing_strategy=args.closing_strategy)
-                .apply(lambda w: {"start": w["start"], "end": w["end"], "n": w["value"]})
-            )
-        elif args.contender == "quixstreams_stateful":
-            sdf = sdf.apply(count, stateful=True)
-        else:
-            sdf = sdf.apply(upper)
-        sdf.to_topic(output)
+    def joiner(order: dict[str, object], customer: dict[str, object]) -> dict[str, object]:
+        if not first:  # the first joined order (the customers reach no joiner)
+            first.append(time.time())
+        return {**order, "tier": customer["tier"]}
+
+    if join:
+        # Keys as str on both sides: quixstreams looks the customer up by the order's key.
+        orders = app.dataframe(
+            app.topic(args.inputs, key_deserializer="str", value_deserializer="json")
+        )
+        customers = app.dataframe(
+            app.topic(args.table, key_deserializer="str", value_deserializer="json")
+        )
+        orders.join_asof(customers, how="inner", on_merge=joiner, name="customers").to_topic(output)
+    else:
+        for name in args.inputs.split(","):
+            topic = app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
+            sdf = app.dataframe(topic)
+            if windowed:
+                sdf = (
+                    sdf.tumbling_window(duration_ms=args.window_ms, grace_ms=args.grace_ms)
+                    .count()
+                    .final(closing_strategy=args.closing_strategy)
+                    .apply(lambda w: {"start": w["start"], "end": w["end"], "n": w["value"]})
+                )
+            elif args.contender == "quixstreams_stateful":
+                sdf = sdf.apply(count, stateful=True)
+            else:
+                sdf = sdf.apply(upper)
+            sdf.to_topic(output)
     if args.profile:
         import cProfile
 

@@ -12,6 +12,7 @@ Usage::
     python benchmarks/hot_path_profile.py --contender eos --records 200000
     python benchmarks/hot_path_profile.py --contender eos_stateful --records 200000
     python benchmarks/hot_path_profile.py --contender eos_windowed --records 200000
+    python benchmarks/hot_path_profile.py --contender eos_join --records 200000
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import BENCH_DIR, DEFAULT_KEYS, Measurement, Spec, measure, prepare_input
+from _join import JOIN, measure_join, prepare_join_input
 from _windowed import WINDOWED, measure_windowed, prepare_windowed_input
 
 _LINE = re.compile(r":\d+\)$")
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--contender",
         default="eos",
-        choices=("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed"),
+        choices=("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join"),
     )
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--commit-interval-ms", type=int, default=100)
@@ -98,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
             spec,
             bootstrap=args.bootstrap_servers,
             workload=workload,
+            commit_interval_ms=args.commit_interval_ms,
+            run_id=uuid.uuid4().hex[:6],
+            timeout_s=max(120.0, args.records / 2000),
+        )
+    elif args.contender in JOIN:
+        join, _, _ = prepare_join_input(args.bootstrap_servers, args.records)
+        m = measure_join(
+            spec,
+            bootstrap=args.bootstrap_servers,
+            workload=join,
             commit_interval_ms=args.commit_interval_ms,
             run_id=uuid.uuid4().hex[:6],
             timeout_s=max(120.0, args.records / 2000),

@@ -1,29 +1,32 @@
 """Benchmark: eos against a bare confluent-kafka loop, at-least-once and quixstreams.
 
 Contenders (stateless ``value.upper()``; stateful count per key; windowed
-count per key and 60 s tumbling window, final results only):
+count per key and 60 s tumbling window, final results only; join: orders
+enriched with their customer's tier from a customers table):
 
 - ``bare``: a minimal hand-written exactly-once loop on confluent-kafka
   (consume a batch, produce, send offsets, commit every commit interval);
 - ``eos`` (exactly_once_v2), ``eos_alos`` (at_least_once), ``eos_stateful``,
-  ``eos_windowed``;
-- ``quixstreams``, ``quixstreams_stateful``, ``quixstreams_windowed``
-  (exactly-once), installed into their own virtualenv ``benchmarks/.venv-quix``
-  (made on first use).
+  ``eos_windowed``, ``eos_join`` (stream-table join);
+- ``quixstreams``, ``quixstreams_stateful``, ``quixstreams_windowed``,
+  ``quixstreams_join`` (``join_asof``) (exactly-once), installed into their own
+  virtualenv ``benchmarks/.venv-quix`` (made on first use).
 
 The inputs are produced once per run (or reused from an earlier run when the
 topic already holds exactly them): one for the windowed contenders, with event
-timestamps (``_windowed.py``), one for the others. Each contender run is
-measured by ``_harness.measure`` (throughput on the backlog, then latency at a
-fixed rate; see there) or, windowed, by ``_windowed.measure_windowed``
-(throughput, and every final count checked against the input). Writes
+timestamps (``_windowed.py``), an orders and a customers topic for the join
+contenders (``_join.py``), one for the others. Each contender run is measured
+by ``_harness.measure`` (throughput on the backlog, then latency at a fixed
+rate; see there), windowed by ``_windowed.measure_windowed`` (throughput, and
+every final count checked against the input), join by ``_join.measure_join``
+(throughput, and every joined order checked). Writes
 ``docs/benchmarks.md`` and ``docs/benchmarks.png`` and ends with one line of
 throughput ratios, ``n/a`` where a contender did not run (one line in the
 output, wrapped here)::
 
     RATIO eos/bare=0.93 eos/quixstreams=2.40
           eos_stateful/quixstreams_stateful=2.10 eos/eos_alos=0.88
-          eos_windowed/quixstreams_windowed=2.20
+          eos_windowed/quixstreams_windowed=2.20 eos_join/quixstreams_join=2.00
 
 Usage::
 
@@ -56,12 +59,18 @@ from _harness import (
     measure,
     prepare_input,
 )
+from _join import JOIN, JoinInput, measure_join, prepare_join_input
 from _windowed import WINDOWED, WindowedInput, measure_windowed, prepare_windowed_input
 
 QUIX_VENV = BENCH_DIR / ".venv-quix"
 QUIX_REQUIREMENT = "quixstreams>=3,<4"
-EOS_CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed")
-QUIX_CONTENDERS = ("quixstreams", "quixstreams_stateful", "quixstreams_windowed")
+EOS_CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join")
+QUIX_CONTENDERS = (
+    "quixstreams",
+    "quixstreams_stateful",
+    "quixstreams_windowed",
+    "quixstreams_join",
+)
 ORDER = (
     "bare",
     "eos",
@@ -71,6 +80,8 @@ ORDER = (
     "quixstreams_stateful",
     "eos_windowed",
     "quixstreams_windowed",
+    "eos_join",
+    "quixstreams_join",
 )
 
 
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = specs(names, quix)
         topic = ""
-        if any(spec.name not in WINDOWED for spec in runs):
+        if any(spec.name not in (*WINDOWED, *JOIN) for spec in runs):
             topic, reused, seconds = prepare_input(bootstrap, records, args.keys)
             made = "reused" if reused else f"produced in {seconds:.1f} s"
             print(f"input {topic}: {made}", flush=True)
@@ -189,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"(key, window) counts expected ({seconds:.1f} s)",
                 flush=True,
             )
+        join: JoinInput | None = None
+        if any(spec.name in JOIN for spec in runs):
+            join, reused, seconds = prepare_join_input(bootstrap, records)
+            made = "reused" if reused else f"produced in {seconds:.1f} s"
+            print(f"join input {join.orders} and {join.customers}: {made}", flush=True)
         results: list[Measurement] = []
         run_id = uuid.uuid4().hex[:6]
         for rep in range(repeat):
@@ -199,6 +215,16 @@ def main(argv: list[str] | None = None) -> int:
                         spec,
                         bootstrap=bootstrap,
                         workload=windowed,
+                        commit_interval_ms=args.commit_interval_ms,
+                        run_id=f"{run_id}-{rep}",
+                        timeout_s=max(120.0, records / 2000),
+                    )
+                elif spec.name in JOIN:
+                    assert join is not None
+                    m = measure_join(
+                        spec,
+                        bootstrap=bootstrap,
+                        workload=join,
                         commit_interval_ms=args.commit_interval_ms,
                         run_id=f"{run_id}-{rep}",
                         timeout_s=max(120.0, records / 2000),

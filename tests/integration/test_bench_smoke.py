@@ -41,8 +41,8 @@ RUN = BENCHMARK.parent / "run.py"
 
 def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     """benchmarks/run.py --records 2000 --skip-quix runs bare, eos, eos_alos,
-    eos_stateful and eos_windowed to completion with exact outputs, writes its table
-    (and chart, when matplotlib is installed) and ends with the RATIO line."""
+    eos_stateful, eos_windowed and eos_join to completion with exact outputs, writes its
+    table (and chart, when matplotlib is installed) and ends with the RATIO line."""
     import importlib.util
 
     output = tmp_path / "benchmarks.md"
@@ -59,11 +59,11 @@ def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     assert re.fullmatch(
         r"RATIO eos/bare=\d+\.\d\d eos/quixstreams=n/a "
         r"eos_stateful/quixstreams_stateful=n/a eos/eos_alos=\d+\.\d\d"
-        r" eos_windowed/quixstreams_windowed=n/a",
+        r" eos_windowed/quixstreams_windowed=n/a eos_join/quixstreams_join=n/a",
         last,
     ), last
     table = output.read_text()
-    for contender in ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed"):
+    for contender in ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join"):
         assert re.search(rf"^\| {contender} \| .*\| yes \|$", table, re.MULTILINE), contender
     assert "outputs not exactly one per input" not in proc.stderr
     if chart is not None:
