@@ -288,6 +288,44 @@ class Measurement:
         return self.outputs == self.expected_outputs and self.wrong == 0
 
 
+def backlog_measurement(
+    name: str,
+    records: int,
+    expected: int,
+    reader: OutputReader,
+    result: dict[str, Any],
+    *,
+    what: str,
+    wrong: int,
+    examples: list[str],
+) -> Measurement:
+    """The throughput of a contender measured on its backlog only (no latency phase):
+    ``records`` inputs from its first consumed record until the last of ``expected``
+    outputs was visible; warns on stderr when the output was not exact."""
+    if wrong or reader.count != expected:
+        print(
+            f"  warning: {name}: {reader.count:,} outputs for {expected:,} {what}, "
+            f"{wrong:,} wrong: {'; '.join(examples)}",
+            file=sys.stderr,
+        )
+    assert reader.backlog_done_at is not None
+    seconds = reader.backlog_done_at - result["first_consumed"]
+    return Measurement(
+        contender=name,
+        records=records,
+        seconds=seconds,
+        records_per_s=records / seconds,
+        latency_p50_ms=float("nan"),
+        latency_p99_ms=float("nan"),
+        latency_samples=0,
+        maxrss_mib=float(result["maxrss_mib"]),
+        outputs=reader.count,
+        expected_outputs=expected,
+        wrong=wrong,
+        extra={k: v for k, v in result.items() if k not in ("first_consumed", "maxrss_mib")},
+    )
+
+
 @dataclass
 class Spec:
     """How to start a contender: ``argv`` gets the common arguments appended."""

@@ -36,7 +36,6 @@ record compared with the order it must come from, plus the customer's tier.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +49,7 @@ from _harness import (
     Spec,
     _end_offsets,
     _values,
+    backlog_measurement,
     clean_up,
     contender_argv,
     delete_topics,
@@ -257,26 +257,14 @@ def measure_join(
         log_path=LOG_DIR / f"{tag}.log",
     )
     wrong, examples = check_output(bootstrap, output, workload.records, reader.count)
-    if wrong or reader.count != workload.records:
-        print(
-            f"  warning: {spec.name}: {reader.count:,} outputs for {workload.records:,} "
-            f"orders, {wrong:,} wrong: {'; '.join(examples)}",
-            file=sys.stderr,
-        )
-    assert reader.backlog_done_at is not None
-    seconds = reader.backlog_done_at - result["first_consumed"]
     clean_up(bootstrap, [output], group, state_dir)
-    return Measurement(
-        contender=spec.name,
-        records=workload.records,
-        seconds=seconds,
-        records_per_s=workload.records / seconds,
-        latency_p50_ms=float("nan"),
-        latency_p99_ms=float("nan"),
-        latency_samples=0,
-        maxrss_mib=float(result["maxrss_mib"]),
-        outputs=reader.count,
-        expected_outputs=workload.records,
+    return backlog_measurement(
+        spec.name,
+        workload.records,
+        workload.records,
+        reader,
+        result,
+        what="orders",
         wrong=wrong,
-        extra={k: v for k, v in result.items() if k not in ("first_consumed", "maxrss_mib")},
+        examples=examples,
     )

@@ -34,7 +34,6 @@ There is no latency phase: a final count waits for its window to close
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import uuid
@@ -48,6 +47,7 @@ from _harness import (
     Spec,
     _end_offsets,
     _values,
+    backlog_measurement,
     clean_up,
     contender_argv,
     delete_topics,
@@ -290,26 +290,14 @@ def measure_windowed(
         log_path=LOG_DIR / f"{tag}.log",
     )
     wrong, examples = reader.wrong()
-    if wrong or reader.count != len(workload.expected):
-        print(
-            f"  warning: {spec.name}: {reader.count:,} outputs for {len(workload.expected):,} "
-            f"closed windows, {wrong} wrong: {'; '.join(examples)}",
-            file=sys.stderr,
-        )
-    assert reader.backlog_done_at is not None
-    seconds = reader.backlog_done_at - result["first_consumed"]
     clean_up(bootstrap, [output], group, state_dir)
-    return Measurement(
-        contender=spec.name,
-        records=workload.records,
-        seconds=seconds,
-        records_per_s=workload.records / seconds,
-        latency_p50_ms=float("nan"),
-        latency_p99_ms=float("nan"),
-        latency_samples=0,
-        maxrss_mib=float(result["maxrss_mib"]),
-        outputs=reader.count,
-        expected_outputs=len(workload.expected),
+    return backlog_measurement(
+        spec.name,
+        workload.records,
+        len(workload.expected),
+        reader,
+        result,
+        what="closed windows",
         wrong=wrong,
-        extra={k: v for k, v in result.items() if k not in ("first_consumed", "maxrss_mib")},
+        examples=examples,
     )
