@@ -70,6 +70,19 @@ def ensure_changelog_topics(
         counts[topic] = len(meta.partitions)
     if len(set(counts.values())) != 1:
         listing = ", ".join(f"{t}={n}" for t, n in counts.items())
+        internal = f"{application_id}-"
+        for topic, n in counts.items():
+            if topic.startswith(internal) and topic.endswith("-repartition"):
+                others = sorted({c for t, c in counts.items() if t != topic})
+                raise ConfigError(
+                    f"repartition topic {topic!r} has {n} partition(s) but the other input "
+                    f"topics have {others}: an application with state stores needs one "
+                    "partition count on all its input topics, its repartition topics included "
+                    "(a store does not have a partition count of its own yet). Leave "
+                    "partitions= out of group_by()/repartition() to use the input topics' "
+                    f"count, or delete {topic!r} if it was created with another ({listing})",
+                    "input.topics",
+                )
         for topic, store in (tables or {}).items():
             others = [t for t in counts if t != topic and counts[t] != counts[topic]]
             if others:

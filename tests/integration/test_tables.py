@@ -258,3 +258,24 @@ def test_a_global_table_is_loaded_before_processing_and_kept_up_to_date(
     assert first == {"o1": 10}
     ids = [json.loads(r.value or b"")["id"] for r in read_topic(bootstrap, output)]
     assert "o2" not in ids  # inner join: no product, no output
+
+
+def test_a_repartition_with_its_own_partition_count_before_a_store_is_refused(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """A store needs one partition count on every input topic, repartition topics included:
+    group_by(partitions=N) with N other than the input's is refused at start-up, naming it."""
+    orders = create_topic(bootstrap, unique_name("orders"), 2)
+    builder = eos.StreamBuilder()
+    builder.stream(orders).group_by(lambda _k, v: v["region"], partitions=3).count(store="n")
+    app = eos.Application(
+        application_id=unique_name("repartition-count"),
+        bootstrap_servers=bootstrap,
+        processor=builder.build(),
+        value_serde="json",
+        state_dir=str(tmp_path / "state"),
+    )
+    with pytest.raises(eos.ConfigError) as caught:
+        app.run()
+    assert f"{app.config.application_id}-n-repartition" in str(caught.value)
+    assert "partitions=" in str(caught.value)

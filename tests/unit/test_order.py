@@ -147,3 +147,27 @@ def test_max_task_idle_ms_is_a_setting(tmp_path: Path) -> None:
         "application.id=a\nbootstrap.servers=b:9092\ninput.topics=t\nmax.task.idle.ms=250\n"
     )
     assert Config.from_properties(path).max_task_idle_ms == 250
+
+
+@pytest.mark.parametrize(
+    ("settings", "refused"),
+    [
+        ({}, False),  # librdkafka's default: range first
+        ({"partition.assignment.strategy": "cooperative-sticky"}, True),
+        ({"group.protocol": "consumer"}, True),  # the broker's default assignor: uniform
+        ({"group.protocol": "consumer", "group.remote.assignor": "range"}, False),
+    ],
+)
+def test_co_partitioned_inputs_need_an_assignor_that_keeps_partition_p_together(
+    settings: dict[str, str], refused: bool
+) -> None:
+    """Partition p of a stream and of its table must go to one instance: only the range
+    assignors guarantee it, so anything else is refused at start-up, naming the fix."""
+    from eos.state.manager import _check_assignor
+
+    if refused:
+        with pytest.raises(eos.ConfigError, match="range"):
+            _check_assignor(["orders", "customers"], settings)
+    else:
+        _check_assignor(["orders", "customers"], settings)
+    _check_assignor(["orders"], settings)  # one input topic: any assignor
