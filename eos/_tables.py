@@ -36,14 +36,16 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from eos._batch import TP, Assignment
 from eos._order import TimestampOrder
 from eos.config import ClientValue, Config
+from eos.errors import StateError
 from eos.serde import Serde
 from eos.state.base import Store
+from eos.state.changelog import stall_timeout
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -196,13 +198,26 @@ class Tables:
 
         Runs between polls, with no transaction open; waits while a former
         owner's transactional offsets are pending (the broker resolves them
-        when it aborts or completes that transaction).
+        when it aborts or completes that transaction), at most the restore's
+        stall timeout.
+
+        Raises:
+            StateError: The offsets could not be read in that time (the
+                restore cannot know where the table ends; nothing was applied).
         """
         consumer = self._consumer
         if consumer is None:
-            return {}
-        timeout = max(30.0, self._config.transaction_timeout_ms / 1000.0 + 30.0)
-        found = consumer.committed([KafkaTopicPartition(t, p) for t, p in tps], timeout=timeout)
+            raise RuntimeError("tables restored before the group consumer exists")
+        timeout = stall_timeout(self._config.transaction_timeout_ms)
+        try:
+            found = consumer.committed([KafkaTopicPartition(t, p) for t, p in tps], timeout=timeout)
+        except KafkaException as exc:
+            raise StateError(
+                f"cannot read the group's committed offsets of table partitions "
+                f"{', '.join(f'{t}[{p}]' for t, p in tps)} within {timeout:.0f}s ({exc}): a "
+                "table is restored up to them. Start the instance again once the cluster "
+                "answers"
+            ) from exc
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
     def purge(self, admin: AdminClient | None, now: float) -> None:

@@ -280,10 +280,12 @@ class StoreManager:
         """
         finished: list[RestoreTask] = []
         if self._pending:
+            tables = [t for t in self._pending if t.store in self._tables]
+            committed = (
+                self.committed_offsets([(t.topic, t.partition) for t in tables]) if tables else {}
+            )
             pending, self._pending = self._pending, []
-            tables = [t for t in pending if t.store in self._tables]
             if tables:
-                committed = self.committed_offsets([(t.topic, t.partition) for t in tables])
                 for task in tables:
                     # No committed offset: the group reads the topic from its start,
                     # so the table starts empty.

@@ -73,10 +73,10 @@ def ensure_changelog_topics(
         internal = f"{application_id}-"
         for topic, n in counts.items():
             if topic.startswith(internal) and topic.endswith("-repartition"):
-                others = sorted({c for t, c in counts.items() if t != topic})
+                elsewhere = sorted({c for t, c in counts.items() if t != topic})
                 raise ConfigError(
                     f"repartition topic {topic!r} has {n} partition(s) but the other input "
-                    f"topics have {others}: an application with state stores needs one "
+                    f"topics have {elsewhere}: an application with state stores needs one "
                     "partition count on all its input topics, its repartition topics included "
                     "(a store does not have a partition count of its own yet). Leave "
                     "partitions= out of group_by()/repartition() to use the input topics' "
