@@ -711,12 +711,16 @@ class Engine:
         self.outputs.poll(0.05)
 
     def _store_lookup(self, name: str, partition: int) -> Any:
+        stores = self.committer.stores
+        if stores is not None:
+            try:
+                return stores.get(name, partition)  # the per-record path: nothing in front
+            except ConfigError:
+                if not self.tables.is_global(name):
+                    raise
         if self.tables.is_global(name):
             return self.tables.view(name)
-        stores = self.committer.stores
-        if stores is None:
-            raise undeclared_store(name, type(self.processor).__name__, [])
-        return stores.get(name, partition)
+        raise undeclared_store(name, type(self.processor).__name__, [])
 
 
 class ConsumerFailed(Exception):
