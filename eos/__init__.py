@@ -19,12 +19,13 @@ from eos.errors import (
     EosError,
     ProcessingError,
     ProducerFencedError,
+    RecordTimeout,
     SerializationError,
     StateError,
     TimerError,
     TransactionError,
 )
-from eos.processor import Context, Processor
+from eos.processor import AsyncProcessor, Context, Processor
 from eos.record import Record, TopicPartition
 from eos.serde import BytesSerde, JsonSerde, Serde, StringSerde
 from eos.state.base import Store
@@ -41,6 +42,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "AppState",
     "Application",
+    "AsyncProcessor",
     "BytesSerde",
     "Config",
     "ConfigError",
@@ -55,6 +57,7 @@ __all__ = [
     "Processor",
     "ProducerFencedError",
     "Record",
+    "RecordTimeout",
     "Serde",
     "SerializationError",
     "SessionWindows",

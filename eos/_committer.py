@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
@@ -118,6 +118,10 @@ class Committer:
         self.time: TimeKeeper | None = None
         self.order: TimestampOrder | None = None
         self.failed = False
+        # An async processor's records in flight: finished before a commit
+        # (False: a failed record aborted the batch instead), cancelled on an abort.
+        self.settle: Callable[[], bool] | None = None
+        self.reset: Callable[[], None] | None = None
         self._attempts = 0
         self._commits_with_writes = 0
 
@@ -147,6 +151,8 @@ class Committer:
             raise RuntimeError("commit after the run failed")
         if not self.open:
             return True
+        if self.settle is not None and not self.settle():
+            return False
         batch = self.batch
         started = time.monotonic()
         self._attempts += 1
@@ -245,6 +251,8 @@ class Committer:
 
     def _drop_batch(self, unprocessed: Sequence[Any]) -> None:
         """Drop overlays and failures, rewind, forget the batch."""
+        if self.reset is not None:
+            self.reset()
         if self.stores is not None:
             self.stores.abort()
         if self.time is not None:
@@ -290,6 +298,11 @@ class Committer:
                 self.guarantee.abort()
         except Exception as exc:
             log.warning("aborting the open transaction after the failure failed: %s", exc)
+        if self.reset is not None:
+            try:
+                self.reset()
+            except Exception as exc:
+                log.warning("cancelling the records in flight after the failure failed: %s", exc)
         if self.stores is not None:
             self.stores.abort()
         if self.time is not None:

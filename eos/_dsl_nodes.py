@@ -9,7 +9,8 @@ flows between them for the user's code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from eos.errors import ConfigError
@@ -22,15 +23,18 @@ if TYPE_CHECKING:
 __all__ = [
     "MISSING",
     "Aggregate",
+    "AsyncNode",
     "Branch",
     "CallProcessor",
     "Filter",
+    "FilterAsync",
     "FlatMap",
     "FlatMapValues",
     "GroupAnchor",
     "Join",
     "Map",
     "MapValues",
+    "MapValuesAsync",
     "Node",
     "Pass",
     "Peek",
@@ -103,6 +107,50 @@ class MapValues(Node):
         new_value = self.fn(value)
         for child in self.children:
             child.push(key, new_value, ctx)
+
+
+_PENDING: ContextVar[list[tuple[AsyncNode, object, object]]] = ContextVar("eos_dsl_pending")
+"""The async steps reached by the current record's synchronous part, awaited in order
+by :class:`~eos._dsl_topology.AsyncDslProcessor` (one list per record's task)."""
+
+
+class AsyncNode(Node):
+    """An async step: ``push`` queues it; the topology awaits ``run`` after the
+    record's synchronous steps, then ``run`` pushes to the children."""
+
+    __slots__ = ()
+
+    def push(self, key: object, value: object, ctx: Context) -> None:
+        _PENDING.get().append((self, key, value))
+
+    async def run(self, key: object, value: object, ctx: Context) -> None:
+        raise NotImplementedError
+
+
+class MapValuesAsync(AsyncNode):
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], Awaitable[object]]) -> None:
+        super().__init__(False)
+        self.fn = fn
+
+    async def run(self, key: object, value: object, ctx: Context) -> None:
+        new_value = await self.fn(value)
+        for child in self.children:
+            child.push(key, new_value, ctx)
+
+
+class FilterAsync(AsyncNode):
+    __slots__ = ("predicate",)
+
+    def __init__(self, predicate: Callable[[Any, Any], Awaitable[object]]) -> None:
+        super().__init__(False)
+        self.predicate = predicate
+
+    async def run(self, key: object, value: object, ctx: Context) -> None:
+        if await self.predicate(key, value):
+            for child in self.children:
+                child.push(key, value, ctx)
 
 
 class FlatMap(Node):

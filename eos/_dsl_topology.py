@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eos._dsl_joins import REPARTITION_SERDE, Repartition, TopicClaims
-from eos._dsl_nodes import Node, Pass, Sink, repartition_topic
+from eos._dsl_nodes import _PENDING, AsyncNode, Node, Pass, Sink, repartition_topic
 from eos.errors import ConfigError
-from eos.processor import Context, Processor
+from eos.processor import AsyncProcessor, Context, Processor, defines_on_timer
 from eos.record import Record, TopicPartition
 from eos.serde import Serde, resolve_serde
 from eos.state.base import Store
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from eos.state.global_table import GlobalStore
 
 __all__ = [
+    "AsyncDslProcessor",
     "DslProcessor",
     "InputSerdes",
     "Topology",
@@ -59,6 +60,9 @@ class Topology:
         self.processors: list[Processor] = []
         self.claims = TopicClaims(self.sources)
         self._sink_nodes: list[Sink] = []
+        self.is_async = False
+        """A step is async (``map_values_async``, ``filter_async``): the topology
+        compiles to an :class:`AsyncDslProcessor`."""
 
     def source(
         self, topic: str, key_serde: str | Serde | None, value_serde: str | Serde | None
@@ -158,7 +162,8 @@ class Topology:
                 sinks[topic] = (k or key_serde, v or value_serde)
         for sink in self._sink_nodes:
             sink.key_serde, sink.value_serde = sinks[sink.topic]
-        return DslProcessor(
+        compiled = AsyncDslProcessor if self.is_async else DslProcessor
+        return compiled(
             dict(self.sources),
             sinks,
             dict(self.source_serdes),
@@ -217,7 +222,7 @@ class DslProcessor(Processor):
         self.topics = _source_topics(sources, stores)
         self._routes: dict[str, Node] = dict(sources)
         self._bound: list[str] = []
-        timed = [p for p in processors if type(p).on_timer is not Processor.on_timer]
+        timed = [p for p in processors if defines_on_timer(p)]
         if len(timed) > 1:
             raise ConfigError(
                 "more than one processor given to Stream.process() defines on_timer "
@@ -292,6 +297,26 @@ class DslProcessor(Processor):
     def close(self) -> None:
         for processor in self.processors:
             processor.close()
+
+
+class AsyncDslProcessor(DslProcessor, AsyncProcessor):  # type: ignore[misc]
+    """A topology with async steps: each record's synchronous steps run at once, its
+    async steps are awaited in the order they were reached (then their children run).
+
+    Run like any :class:`~eos.processor.AsyncProcessor`: up to ``max_in_flight``
+    records at once, in order per key.
+    """
+
+    async def process(self, record: Record, ctx: Context) -> None:  # type: ignore[override]
+        pending: list[tuple[AsyncNode, object, object]] = []
+        token = _PENDING.set(pending)
+        try:
+            DslProcessor.process(self, record, ctx)
+            while pending:
+                node, key, value = pending.pop(0)
+                await node.run(key, value, ctx)
+        finally:
+            _PENDING.reset(token)
 
 
 # -- what an application of a processor consumes --------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 
 from eos._time_store import RESERVED_PREFIX
 from eos.errors import ConfigError
-from eos.processor import Processor
+from eos.processor import AsyncProcessor, Processor
 from eos.state.base import Store
 from eos.state.global_table import GlobalStore
 
@@ -52,19 +52,31 @@ def check_processor(processor: object) -> None:
         )
     cls = type(processor)
     name = cls.__name__
-    if cls.process is Processor.process:
+    if cls.process in (Processor.process, AsyncProcessor.process):
+        prefix = "async " if isinstance(processor, AsyncProcessor) else ""
         raise ConfigError(
-            f"{name} does not implement process(self, record, ctx); eos calls it once per "
-            "input record",
+            f"{name} does not implement {prefix}process(self, record, ctx); eos calls it once "
+            "per input record",
             "processor",
         )
+    if isinstance(processor, AsyncProcessor):
+        if not inspect.iscoroutinefunction(cls.process):
+            raise ConfigError(
+                f"{name} is an eos.AsyncProcessor, so its process must be an async def "
+                "(subclass eos.Processor for a plain def process)",
+                "processor",
+            )
+        declared = _check_stores(name, processor.stores)
+        _check_store_names(cls, declared)
+        return
     for hook in _HOOKS:
         function = getattr(cls, hook, None)
         if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
             raise ConfigError(
-                f"{name}.{hook} is an async def: eos calls processor hooks synchronously and "
-                f"would never await it (the record would be committed unprocessed). Make "
-                f"{hook} a plain def",
+                f"{name}.{hook} is an async def: eos calls an eos.Processor's hooks "
+                f"synchronously and would never await it (the record would be committed "
+                f"unprocessed). Subclass eos.AsyncProcessor instead (see docs/async.md), or "
+                f"make {hook} a plain def",
                 "processor",
             )
     declared = _check_stores(name, processor.stores)

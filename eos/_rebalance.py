@@ -210,7 +210,7 @@ class RebalanceListener:
             for tp in tps
             if tp in self.assignment.assigned and tp not in self.assignment.restoring
         ]
-        steps: list[tuple[str, Callable[[], None]]] = []
+        steps: list[tuple[str, Callable[[], object]]] = []
         if self.time is not None:
             keeper = self.time
             steps.append(("forgetting their time", lambda: keeper.revoked(tps)))

@@ -73,14 +73,10 @@ log = logging.getLogger("eos.time")
 def uses_time(processor: Processor) -> bool:
     """Whether ``processor`` needs persisted stream time: it defines ``on_timer``
     (or says so, as a DSL topology does) or declares a time-driven store."""
-    from eos.processor import Processor
+    from eos.processor import defines_on_timer
 
     declared = getattr(processor, "uses_timers", None)
-    timers = (
-        bool(declared)
-        if declared is not None
-        else type(processor).on_timer is not Processor.on_timer
-    )
+    timers = bool(declared) if declared is not None else defines_on_timer(processor)
     return timers or any(getattr(s, "time_driven", False) for s in processor.stores)
 
 
@@ -136,6 +132,8 @@ class TimeKeeper:
         begin: Callable[[], None],
     ) -> None:
         self.processor = processor
+        # An async processor's punctuations return coroutines: the engine awaits them here.
+        self.complete: Callable[[object], object] = _as_is
         self.ctx = ctx
         self.views = views
         self.persistent = persistent
@@ -486,7 +484,10 @@ class TimeKeeper:
             missed = (now - int(scheduled)) // interval
             punctuation.next_at = int(scheduled) + (missed + 1) * interval
         self.fired += 1
-        _call(lambda: punctuation.callback(now, self.ctx), f"punctuation {punctuation!r}")
+        _call(
+            lambda: self.complete(punctuation.callback(now, self.ctx)),
+            f"punctuation {punctuation!r}",
+        )
 
 
 class _Firing:
@@ -510,6 +511,10 @@ class _Firing:
     def __exit__(self, *_exc: object) -> None:
         self._ctx.record = self._record
         self._ctx._partition = self._saved
+
+
+def _as_is(result: object) -> object:
+    return result
 
 
 def _call(run: Callable[[], object], what: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import ParamSpec
 
+from eos._async import is_async
 from eos._processor_checks import check_processor
 from eos._stop import StopSignal
 from eos.config import (
@@ -23,10 +24,12 @@ from eos.config import (
     DEFAULT_LATE_RECORD_POLICY,
     DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS,
     DEFAULT_MAX_BATCH_RECORDS,
+    DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_TASK_IDLE_MS,
     DEFAULT_METRICS_BIND_ADDRESS,
     DEFAULT_PROCESSING_ERROR_POLICY,
     DEFAULT_PROCESSING_GUARANTEE,
+    DEFAULT_RECORD_TIMEOUT_MS,
     DEFAULT_SHUTDOWN_TIMEOUT_S,
     DEFAULT_STATE_DIR,
     DEFAULT_TRANSACTION_TIMEOUT_MS,
@@ -152,6 +155,8 @@ class Application:
         dead_letter_topic: str | None = None,
         late_record_policy: LatePolicy = DEFAULT_LATE_RECORD_POLICY,
         max_task_idle_ms: int = DEFAULT_MAX_TASK_IDLE_MS,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        record_timeout_ms: int = DEFAULT_RECORD_TIMEOUT_MS,
         state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         bootstrap_timeout_ms: int = DEFAULT_BOOTSTRAP_TIMEOUT_MS,
@@ -179,6 +184,8 @@ class Application:
             dead_letter_topic=dead_letter_topic,
             late_record_policy=late_record_policy,
             max_task_idle_ms=max_task_idle_ms,
+            max_in_flight=max_in_flight,
+            record_timeout_ms=record_timeout_ms,
             state_dir=os.fspath(state_dir) if isinstance(state_dir, os.PathLike) else state_dir,
             shutdown_timeout_s=shutdown_timeout_s,
             bootstrap_timeout_ms=bootstrap_timeout_ms,
@@ -212,6 +219,8 @@ class Application:
         faults: Faults | None,
     ) -> None:
         check_processor(processor)
+        if is_async(processor):
+            config.check_async()  # at construction, not only when run() starts
         # Every topic the instance consumes: the given ones, the tables' source
         # topics and the topology's repartition topics (internal, never given).
         internal = internal_topics_for(processor, config.application_id)

@@ -101,6 +101,16 @@ DEFAULT_MAX_TASK_IDLE_MS: Final = 0
 """How long a partition joined with a table waits for the other when that one is
 read to its end (Kafka Streams' ``max.task.idle.ms``); -1: never wait."""
 
+DEFAULT_MAX_IN_FLIGHT: Final = 100
+"""How many records an :class:`~eos.processor.AsyncProcessor` processes at once."""
+DEFAULT_RECORD_TIMEOUT_MS: Final = 30_000
+"""How long one record of an :class:`~eos.processor.AsyncProcessor` may take
+before it is cancelled and handled as a processing error."""
+
+ASYNC_TRANSACTION_SHARE: Final = 0.8
+"""The share of ``transaction_timeout_ms`` a commit may wait for the records of an
+async processor in flight; past it they are cancelled and the batch aborted."""
+
 DEFAULT_PROCESSING_GUARANTEE: Final[Guarantee] = "exactly_once_v2"
 DEFAULT_COMMIT_INTERVAL_MS: Final = 100
 """Kafka Streams' default under exactly-once: short transactions keep
@@ -436,6 +446,16 @@ class Config:
             table's updates (Kafka Streams' ``max.task.idle.ms``). 0 (the
             default) waits only for records already on their way; -1 never
             waits. See docs/joins.md.
+        max_in_flight: For an :class:`~eos.processor.AsyncProcessor`: the most
+            records being processed at once (default 100); consumption
+            pauses while that many are in flight. Ignored by a synchronous
+            processor. See docs/async.md.
+        record_timeout_ms: For an :class:`~eos.processor.AsyncProcessor`: how
+            long one record may take (default 30 s); then its ``process`` is
+            cancelled and the record goes through ``processing_error_policy``
+            as a :class:`~eos.errors.RecordTimeout`. With ``commit_interval_ms``
+            it must stay within 80% of ``transaction_timeout_ms``: a commit waits
+            for the records in flight.
         state_dir: Directory of the local state stores; a ``pathlib.Path``
             (any ``os.PathLike``) is stored as ``str``.
         shutdown_timeout_s: How long a stop may take before it is forced: the
@@ -475,6 +495,8 @@ class Config:
     dead_letter_topic: str | None = None
     late_record_policy: LatePolicy = DEFAULT_LATE_RECORD_POLICY
     max_task_idle_ms: int = DEFAULT_MAX_TASK_IDLE_MS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    record_timeout_ms: int = DEFAULT_RECORD_TIMEOUT_MS
     state_dir: str = DEFAULT_STATE_DIR
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
     bootstrap_timeout_ms: int = DEFAULT_BOOTSTRAP_TIMEOUT_MS
@@ -532,6 +554,8 @@ class Config:
         _check_int("max_aborts_without_progress", self.max_aborts_without_progress, 1)
         _check_int("bootstrap_timeout_ms", self.bootstrap_timeout_ms, 1)
         _check_int("max_task_idle_ms", self.max_task_idle_ms, -1)
+        _check_int("max_in_flight", self.max_in_flight, 1)
+        _check_int("record_timeout_ms", self.record_timeout_ms, 1)
         if (
             self.processing_guarantee == "exactly_once_v2"
             and self.transaction_timeout_ms < self.commit_interval_ms
@@ -640,6 +664,28 @@ class Config:
     def resolved_value_serde(self) -> Serde:
         """Return the value serde object (built-ins by name are shared instances)."""
         return resolve_serde(self.value_serde, what="value_serde")
+
+    def check_async(self) -> None:
+        """The settings an async processor needs (checked when one is run).
+
+        Raises:
+            ConfigError: ``record_timeout_ms`` is not below ``transaction_timeout_ms``
+                under exactly_once_v2.
+        """
+        limit = ASYNC_TRANSACTION_SHARE * self.transaction_timeout_ms
+        if (
+            self.processing_guarantee == "exactly_once_v2"
+            and self.record_timeout_ms + self.commit_interval_ms > limit
+        ):
+            raise _invalid(
+                "record_timeout_ms",
+                self.record_timeout_ms,
+                f"plus commit_interval_ms ({self.commit_interval_ms}) must be at most "
+                f"{ASYNC_TRANSACTION_SHARE:.0%} of transaction_timeout_ms "
+                f"({self.transaction_timeout_ms}) for an async processor under "
+                "exactly_once_v2: a commit waits for the records in flight, and the broker "
+                "aborts a transaction open longer than transaction_timeout_ms",
+            )
 
     def consumer_settings(self) -> dict[str, ClientValue]:
         """Return a fresh librdkafka consumer configuration.

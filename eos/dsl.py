@@ -49,7 +49,8 @@ stream-table joins (``join``, ``left_join``) are described in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from eos._dsl_joins import (
@@ -64,10 +65,12 @@ from eos._dsl_nodes import (
     Branch,
     CallProcessor,
     Filter,
+    FilterAsync,
     FlatMap,
     FlatMapValues,
     Map,
     MapValues,
+    MapValuesAsync,
     Node,
     Pass,
     Peek,
@@ -84,7 +87,7 @@ from eos._dsl_topology import (
     table_topics_for,
 )
 from eos.errors import ConfigError
-from eos.processor import Processor
+from eos.processor import AsyncProcessor, Processor
 from eos.record import K, V
 from eos.serde import JsonValue, Serde
 
@@ -163,6 +166,32 @@ class Stream(Generic[K, V]):
         """New value ``fn(value)``, same key."""
         return self._then(MapValues(fn))
 
+    def map_values_async(self, fn: Callable[[V], Awaitable[V2]]) -> Stream[K, V2]:
+        """New value ``await fn(value)``, same key: an I/O call per record (HTTP, a database).
+
+        The topology then runs as an :class:`~eos.processor.AsyncProcessor`: up to
+        ``max_in_flight`` records at once, one after another per key, exactly-once
+        (see docs/async.md). ``fn`` is an ``async def``.
+        """
+        return self._then_async(MapValuesAsync(fn), fn, "map_values_async")
+
+    def filter_async(self, predicate: Callable[[K, V], Awaitable[object]]) -> Stream[K, V]:
+        """Keep records for which ``await predicate(key, value)`` is true (async, as
+        :meth:`map_values_async`)."""
+        return self._then_async(FilterAsync(predicate), predicate, "filter_async")
+
+    def _then_async(self, node: Node, fn: object, what: str) -> Stream[Any, Any]:
+        if not inspect.iscoroutinefunction(fn) and not inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004  # an object with an async __call__
+        ):
+            raise ConfigError(
+                f"Stream.{what}() takes an async def (a coroutine function), not {fn!r}; "
+                f"use {what.removesuffix('_async')}() for a plain function",
+                "dsl",
+            )
+        self._builder._topology.is_async = True
+        return self._then(node)
+
     def flat_map(self, fn: Callable[[K, V], Iterable[tuple[K2, V2]]]) -> Stream[K2, V2]:
         """Zero or more ``(key, value)`` records per record (re-keys)."""
         return self._then(FlatMap(fn))
@@ -195,6 +224,13 @@ class Stream(Generic[K, V]):
         The processor's types are the stream's: a ``Stream[str, int]`` takes a
         ``Processor[str, int]`` (or an unparameterised one on an untyped stream).
         """
+        if isinstance(processor, AsyncProcessor):
+            raise ConfigError(
+                f"Stream.process() takes a synchronous eos.Processor, not the AsyncProcessor "
+                f"{type(processor).__name__}: do the awaiting in map_values_async() or "
+                "filter_async(), or run the AsyncProcessor as the application's processor",
+                "dsl",
+            )
         topology = self._builder._topology
         topology.stores.extend(processor.stores)
         topology.processors.append(processor)

@@ -64,6 +64,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from eos._admin import KafkaLog, check_topics
+from eos._async import AsyncHooks, AsyncRunner, is_async
 from eos._batch import TP, Assignment, Batch, Poison
 from eos._committer import Committer, Rewound
 from eos._engine_time import EngineTime, wall_clock_ms
@@ -221,6 +222,11 @@ class Engine:
             stats=self.stats,
         )
         self.consumer: Consumer | None = None
+        # An async processor's records in flight, and its hooks as plain calls (at start).
+        self.runner: AsyncRunner | None = None
+        self.hooks: Processor = processor
+        if is_async(processor):
+            config.check_async()
         self.committer.order = self.tables.order
         self.rebalance.order = self.tables.order
 
@@ -285,11 +291,13 @@ class Engine:
             on_full=self._drain,
         )
         self.ctx = ctx
+        if is_async(self.processor):
+            self._start_async(ctx)
         self.outputs.ctx = ctx
         self.committer.ctx = ctx
         self.rebalance.ctx = ctx
         keeper = TimeKeeper(
-            processor=self.processor,
+            processor=self.hooks,
             ctx=ctx,
             views=self._store_lookup,
             persistent=any(s.name == TIME_STORE for s in self.specs),
@@ -298,6 +306,8 @@ class Engine:
             begin=self.timing.begin,
         )
         ctx.attach_time(keeper, self.timing.late)
+        if self.runner is not None:
+            keeper.complete = self.runner.run
         self.time = keeper
         self.timing.keeper = keeper
         self.timing.ctx = ctx
@@ -322,6 +332,9 @@ class Engine:
             self.committer.stores = stores
             self.rebalance.stores = stores
         stop.check()
+        if isinstance(self.hooks, AsyncHooks):
+            self.hooks.setup()
+            stop.check()
         # Start-up waits until every global table caught up with its topic.
         tables.start_globals(
             stop, admin=admin, stats=self.stats, app_serdes=(self._key_serde, self._value_serde)
@@ -335,6 +348,27 @@ class Engine:
             config.transactional_id if self.guarantee.transactional else "-",
             ",".join(config.input_topics),
         )
+
+    def _start_async(self, ctx: Context) -> None:
+        """An async processor: its runner (the records in flight) and its hooks as calls."""
+        config = self.config
+        runner = AsyncRunner(
+            self.processor,
+            ctx=ctx,
+            records=self.records,
+            timing=self.timing,
+            stats=self.stats,
+            max_in_flight=config.max_in_flight,
+            record_timeout_s=config.record_timeout_ms / 1000.0,
+            stop=self.stop_signal,
+            guarantee=self.guarantee,
+            transaction_timeout_s=config.transaction_timeout_ms / 1000.0,
+        )
+        self.runner = runner
+        self.hooks = AsyncHooks(self.processor, runner.run, runner.close)
+        self.rebalance.processor = self.hooks
+        self.committer.settle = runner.settle
+        self.committer.reset = runner.reset
 
     def _subscribe(self) -> Consumer:
         """A new group consumer, subscribed with the rebalance listener, handed to the parts."""
@@ -404,7 +438,7 @@ class Engine:
         if stores is not None:
             steps.append(("closing the stores", stores.close_all))
         steps.append(("closing the global tables", self.tables.close))
-        steps.append((f"{type(self.processor).__name__}.close()", self.processor.close))
+        steps.append((f"{type(self.processor).__name__}.close()", self.hooks.close))
         first: BaseException | None = None
         for what, step in steps:
             try:
@@ -487,6 +521,7 @@ class Engine:
             raise RuntimeError("engine not started")
         tables = self.tables
         order = tables.order
+        runner = self.runner
         while not stop.is_set():
             committer.wait_backoff()
             if stop.is_set():
@@ -498,8 +533,15 @@ class Engine:
                     committer.commit()
                 rebalance.restore_step()
             limit = max(1, min(_MAX_CONSUME, max_batch - batch.records))
+            if runner is not None:
+                limit = max(1, min(limit, runner.room))
             try:
-                if committer.open:
+                if runner is not None and runner.size:
+                    # Records in flight: take what is fetched, up to the room left (none
+                    # when full: consumption pauses), without waiting; then run them.
+                    room = runner.room
+                    messages = consumer.consume(limit, 0) if room > 0 else []
+                elif committer.open:
                     # A batch is open: fill it until the commit (or a wall-clock timer) is due.
                     timeout = max(0.0, batch.started + interval - time.monotonic())
                     if keeper.wall_due < NEVER:
@@ -517,9 +559,16 @@ class Engine:
                 if messages:
                     self.guarantee.before_processing(messages, consumer)
                     self._process(messages)
+                if runner is not None and runner.size:
+                    due = batch.started + interval - time.monotonic()
+                    if keeper.wall_due < NEVER:
+                        due = min(due, keeper.wall_due / 1000 - time.time())
+                    runner.step(max(0.0, due))
                 tables.poll()
                 if keeper.wall_due <= wall_clock_ms():
                     # Due even when no record arrives: the loop turns at least every 100 ms.
+                    if runner is not None:
+                        runner.drain()  # timers see every earlier record finished
                     self.timing.fire_wall()
             except Rewound:
                 continue
@@ -553,6 +602,9 @@ class Engine:
         if ctx is None:
             raise RuntimeError("engine not started")
         process = self.processor.process
+        runner = self.runner
+        if runner is not None:
+            runner.careful = bool(self.outputs.careful)
         kdes = self._kdes
         vdes = self._vdes
         topic_des = self._topic_des
@@ -647,6 +699,9 @@ class Engine:
                     processed += 1
                     continue
                 if table is not None:
+                    if runner is not None and runner.size:
+                        # The records before it read the table as it was.
+                        runner.drain(_from(messages, msg))
                     update_table(table, partition, raw_key, raw_value)
                     run_next = offset + 1
                     processed += 1
@@ -657,6 +712,21 @@ class Engine:
                     Record,
                     (key, value, topic, partition, offset, msg.timestamp()[1], msg.headers()),
                 )
+                if runner is not None:
+                    # Admitted: it runs on the loop (positions move now, as for a record
+                    # processed; the commit waits until it finished).
+                    if timed:
+                        if record[5] > stream_times[partition]:
+                            stream_times[partition] = record[5]
+                        runner.submit(record, msg, stream_times[partition])
+                        if stream_times[partition] >= dues[partition]:
+                            runner.drain(_from(messages, msg)[1:])
+                            timing.fire(partition, _from(messages, msg)[1:])
+                    else:
+                        runner.submit(record, msg, None)
+                    run_next = offset + 1
+                    processed += 1
+                    continue
                 ctx.record = record
                 before = ctx.sends
                 if timed:

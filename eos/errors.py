@@ -40,9 +40,11 @@ __all__ = [
     "ProcessingError",
     "ProduceError",
     "ProducerFencedError",
+    "RecordTimeout",
     "RetriableTransactionError",
     "SerializationError",
     "StateError",
+    "StuckCoroutineError",
     "TimerError",
     "TransactionError",
     "TransactionOutcomeUnknownError",
@@ -184,6 +186,25 @@ class TimerError(EosError):
         self.key = key
         self.timestamp = timestamp
         self.cause = cause
+
+
+class RecordTimeout(EosError, TimeoutError):
+    """A record of an async processor ran longer than ``record_timeout_ms``.
+
+    Its ``process`` was cancelled; the record then went through
+    ``processing_error_policy`` with this error (``eos.error.type: RecordTimeout``
+    on its dead-letter copy), like any record whose processing raised.
+    """
+
+
+class StuckCoroutineError(EosError):
+    """A cancelled ``process`` coroutine of an async processor did not end.
+
+    It caught ``asyncio.CancelledError`` and went on, after ``record_timeout_ms``
+    or an abort. The run stops: what it might still send or write could land in a
+    later transaction. Let ``CancelledError`` propagate (``try``/``finally`` for
+    clean-up is fine).
+    """
 
 
 class ProduceError(EosError):

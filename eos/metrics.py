@@ -52,6 +52,8 @@ __all__ = [
     "PROCESSING_LATENCY",
     "PRODUCED_RECORDS",
     "REBALANCES",
+    "RECORDS_IN_FLIGHT",
+    "RECORD_TIMEOUTS",
     "RESTORE_DURATION",
     "RESTORE_RECORDS",
     "SKIPPED_RECORDS",
@@ -70,6 +72,8 @@ SKIPPED_RECORDS: Final = "eos_skipped_records_total"
 DEAD_LETTER_RECORDS: Final = "eos_dead_letter_records_total"
 LATE_RECORDS: Final = "eos_late_records_total"
 TIMERS_FIRED: Final = "eos_timers_fired_total"
+RECORDS_IN_FLIGHT: Final = "eos_records_in_flight"
+RECORD_TIMEOUTS: Final = "eos_record_timeouts_total"
 REBALANCES: Final = "eos_rebalances_total"
 FENCED: Final = "eos_producer_fenced_total"
 RESTORE_RECORDS: Final = "eos_state_restore_records_total"
@@ -95,6 +99,8 @@ METRIC_NAMES: Final = (
     DEAD_LETTER_RECORDS,
     LATE_RECORDS,
     TIMERS_FIRED,
+    RECORD_TIMEOUTS,
+    RECORDS_IN_FLIGHT,
     REBALANCES,
     FENCED,
     CONSUMER_RENEWALS,
@@ -200,6 +206,19 @@ class EosCollector:
             "Timers and punctuations fired (an aborted transaction fires them again).",
             view.timers_fired,
         )
+        yield counter(
+            RECORD_TIMEOUTS,
+            "Records of an async processor cancelled after record_timeout_ms.",
+            view.record_timeouts,
+        )
+        in_flight = GaugeMetricFamily(
+            RECORDS_IN_FLIGHT,
+            "Records of an async processor admitted and not finished (at most max_in_flight "
+            "running, the rest waiting for their key or a slot).",
+            labels=_APP,
+        )
+        in_flight.add_metric(app, view.in_flight)
+        yield in_flight
         yield counter(REBALANCES, "Partition assignments received.", view.rebalances)
         yield counter(
             FENCED, "Times the transactional producer was fenced or failed fatally.", view.fenced

@@ -9,7 +9,7 @@ atomically with the input offsets, or not at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from typing_extensions import TypeVar as DefaultTypeVar
@@ -35,7 +35,7 @@ so a function taking ``eos.Processor`` (as ``Application`` does) takes any proce
 PV = DefaultTypeVar("PV", default=Any)
 """A processor's value type (see :data:`PK`)."""
 
-__all__ = ["Context", "Processor"]
+__all__ = ["AsyncProcessor", "Context", "Processor"]
 
 Produce = Callable[..., None]
 """``produce(topic, value, key[, partition=..., headers=..., timestamp=...])``, as
@@ -81,11 +81,17 @@ class Processor(Generic[PK, PV]):
 
     stores: Sequence[Store[Any, Any] | GlobalStore[Any, Any]] = ()
 
-    def process(self, record: Record[PK, PV], ctx: Context[PK, PV]) -> None:
-        """Handle one record. Send outputs with ``ctx.send``; use ``ctx.store``."""
+    def process(self, record: Record[PK, PV], ctx: Context[PK, PV]) -> Awaitable[None] | None:
+        """Handle one record. Send outputs with ``ctx.send``; use ``ctx.store``.
+
+        Override it returning ``None``; the ``Awaitable`` in the signature is for
+        :class:`AsyncProcessor`, whose ``process`` is an ``async def``.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement process()")
 
-    def on_assign(self, partitions: list[TopicPartition], ctx: Context[PK, PV]) -> None:
+    def on_assign(
+        self, partitions: list[TopicPartition], ctx: Context[PK, PV]
+    ) -> Awaitable[None] | None:
         """Called after partitions were assigned (and their stores restored).
 
         It runs in the consumer's rebalance callback, outside any transaction
@@ -97,7 +103,7 @@ class Processor(Generic[PK, PV]):
         in-memory caches of your own and fill them on a partition's first record.
         """
 
-    def on_timer(self, key: Any, timestamp: int, ctx: Context[PK, PV]) -> None:
+    def on_timer(self, key: Any, timestamp: int, ctx: Context[PK, PV]) -> Awaitable[None] | None:
         """Called once per timer scheduled with ``ctx.timers.schedule(key, timestamp)``.
 
         Runs inside the transaction, when the partition's stream time (or the
@@ -111,11 +117,60 @@ class Processor(Generic[PK, PV]):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement on_timer()")
 
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+    def on_revoke(self, partitions: list[TopicPartition]) -> Awaitable[None] | None:
         """Called before partitions are taken away (committed or aborted already)."""
 
     def close(self) -> None:
         """Called once when the application stops."""
+
+
+class AsyncProcessor(Processor[PK, PV]):
+    """Base class for processing logic that awaits I/O per record (HTTP, a database).
+
+    ``async def process(record, ctx)``: the engine runs up to ``max_in_flight``
+    records at once on one asyncio event loop, on the processing thread, and
+    keeps everything exactly-once (see docs/async.md):
+
+    - records with the same key (per input partition) run one after another, in
+      offset order, so the outputs of one key keep their input order; records
+      of different keys overlap. Records with a null key run one after another
+      per partition;
+    - a transaction commits only finished records: every commit waits for the
+      records in flight, then commits their outputs, store writes and offsets
+      together; on an abort the records in flight are cancelled and everything
+      replays from the committed offsets;
+    - a record that runs longer than ``record_timeout_ms`` is cancelled and goes
+      through ``processing_error_policy`` as a ``TimeoutError``.
+
+    ``ctx`` is the record's own context (``ctx.record`` stays its record across
+    awaits). ``ctx.store`` is safe from concurrent records: each get and put is
+    atomic; a read-modify-write of a store key that other keys' records also
+    write must not await between the read and the write.
+
+    Hooks, all awaited on the processing loop: ``setup()`` once before the
+    first record, ``on_assign``, ``on_revoke`` and ``on_timer`` as for
+    :class:`Processor` (with no record in flight), ``teardown()`` once at stop.
+    """
+
+    async def setup(self) -> None:
+        """Called once on the processing loop before the first record (open clients here)."""
+
+    async def process(self, record: Record[PK, PV], ctx: Context[PK, PV]) -> None:
+        """Handle one record; await I/O freely. Send with ``ctx.send``; use ``ctx.store``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement async process()")
+
+    async def on_assign(self, partitions: list[TopicPartition], ctx: Context[PK, PV]) -> None:
+        """As :meth:`Processor.on_assign`, awaited (no record is in flight)."""
+
+    async def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """As :meth:`Processor.on_revoke`, awaited after the records in flight finished."""
+
+    async def on_timer(self, key: Any, timestamp: int, ctx: Context[PK, PV]) -> None:
+        """As :meth:`Processor.on_timer`, awaited (no record is in flight)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement async on_timer()")
+
+    async def teardown(self) -> None:
+        """Called once on the processing loop when the application stops (close clients)."""
 
 
 class Context(Generic[K, V]):
@@ -426,6 +481,11 @@ class Context(Generic[K, V]):
 
 
 _NO_TIME = -(1 << 63)
+
+
+def defines_on_timer(processor: object) -> bool:
+    """Whether ``processor``'s class defines its own ``on_timer`` (sync or async)."""
+    return type(processor).on_timer not in (Processor.on_timer, AsyncProcessor.on_timer)  # type: ignore[attr-defined]
 
 
 def _refuse_in_on_assign(topic: str, *_args: object, **_kwargs: object) -> None:

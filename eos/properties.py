@@ -49,6 +49,8 @@ PROPERTY_FIELDS: Final[Mapping[str, str]] = {
     "dead.letter.topic": "dead_letter_topic",
     "late.record.policy": "late_record_policy",
     "max.task.idle.ms": "max_task_idle_ms",
+    "max.in.flight.records": "max_in_flight",
+    "record.timeout.ms": "record_timeout_ms",
     "state.dir": "state_dir",
     "shutdown.timeout.ms": "shutdown_timeout_s",
     "bootstrap.timeout.ms": "bootstrap_timeout_ms",
@@ -70,6 +72,8 @@ _INT_FIELDS: Final = frozenset(
         "bootstrap_timeout_ms",
         "max_aborts_without_progress",
         "max_task_idle_ms",
+        "max_in_flight",
+        "record_timeout_ms",
     }
 )
 # Kafka Streams (Java) settings with no eos key of that name, and what to write.

@@ -68,6 +68,7 @@ ABORT_REASONS: Final = (
     "consumer_failed",
     "config_error",
     "run_failed",
+    "records_in_flight",
 )
 
 #: Record timestamp to commit, in seconds.
@@ -289,6 +290,8 @@ class StatsView:
     dead_lettered: int
     late_records: int
     timers_fired: int
+    in_flight: int
+    record_timeouts: int
     rebalances: int
     fenced: int
     consumer_renewals: int
@@ -330,6 +333,8 @@ class EngineStats:
     dead_lettered: int = 0
     late_records: int = 0
     timers_fired: int = 0
+    in_flight: int = 0
+    record_timeouts: int = 0
     rebalances: int = 0
     fenced: int = 0
     consumer_renewals: int = 0
@@ -492,6 +497,8 @@ class EngineStats:
                 dead_lettered=self.dead_lettered,
                 late_records=self.late_records,
                 timers_fired=self.timers_fired,
+                in_flight=self.in_flight,
+                record_timeouts=self.record_timeouts,
                 rebalances=self.rebalances,
                 fenced=self.fenced,
                 consumer_renewals=self.consumer_renewals,

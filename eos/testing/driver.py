@@ -44,6 +44,7 @@ and processed before ``send()`` returns. Table records do not move stream time.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import zlib
@@ -52,6 +53,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eos._async import AsyncHooks, is_async, run_hook
 from eos._processor_checks import check_processor
 from eos._records import decode_error
 from eos._time import LateRecord, TimeKeeper, uses_time
@@ -214,6 +216,15 @@ class TestDriver:
         if input_topics is None and source_topics(processor) is None:
             input_topics = (DEFAULT_INPUT_TOPIC,)
         self.processor = processor
+        self._process_async: Callable[..., object] = processor.process
+        # An async processor: each record (and hook) awaited on the driver's own loop.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hooks: Processor = processor
+        if is_async(processor):
+            loop = self._loop = asyncio.new_event_loop()
+            hooks = AsyncHooks(processor, functools.partial(run_hook, loop), loop.close)
+            self._hooks = hooks
+            hooks.setup()
         self.input_topics = input_topics_for(processor, input_topics, application_id)
         if not self.input_topics:
             raise ConfigError("input_topics must name at least one topic", "input_topics")
@@ -280,7 +291,7 @@ class TestDriver:
             for partition in range(partitions):
                 self._backends[(name, partition)] = shared or MemoryStore(name, partition)
         self.time = TimeKeeper(
-            processor=processor,
+            processor=self._hooks,
             ctx=self.ctx,
             views=self._store,
             persistent=timed,
@@ -289,9 +300,11 @@ class TestDriver:
             begin=_nothing,
         )
         self.ctx.attach_time(self.time, self._late)
+        if self._loop is not None:
+            self.time.complete = functools.partial(run_hook, self._loop)
         assigned = self._assigned()
         self.time.assigned([(tp.topic, tp.partition) for tp in assigned])
-        self.ctx.call_on_assign(self.processor, assigned)
+        self.ctx.call_on_assign(self._hooks, assigned)
 
     # ------------------------------------------------------------------ feeding
 
@@ -418,7 +431,10 @@ class TestDriver:
             if ts > keeper.stream[partition]:
                 keeper.stream[partition] = ts
         try:
-            self.processor.process(record, ctx)
+            if self._loop is None:
+                self.processor.process(record, ctx)
+            else:
+                run_hook(self._loop, self._process_async(record, ctx))
         except BaseException as exc:
             self._abort()
             if isinstance(exc, (ConfigError, StateError)) or not isinstance(exc, Exception):
@@ -565,8 +581,8 @@ class TestDriver:
         """Revoke all partitions (``on_revoke``) and close the processor."""
         assigned = self._assigned()
         self.time.revoked([(tp.topic, tp.partition) for tp in assigned])
-        self.processor.on_revoke(assigned)
-        self.processor.close()
+        self._hooks.on_revoke(assigned)
+        self._hooks.close()
 
     # ------------------------------------------------------------------ internals
 

@@ -61,6 +61,54 @@ class Untyped(eos.Processor):
         ctx.send("out", record.value, key=record.key)
 
 
+class AsyncCount(eos.AsyncProcessor[str, dict[str, object]]):
+    """An async processor: ``async def`` process and hooks type-check without ignores."""
+
+    stores = [COUNTS]
+
+    async def setup(self) -> None:
+        pass
+
+    async def process(
+        self, record: eos.Record[str, dict[str, object]], ctx: eos.Context[str, dict[str, object]]
+    ) -> None:
+        assert_type(record.key, str)
+        counts = ctx.store(COUNTS)
+        counts[record.key] = counts.get(record.key, 0) + 1
+        ctx.send("async-counts", str(counts[record.key]), key=record.key)
+
+    async def on_assign(
+        self, partitions: list[eos.TopicPartition], ctx: eos.Context[str, dict[str, object]]
+    ) -> None:
+        pass
+
+    async def on_revoke(self, partitions: list[eos.TopicPartition]) -> None:
+        pass
+
+    async def teardown(self) -> None:
+        pass
+
+
+async def _lookup(value: str) -> int:
+    return len(value)
+
+
+async def _known(key: str, value: str) -> bool:
+    return bool(key)
+
+
+def async_pipeline() -> None:
+    orders = eos.StreamBuilder().stream("o", key_serde="string", value_serde="string")
+    assert_type(orders.filter_async(_known).map_values_async(_lookup), eos.Stream[str, int])
+    eos.Application(
+        application_id="a",
+        bootstrap_servers="localhost:9092",
+        input_topics=["o"],
+        processor=AsyncCount(),
+        max_in_flight=200,
+    )
+
+
 def pipelines() -> None:
     """Streams are typed by their serdes, and by each step."""
     builder = eos.StreamBuilder()
