@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import pytest
 from apprunner import AppThread, wait_committed
+from confluent_kafka import Producer
 
 import eos
 from eos.testing.helpers import create_topic, produce, read_topic, unique_name
@@ -241,3 +242,103 @@ def test_a_stop_that_cannot_wait_for_the_records_in_flight_aborts_them(
     runner2.stop()
     out = sorted(r.value.decode() for r in read_topic(bootstrap, sink))
     assert out == sorted(v for _, v in records)
+
+
+def test_a_rebalance_with_records_in_flight_is_exactly_once(bootstrap, app_threads) -> None:
+    """A second instance joins while the first has records in flight: the revocation
+    waits for them and commits, the partitions move, and every record comes out once,
+    in order per key."""
+    source = create_topic(bootstrap, unique_name("async-in"), 4)
+    sink = create_topic(bootstrap, unique_name("async-out"), 4)
+    app_id = unique_name("async-rebalance")
+    records = [(f"k{i % 23}", f"k{i % 23}-{i:05d}") for i in range(3000)]
+    produce(bootstrap, source, records)
+
+    def instance(n: int) -> tuple[eos.Application, Enrich]:
+        processor = Enrich(sink)
+        app = eos.Application(
+            application_id=app_id,
+            bootstrap_servers=bootstrap,
+            input_topics=[source],
+            processor=processor,
+            instance_id=n,
+            max_in_flight=40,
+        )
+        return app, processor
+
+    first, _ = instance(0)
+    runner = AppThread(first).start()
+    app_threads.append(runner)
+    deadline = time.monotonic() + 60
+    while first.state.processed_count < 300:  # records are flowing
+        assert time.monotonic() < deadline and runner.thread.is_alive(), runner.error
+        time.sleep(0.05)
+    second, _ = instance(1)
+    runner2 = AppThread(second).start()
+    app_threads.append(runner2)
+    wait_committed(bootstrap, app_id, source, thread=runner2, timeout=120)
+    runner.stop()
+    runner2.stop()
+
+    assert second.state.processed_count > 0  # the partitions did move
+    got = _per_key(read_topic(bootstrap, sink))
+    values = {key: [v.split("|")[0] for v in vs] for key, vs in got.items()}
+    expected: dict[bytes, list[str]] = defaultdict(list)
+    for key, value in records:
+        expected[key.encode()].append(value)
+    assert values == expected  # each once, per key in input order
+
+
+class Remind(eos.AsyncProcessor):
+    """Schedules a stream-time timer 1 s after each record; the async on_timer sends it."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    async def process(self, record: eos.Record, ctx: eos.Context) -> None:
+        await asyncio.sleep(random.uniform(0.001, 0.005))
+        ctx.timers.schedule(record.key, record.timestamp + 1000)
+        ctx.send(self.output, b"seen:" + record.value, key=record.key)
+
+    async def on_timer(self, key: object, timestamp: int, ctx: eos.Context) -> None:
+        await asyncio.sleep(0.001)
+        ctx.send(self.output, b"timer:%d" % timestamp, key=key)  # type: ignore[arg-type]
+
+
+def test_async_timers_fire_once_after_the_records_before_them(bootstrap, app_threads) -> None:
+    """Stream-time timers of an async processor fire exactly once, each after every
+    record that made it due (the engine lets the records in flight finish first)."""
+    source = create_topic(bootstrap, unique_name("async-in"), 1)
+    sink = create_topic(bootstrap, unique_name("async-out"), 1)
+    app_id = unique_name("async-timers")
+    base = 1_700_000_000_000
+    # Key k<i % 5>, one record per 500 ms of event time: each record's timer (+1 s) is
+    # due two records later.
+    records = [(f"k{i % 5}", f"v{i:03d}", base + 500 * i) for i in range(200)]
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for key, value, timestamp in records:
+        producer.produce(source, value, key, timestamp=timestamp)
+    assert producer.flush(30) == 0
+    app = eos.Application(
+        application_id=app_id,
+        bootstrap_servers=bootstrap,
+        input_topics=[source],
+        processor=Remind(sink),
+        max_in_flight=20,
+    )
+    runner = AppThread(app).start()
+    app_threads.append(runner)
+    wait_committed(bootstrap, app_id, source, thread=runner)
+    runner.stop()
+
+    out = [r.value.decode() for r in read_topic(bootstrap, sink)]
+    timers = [int(v.split(":")[1]) for v in out if v.startswith("timer:")]
+    assert len(timers) == len(set(timers))  # each once
+    # Due when stream time reaches it: every record up to stream time t + 1000 came first.
+    assert sorted(timers) == [t + 1000 for *_, t in records if t + 1000 <= records[-1][2]]
+    position = {v: i for i, v in enumerate(out)}
+    for *_, t in records:
+        due = t + 1000
+        if due <= records[-1][2]:
+            before = [v for _, v, ts in records if ts <= due]
+            assert all(position[f"seen:{v}"] < position[f"timer:{due}"] for v in before)
