@@ -567,6 +567,7 @@ class AsyncHooks(Processor[Any, Any]):
         close_loop: Callable[[], None],
     ) -> None:
         self._processor: Any = processor
+        self.display_name = type(processor).__name__
         self._run = run
         self._close_loop = close_loop
         self.stores = processor.stores

@@ -28,6 +28,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from eos._batch import TP, Assignment, Batch, Poison
 from eos._committer import Committer, Rewound
 from eos._outputs import Outputs
+from eos.processor import name_of
 from eos.record import TopicPartition
 from eos.stats import EngineStats
 
@@ -221,7 +222,7 @@ class RebalanceListener:
             revoked = [TopicPartition(t, p) for t, p in ready]
             steps.append(
                 (
-                    f"{type(self.processor).__name__}.on_revoke",
+                    f"{name_of(self.processor)}.on_revoke",
                     lambda: self.processor.on_revoke(revoked),
                 )
             )

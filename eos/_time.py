@@ -59,6 +59,7 @@ from eos._time_store import (
     ts,
 )
 from eos.errors import ConfigError, ProduceError, StateError, TimerError
+from eos.processor import name_of
 from eos.record import TopicPartition
 from eos.timers import Punctuation, PunctuationGroup
 
@@ -376,7 +377,7 @@ class TimeKeeper:
 
     def _check_timers(self, partition: int) -> None:
         if not self.persistent:
-            name = type(self.processor).__name__
+            name = name_of(self.processor)
             raise ConfigError(
                 f"ctx.timers used, but {name} does not define on_timer(self, key, timestamp, "
                 "ctx): define it (eos calls it when a timer is due, and keeps timers only for "
@@ -416,7 +417,7 @@ class TimeKeeper:
                 except Exception as exc:
                     kind = "stream_time" if code == b"s" else "wall_clock"
                     raise TimerError(
-                        f"{type(self.processor).__name__}.on_timer(key={key!r}, "
+                        f"{name_of(self.processor)}.on_timer(key={key!r}, "
                         f"timestamp={timestamp}) ({kind}, partition {partition}) raised "
                         f"{type(exc).__name__}: {exc}",
                         partition=partition,

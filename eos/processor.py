@@ -483,6 +483,12 @@ class Context(Generic[K, V]):
 _NO_TIME = -(1 << 63)
 
 
+def name_of(processor: object) -> str:
+    """The user's processor class name for messages (an engine wrapper names what it wraps)."""
+    name = getattr(processor, "display_name", None)
+    return name if isinstance(name, str) else type(processor).__name__
+
+
 def defines_on_timer(processor: object) -> bool:
     """Whether ``processor``'s class defines its own ``on_timer`` (sync or async)."""
     return type(processor).on_timer not in (Processor.on_timer, AsyncProcessor.on_timer)  # type: ignore[attr-defined]
