@@ -227,6 +227,10 @@ class AsyncRunner:
         # Started and not finished, in start order (a dict: O(1) removal).
         self._running: dict[_Item, None] = {}
         self._failed: list[_Item] = []
+        self._worker_tasks: set[asyncio.Task[None]] = set()
+        self._workers = 0
+        """Worker tasks alive (at most ``limit``), of which ``_starting`` not started yet."""
+        self._starting = 0
         self._wake: asyncio.Future[None] | None = None
         self._draining = False
         self._epoch = 0
@@ -244,8 +248,8 @@ class AsyncRunner:
         return self.limit + self.read_ahead - self.size
 
     def submit(self, record: Record[Any, Any], msg: Any, stream_time: int | None) -> None:
-        """Admit ``record`` (consumed as ``msg``): start it, or queue it behind its key
-        (or for a free slot)."""
+        """Admit ``record`` (consumed as ``msg``): it runs as soon as a slot is free,
+        after the records of its key admitted before it."""
         chain_key = (record.partition, msg.key())
         item = _Item(record, msg, chain_key, stream_time)
         self.size += 1
@@ -254,12 +258,26 @@ class AsyncRunner:
             waiting.append(item)
             return
         self._chains[chain_key] = deque()
-        if len(self._running) < self.limit:
-            self._start(item)
-        else:
-            self._ready.append(item)
+        self._ready.append(item)
+        self._dispatch()
 
-    def _start(self, item: _Item) -> None:
+    def _dispatch(self) -> None:
+        """Start workers for the ready records, up to ``max_in_flight`` workers.
+
+        A worker runs ready records one after another until none is left, so a
+        finished record's slot goes to the next one on the loop, with no task made
+        per record.
+        """
+        ready = len(self._ready)
+        while ready > self._starting and self._workers < self.limit:
+            self._workers += 1
+            self._starting += 1
+            worker = self.loop.create_task(self._work())
+            self._worker_tasks.add(worker)
+            worker.add_done_callback(self._worker_tasks.discard)
+
+    def _begin(self, item: _Item, task: asyncio.Task[Any] | None) -> RecordContext:
+        """``item`` starts on the worker ``task``: its context, its clock."""
         base = self.ctx
         ctx = RecordContext.__new__(RecordContext)
         ctx.application_id = base.application_id
@@ -284,43 +302,50 @@ class AsyncRunner:
             base.record = item.record  # the careful produce attributes through it
         item.started = time.monotonic()
         item.epoch = self._epoch
-        item.task = self.loop.create_task(self._run(item))
+        item.task = task
         self._running[item] = None
+        return ctx
 
     def _next_of(self, item: _Item) -> None:
-        """``item`` is done with: its key's next record becomes ready; fill free slots."""
+        """``item`` is done with: its key's next record becomes ready."""
         waiting = self._chains[item.chain]
         if waiting:
-            following = waiting.popleft()
-            if len(self._running) < self.limit:
-                self._start(following)
-            else:
-                self._ready.append(following)
+            self._ready.append(waiting.popleft())
         else:
             del self._chains[item.chain]
-        ready = self._ready
-        while ready and len(self._running) < self.limit:
-            self._start(ready.popleft())
 
-    async def _run(self, item: _Item) -> None:
-        ctx = item.ctx
-        try:
-            await self._process(item.record, ctx)
-        except asyncio.CancelledError:
-            if not item.timed_out:
-                raise  # an abort: nobody waits for this record any more
-            item.error = self._timeout_error(item)
-        except BaseException as exc:
-            item.error = exc
-        else:
-            if item.timed_out:  # it swallowed the cancellation
+    async def _work(self) -> None:
+        """One worker: run ready records until there is none (or an abort)."""
+        self._starting -= 1
+        task = asyncio.current_task()
+        ready = self._ready
+        process = self._process
+        while ready:
+            item = ready.popleft()
+            ctx = self._begin(item, task)
+            try:
+                await process(item.record, ctx)
+            except asyncio.CancelledError:
+                if not item.timed_out:
+                    raise  # an abort: nobody waits for this record (or worker) any more
                 item.error = self._timeout_error(item)
-        if ctx is not None:
+            except BaseException as exc:
+                item.error = exc
+            else:
+                if item.timed_out:  # it swallowed the cancellation
+                    item.error = self._timeout_error(item)
             ctx.close()
-        if item.epoch != self._epoch:
-            return  # aborted meanwhile (it ignored the cancellation)
-        item.done = True
-        del self._running[item]
+            if item.epoch != self._epoch:
+                return  # aborted meanwhile (it ignored the cancellation)
+            if item.timed_out and task is not None and hasattr(task, "uncancel"):
+                task.uncancel()  # the timeout's cancellation is handled: go on
+            item.done = True
+            del self._running[item]
+            self._ended(item, ctx)
+        self._workers -= 1
+
+    def _ended(self, item: _Item, ctx: RecordContext) -> None:
+        """On the loop: a record ended; hand a failure to the engine, else go on."""
         wake = self._wake
         if item.error is not None:
             # Handled by the engine (the policy) before its key's next record starts.
@@ -329,10 +354,10 @@ class AsyncRunner:
                 wake.set_result(None)
             return
         self.size -= 1
-        if ctx is not None:
-            self.ctx.sends += ctx.sends
-            if self.careful:
-                self.ctx.record = None
+        base = self.ctx
+        base.sends += ctx.sends
+        if self.careful:
+            base.record = None
         self._next_of(item)
         if wake is None or wake.done():
             return
@@ -476,6 +501,7 @@ class AsyncRunner:
                 [item.msg, *self.unprocessed],
             )
             self._next_of(item)
+            self._dispatch()
 
     # -- abort, hooks, stop -----------------------------------------------------
 
@@ -491,8 +517,12 @@ class AsyncRunner:
         for item in running:
             if item.ctx is not None:
                 item.ctx.close()
-            if item.task is not None:
-                item.task.cancel()
+        workers = [t for t in self._worker_tasks if not t.done()]
+        self._worker_tasks.clear()
+        for task in workers:
+            task.cancel()
+        self._workers = 0
+        self._starting = 0
         self._running.clear()
         self._chains.clear()
         self._ready.clear()
@@ -501,7 +531,7 @@ class AsyncRunner:
         self.stats.in_flight = 0
         if self.careful:
             self.ctx.record = None
-        tasks = [item.task for item in running if item.task is not None]
+        tasks = workers
         if tasks and not self.loop.is_running():
             finished, pending = self.loop.run_until_complete(
                 asyncio.wait(tasks, timeout=CANCEL_GRACE_S)
