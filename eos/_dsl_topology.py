@@ -11,7 +11,7 @@ topology to them.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eos._dsl_joins import REPARTITION_SERDE, Repartition, TopicClaims
@@ -60,6 +60,8 @@ class Topology:
         self.processors: list[Processor] = []
         self.claims = TopicClaims(self.sources)
         self._sink_nodes: list[Sink] = []
+        self.setups: list[Callable[[], Awaitable[object]]] = []
+        self.teardowns: list[Callable[[], Awaitable[object]]] = []
         self.is_async = False
         """A step is async (``map_values_async``, ``filter_async``): the topology
         compiles to an :class:`AsyncDslProcessor`."""
@@ -162,8 +164,22 @@ class Topology:
                 sinks[topic] = (k or key_serde, v or value_serde)
         for sink in self._sink_nodes:
             sink.key_serde, sink.value_serde = sinks[sink.topic]
-        compiled = AsyncDslProcessor if self.is_async else DslProcessor
-        return compiled(
+        if not self.is_async:
+            if self.setups or self.teardowns:
+                raise ConfigError(
+                    "StreamBuilder.on_setup()/on_teardown() hooks are awaited by a topology "
+                    "with async steps (map_values_async, filter_async); this one has none",
+                    "dsl",
+                )
+            return DslProcessor(
+                dict(self.sources),
+                sinks,
+                dict(self.source_serdes),
+                list(self.stores),
+                list(self.processors),
+                dict(repartitions),
+            )
+        compiled = AsyncDslProcessor(
             dict(self.sources),
             sinks,
             dict(self.source_serdes),
@@ -171,6 +187,9 @@ class Topology:
             list(self.processors),
             dict(repartitions),
         )
+        compiled.setups = list(self.setups)
+        compiled.teardowns = list(self.teardowns)
+        return compiled
 
 
 def _serdes(
@@ -306,6 +325,19 @@ class AsyncDslProcessor(DslProcessor, AsyncProcessor):  # type: ignore[misc]
     Run like any :class:`~eos.processor.AsyncProcessor`: up to ``max_in_flight``
     records at once, in order per key.
     """
+
+    setups: Sequence[Callable[[], Awaitable[object]]] = ()
+    teardowns: Sequence[Callable[[], Awaitable[object]]] = ()
+
+    async def setup(self) -> None:
+        """Await the builder's ``on_setup`` hooks, in order."""
+        for setup in self.setups:
+            await setup()
+
+    async def teardown(self) -> None:
+        """Await the builder's ``on_teardown`` hooks, last registered first."""
+        for teardown in reversed(self.teardowns):
+            await teardown()
 
     async def process(self, record: Record, ctx: Context) -> None:  # type: ignore[override]
         pending: list[tuple[AsyncNode, object, object]] = []

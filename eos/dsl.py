@@ -528,6 +528,35 @@ class StreamBuilder:
         table topics; repartition and global table topics are not among them)."""
         return self._topology.topics
 
+    def on_setup(self, fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
+        """Await ``fn()`` once on the processing loop before the first record: where the
+        clients of ``map_values_async``/``filter_async`` steps are opened.
+
+        For a topology with async steps only (it runs as an
+        :class:`~eos.processor.AsyncProcessor`, whose ``setup`` awaits these in order).
+        Returns ``fn``, so it works as a decorator.
+        """
+        self._topology.setups.append(_coroutine_function(fn, "on_setup"))
+        return fn
+
+    def on_teardown(self, fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
+        """Await ``fn()`` once on the processing loop when the application stops (close
+        clients), after the last record; the hooks run in reverse order of registration."""
+        self._topology.teardowns.append(_coroutine_function(fn, "on_teardown"))
+        return fn
+
     def build(self) -> Processor:
         """Compile the graph into a Processor."""
         return self._topology.build()
+
+
+def _coroutine_function(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
+    if not callable(fn) or not (
+        inspect.iscoroutinefunction(fn)
+        or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+    ):
+        raise ConfigError(
+            f"StreamBuilder.{what}() takes an async def (a coroutine function), not {fn!r}",
+            "dsl",
+        )
+    return fn

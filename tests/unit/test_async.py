@@ -330,3 +330,41 @@ def test_properties_keys(tmp_path: Any) -> None:
     )
     config = eos.Config.from_properties(path)
     assert (config.max_in_flight, config.record_timeout_ms) == (250, 5000)
+
+
+def test_dsl_setup_and_teardown_hooks_are_awaited_on_the_loop() -> None:
+    events: list[str] = []
+    builder = eos.StreamBuilder()
+
+    @builder.on_setup
+    async def open_client() -> None:
+        events.append(f"open {asyncio.get_running_loop() is not None}")
+
+    async def close_client() -> None:
+        events.append("close")
+
+    builder.on_teardown(close_client)
+
+    async def double(value: Any) -> Any:
+        return value * 2
+
+    builder.stream("in", key_serde="string", value_serde="json").map_values_async(double).to("out")
+    driver = TestDriver(builder.build(), key_serde="string", value_serde="json")
+    driver.send(21, key="k")
+    assert driver.output_values("out") == [42]
+    driver.close()
+    assert events == ["open True", "close"]
+
+
+def test_dsl_hooks_need_an_async_topology_and_async_functions() -> None:
+    builder = eos.StreamBuilder()
+    with pytest.raises(ConfigError, match="async def"):
+        builder.on_setup(lambda: None)  # type: ignore[arg-type, return-value]
+
+    async def nothing() -> None:
+        pass
+
+    builder.on_setup(nothing)
+    builder.stream("in").to("out")
+    with pytest.raises(ConfigError, match="async steps"):
+        builder.build()

@@ -243,3 +243,21 @@ def test_dead_letter_sends_malformed_orders_to_the_dlq_with_headers() -> None:
     assert headers["eos.error.message"] == b"missing required field(s) ['customer']"
     assert headers["eos.source.topic"] == b"orders"
     assert headers["eos.application.id"] == b"dlq-test"
+
+
+def test_async_enrichment_enriches_through_its_customer_service() -> None:
+    """EnrichOrders and the map_values_async version call the example's own HTTP service
+    (started on a free port in setup, stopped in teardown) and merge the answer."""
+    module = _load("async_enrichment")
+    orders = module.sample_orders(12, customers=4)
+    for processor in (
+        module.EnrichOrders("enriched", module.CustomerClient(latency_ms="1")),
+        module.build_dsl(module.CustomerClient(latency_ms="1"), "orders", "enriched").build(),
+    ):
+        driver = TestDriver(processor, input_topic="orders", key_serde="string", value_serde="json")
+        for key, order in orders:
+            driver.send(order, key=key)
+        driver.close()
+        assert driver.output_pairs("enriched") == [
+            (key, {**order, **module.customer(key)}) for key, order in orders
+        ]
