@@ -164,22 +164,13 @@ class Topology:
                 sinks[topic] = (k or key_serde, v or value_serde)
         for sink in self._sink_nodes:
             sink.key_serde, sink.value_serde = sinks[sink.topic]
-        if not self.is_async:
-            if self.setups or self.teardowns:
-                raise ConfigError(
-                    "StreamBuilder.on_setup()/on_teardown() hooks are awaited by a topology "
-                    "with async steps (map_values_async, filter_async); this one has none",
-                    "dsl",
-                )
-            return DslProcessor(
-                dict(self.sources),
-                sinks,
-                dict(self.source_serdes),
-                list(self.stores),
-                list(self.processors),
-                dict(repartitions),
+        if not self.is_async and (self.setups or self.teardowns):
+            raise ConfigError(
+                "StreamBuilder.on_setup()/on_teardown() hooks are awaited by a topology "
+                "with async steps (map_values_async, filter_async); this one has none",
+                "dsl",
             )
-        compiled = AsyncDslProcessor(
+        compiled = (AsyncDslProcessor if self.is_async else DslProcessor)(
             dict(self.sources),
             sinks,
             dict(self.source_serdes),
@@ -187,8 +178,9 @@ class Topology:
             list(self.processors),
             dict(repartitions),
         )
-        compiled.setups = list(self.setups)
-        compiled.teardowns = list(self.teardowns)
+        if isinstance(compiled, AsyncDslProcessor):
+            compiled.setups = list(self.setups)
+            compiled.teardowns = list(self.teardowns)
         return compiled
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -124,3 +126,32 @@ def interesting(lines: str, *words: str) -> list[str]:
     """Log lines that contain any of ``words`` (case-insensitive)."""
     words = words or ("abort", "fenc", "lost", "revok", "assigned", "error", "rewound", "stopp")
     return [line for line in lines.splitlines() if any(w in line.lower() for w in words)]
+
+
+_OWNERSHIP = re.compile(r"eos\.engine: (assigned|revoking|lost) (.*?)(?: \(restoring.*)?$", re.M)
+
+
+def owned(app: AppProcess) -> set[int]:
+    """The partitions the current start of ``app`` owns, from its rebalance log lines."""
+    partitions_owned: set[int] = set()
+    for what, tps in _OWNERSHIP.findall(app.current_log()):
+        partitions = {int(p) for p in re.findall(r"\[(\d+)\]", tps)}
+        if what == "assigned":
+            partitions_owned |= partitions
+        else:
+            partitions_owned -= partitions
+    return partitions_owned
+
+
+def wait_owned(
+    app: AppProcess, check: Callable[[set[int]], object], what: str, timeout: float = 90.0
+) -> float:
+    """Block until ``check(partitions app owns)`` holds; return the seconds waited."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while not check(owned(app)):
+        assert app.alive(), f"{app.log_path} exited:\n{app.log_tail()}"
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not seen in {app.log_path}:\n{app.log_tail()}")
+        time.sleep(0.1)
+    return time.monotonic() - started

@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from chaosapps import wait_owned
 from confluent_kafka import Producer
 
 from eos.testing.helpers import (
@@ -51,7 +52,6 @@ HOT_KEYS = 6
 spread over the others (more keys than ``max_in_flight``: admission is the limit)."""
 SESSION_MS = "6000"
 
-_OWNERSHIP = re.compile(r"eos\.engine: (assigned|revoking|lost) (.*?)(?: \(restoring.*)?$", re.M)
 _LOOKUPS = re.compile(r"async_app: (\d+) lookups done \(at most (\d+) at once\)")
 MAX_IN_FLIGHT = 50
 PROGRESS_EVERY = 50
@@ -279,30 +279,6 @@ def _wait_lookups(app: AppProcess, at_least: int, timeout: float = 90.0) -> None
         time.sleep(0.05)
 
 
-def _owned(app: AppProcess) -> set[int]:
-    """The partitions the current start of ``app`` owns, from its rebalance log lines."""
-    owned: set[int] = set()
-    for what, tps in _OWNERSHIP.findall(app.current_log()):
-        partitions = {int(p) for p in re.findall(r"\[(\d+)\]", tps)}
-        if what == "assigned":
-            owned |= partitions
-        else:
-            owned -= partitions
-    return owned
-
-
-def _wait_owned(app: AppProcess, check: Any, what: str, timeout: float = 90.0) -> float:
-    """Block until ``check(partitions app owns)`` holds; return the seconds waited."""
-    started = time.monotonic()
-    deadline = started + timeout
-    while not check(_owned(app)):
-        assert app.alive(), f"{app.log_path} exited:\n{app.log_tail()}"
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not seen in {app.log_path}:\n{app.log_tail()}")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
 def _kill_while_feeding(run: AsyncRun, app: AppProcess, kills: int, seed: int) -> str:
     """Feed orders; SIGKILL ``app`` ``kills`` times, each once its current start has
     finished a random number (100-500) of lookups, and restart it; then end the feed,
@@ -387,19 +363,19 @@ def test_partitions_move_with_records_in_flight_exactly_once_in_key_order(
         w0.start()
         w1.start()
         for app in (w0, w1):
-            _wait_owned(app, bool, "an assignment")
+            wait_owned(app, bool, "an assignment")
         feeder.start()
         for _ in range(2):
-            _wait_owned(w1, bool, "instance 1's assignment")
+            wait_owned(w1, bool, "instance 1's assignment")
             _wait_lookups(w1, 100)
             flowing += feeder.flowing
             w1.kill()
             handovers.append(
-                round(_wait_owned(w0, lambda ps: ps == everything, "instance 0 owning all"), 1)
+                round(wait_owned(w0, lambda ps: ps == everything, "instance 0 owning all"), 1)
             )
             w1.start()
-            _wait_owned(w1, bool, "the restarted instance 1's assignment")
-            _wait_owned(w0, lambda ps: ps != everything, "instance 0 giving a partition back")
+            wait_owned(w1, bool, "the restarted instance 1's assignment")
+            wait_owned(w0, lambda ps: ps != everything, "instance 0 giving a partition back")
         sent = run.finish(feeder, [w0, w1])
     finally:
         run.kill_all()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import heapq
 import json
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaosapps import owned, wait_owned
 from confluent_kafka import Producer
 
 from eos.testing.helpers import (
@@ -60,8 +60,6 @@ STEP_MS = 100
 FAR_MS = 30 * 60_000
 """The last record of each partition is this far ahead of the start: everything comes due."""
 SESSION_MS = "6000"
-
-_OWNERSHIP = re.compile(r"eos\.engine: (assigned|revoking|lost) (.*?)(?: \(restoring.*)?$", re.M)
 
 
 # -- input ----------------------------------------------------------------------
@@ -426,30 +424,6 @@ def _wait_assigned(app: AppProcess, timeout: float = 90.0) -> None:
     assert app.alive(), f"{app.log_path} exited:\n{app.log_tail()}"
 
 
-def _owned(app: AppProcess) -> set[int]:
-    """The partitions the current start of ``app`` owns, from its rebalance log lines."""
-    owned: set[int] = set()
-    for what, tps in _OWNERSHIP.findall(app.current_log()):
-        partitions = {int(p) for p in re.findall(r"\[(\d+)\]", tps)}
-        if what == "assigned":
-            owned |= partitions
-        else:
-            owned -= partitions
-    return owned
-
-
-def _wait_owned(app: AppProcess, check: Any, what: str, timeout: float = 90.0) -> float:
-    """Block until ``check(partitions app owns)`` holds; return the seconds waited."""
-    started = time.monotonic()
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        if check(_owned(app)):
-            return time.monotonic() - started
-        assert app.alive(), f"{app.log_path} exited:\n{app.log_tail()}"
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not seen in {app.log_path}:\n{app.log_tail()}")
-
-
 def _run_crashing(app: AppProcess, n: int, timeout: float = 60.0) -> None:
     """Run ``app``'s instance once with ``--crash-after-kafka-commit n`` (same state, log
     and instance id): it SIGKILLs itself on its n-th commit with store writes, after the
@@ -677,22 +651,22 @@ def test_two_instances_one_killed_and_restarted_keep_time_exactly_once(
         feeder.start()
         # Both instances of each app own partitions: they share the input.
         for app in (w0, t0, w1, t1):
-            _wait_owned(app, bool, "an assignment")
+            wait_owned(app, bool, "an assignment")
         time.sleep(random.Random(23).uniform(0.5, 2.0))
         assert feeder.flowing, "the feeder finished before the kill: slow machine?"
-        owned_at_kill = (sorted(_owned(w1)), sorted(_owned(t1)))
+        owned_at_kill = (sorted(owned(w1)), sorted(owned(t1)))
         w1.kill()
         t1.kill()
         # Instance 0 takes the dead one's partitions after its session times out ...
         handover = max(
-            _wait_owned(app, lambda ps: ps == everything, "instance 0 owning every partition")
+            wait_owned(app, lambda ps: ps == everything, "instance 0 owning every partition")
             for app in (w0, t0)
         )
         # ... and gives some back when it restarts, while records still flow.
         w1.start()
         t1.start()
         for app in (w1, t1):
-            _wait_owned(app, bool, "the restarted instance's assignment")
+            wait_owned(app, bool, "the restarted instance's assignment")
         flowing_at_restart = feeder.flowing
         feeder.join()
         wait_caught_up(bootstrap, run.windows_id, run.source, timeout=120)

@@ -9,6 +9,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from apprunner import AppThread, wait_committed
@@ -62,6 +63,17 @@ class Enrich(eos.AsyncProcessor):
         self.torn_down = True
 
 
+def _run_to_end(app_threads: list, bootstrap: str, source: str, **settings: object) -> Any:
+    """Run an Application of ``settings`` on ``source`` until it committed the whole topic;
+    stop it; return it."""
+    app = eos.Application(bootstrap_servers=bootstrap, input_topics=[source], **settings)  # type: ignore[arg-type]
+    runner = AppThread(app).start()
+    app_threads.append(runner)
+    wait_committed(bootstrap, str(settings["application_id"]), source, thread=runner)
+    runner.stop()
+    return app
+
+
 def _per_key(records: list) -> dict[bytes, list[str]]:
     keyed: dict[bytes, list[str]] = defaultdict(list)
     for r in records:
@@ -80,17 +92,14 @@ def test_async_processor_is_concurrent_exactly_once_and_ordered_per_key(
     records = [(f"k{i % 40}", f"k{i % 40}-{i:05d}") for i in range(2000)]
     produce(bootstrap, source, records)
     processor = Enrich(sink)
-    app = eos.Application(
+    app = _run_to_end(
+        app_threads,
+        bootstrap,
+        source,
         application_id=app_id,
-        bootstrap_servers=bootstrap,
-        input_topics=[source],
         processor=processor,
         max_in_flight=50,
     )
-    runner = AppThread(app).start()
-    app_threads.append(runner)
-    wait_committed(bootstrap, app_id, source, thread=runner)
-    runner.stop()
 
     out = read_topic(bootstrap, sink)
     assert len(out) == 2000
@@ -115,20 +124,17 @@ def test_async_failure_and_timeout_go_through_the_policy(bootstrap, app_threads)
     app_id = unique_name("async-fail")
     records = [(f"k{i % 5}", f"v{i:04d}") for i in range(300)]
     produce(bootstrap, source, records)
-    app = eos.Application(
+    _run_to_end(
+        app_threads,
+        bootstrap,
+        source,
         application_id=app_id,
-        bootstrap_servers=bootstrap,
-        input_topics=[source],
         processor=Enrich(sink, fail_on="v0100", hang_on="v0200"),
         max_in_flight=20,
         record_timeout_ms=1000,
         processing_error_policy="dead_letter",
         dead_letter_topic=dlq,
     )
-    runner = AppThread(app).start()
-    app_threads.append(runner)
-    wait_committed(bootstrap, app_id, source, thread=runner)
-    runner.stop()
 
     out = read_topic(bootstrap, sink)
     values = sorted(r.value.decode().split("|")[0] for r in out)
@@ -166,19 +172,16 @@ def test_async_failure_after_sending_aborts_and_replays(bootstrap, app_threads) 
     app_id = unique_name("async-partial")
     records = [(f"k{i % 17}", f"v{i:04d}") for i in range(500)]
     produce(bootstrap, source, records)
-    app = eos.Application(
+    app = _run_to_end(
+        app_threads,
+        bootstrap,
+        source,
         application_id=app_id,
-        bootstrap_servers=bootstrap,
-        input_topics=[source],
         processor=SendThenFail(sink, b"v0250"),
         max_in_flight=30,
         processing_error_policy="dead_letter",
         dead_letter_topic=dlq,
     )
-    runner = AppThread(app).start()
-    app_threads.append(runner)
-    wait_committed(bootstrap, app_id, source, thread=runner)
-    runner.stop()
 
     out = sorted(r.value.decode() for r in read_topic(bootstrap, sink))
     assert out == sorted(v for _, v in records if v != "v0250")
@@ -319,17 +322,14 @@ def test_async_timers_fire_once_after_the_records_before_them(bootstrap, app_thr
     for key, value, timestamp in records:
         producer.produce(source, value, key, timestamp=timestamp)
     assert producer.flush(30) == 0
-    app = eos.Application(
+    _run_to_end(
+        app_threads,
+        bootstrap,
+        source,
         application_id=app_id,
-        bootstrap_servers=bootstrap,
-        input_topics=[source],
         processor=Remind(sink),
         max_in_flight=20,
     )
-    runner = AppThread(app).start()
-    app_threads.append(runner)
-    wait_committed(bootstrap, app_id, source, thread=runner)
-    runner.stop()
 
     out = [r.value.decode() for r in read_topic(bootstrap, sink)]
     timers = [int(v.split(":")[1]) for v in out if v.startswith("timer:")]
