@@ -221,9 +221,9 @@ class AsyncRun:
         return app
 
     def feeder(self, seed: int) -> Feeder:
-        """Orders at 150/s until stopped, at least 3,000, at most 9,000."""
+        """Orders at 250/s until stopped, at least 2,500, at most 9,000."""
         return Feeder(
-            self.bootstrap, self.source, rate=150, minimum=3_000, maximum=9_000, seed=seed
+            self.bootstrap, self.source, rate=250, minimum=2_500, maximum=9_000, seed=seed
         )
 
     def finish(self, feeder: Feeder, apps: list[AppProcess]) -> int:
@@ -312,7 +312,7 @@ def _kill_while_feeding(run: AsyncRun, app: AppProcess, kills: int, seed: int) -
 def test_async_processor_exactly_once_in_key_order_under_sigkill(
     bootstrap: str, tmp_path: Path
 ) -> None:
-    """At least 3,000 orders (64 keys, a few hot, 2 partitions) enriched by the
+    """At least 2,500 orders (64 keys, a few hot, 2 partitions) enriched by the
     AsyncProcessor with HTTP calls of 1-20 ms, up to 50 in flight, SIGKILLed 6 times while
     orders flow: every order is in the output exactly once, enriched with its own
     customer's record, and each key's outputs are in input order."""

@@ -16,13 +16,13 @@ HERE = Path(__file__).resolve().parent
 EXAMPLE = str(HERE.parents[1] / "examples" / "uppercase.py")
 FAULT_APP = str(HERE / "fault_app.py")
 # Longer than the 60 s the old assignment callback waited for committed offsets.
-DEAD_OWNER_TRANSACTION_TIMEOUT_MS = 75_000
+DEAD_OWNER_TRANSACTION_TIMEOUT_MS = 66_000
 
 
 def test_new_owner_waits_out_pending_offsets_of_a_dead_owner(bootstrap, tmp_path) -> None:
     """Instance A is SIGKILLed after sending its offsets into a transaction (the group
     coordinator holds them pending until that transaction is aborted, after A's
-    transaction.timeout.ms of 75 s). Instance B, a different instance, takes A's partitions:
+    transaction.timeout.ms of 66 s). Instance B, a different instance, takes A's partitions:
     its assignment does not fail on the pending offsets (no committed() call that times out);
     it waits for them and then processes every input exactly once."""
     source = create_topic(bootstrap, unique_name("in"), 2)
