@@ -228,6 +228,8 @@ class AsyncRunner:
         self._running: dict[_Item, None] = {}
         self._failed: list[_Item] = []
         self._worker_tasks: set[asyncio.Task[None]] = set()
+        self._parked: list[asyncio.Future[None]] = []
+        """Idle workers waiting for a ready record (woken by ``_dispatch``)."""
         self._workers = 0
         """Worker tasks alive (at most ``limit``), of which ``_starting`` not started yet."""
         self._starting = 0
@@ -269,12 +271,19 @@ class AsyncRunner:
         per record.
         """
         ready = len(self._ready)
-        while ready > self._starting and self._workers < self.limit:
-            self._workers += 1
-            self._starting += 1
-            worker = self.loop.create_task(self._work())
-            self._worker_tasks.add(worker)
-            worker.add_done_callback(self._worker_tasks.discard)
+        parked = self._parked
+        while ready > self._starting:
+            if parked:
+                self._starting += 1
+                parked.pop().set_result(None)
+            elif self._workers < self.limit:
+                self._workers += 1
+                self._starting += 1
+                worker = self.loop.create_task(self._work())
+                self._worker_tasks.add(worker)
+                worker.add_done_callback(self._worker_tasks.discard)
+            else:
+                break
 
     def _begin(self, item: _Item, task: asyncio.Task[Any] | None) -> RecordContext:
         """``item`` starts on the worker ``task``: its context, its clock."""
@@ -315,12 +324,20 @@ class AsyncRunner:
             del self._chains[item.chain]
 
     async def _work(self) -> None:
-        """One worker: run ready records until there is none (or an abort)."""
+        """One worker: run ready records; with none left, park until there are (it ends
+        only when cancelled: an abort or the stop)."""
         self._starting -= 1
         task = asyncio.current_task()
         ready = self._ready
         process = self._process
-        while ready:
+        loop = self.loop
+        while True:
+            if not ready:
+                parked = loop.create_future()
+                self._parked.append(parked)
+                await parked
+                self._starting -= 1  # woken by _dispatch, which counted it
+                continue
             item = ready.popleft()
             ctx = self._begin(item, task)
             try:
@@ -342,7 +359,6 @@ class AsyncRunner:
             item.done = True
             del self._running[item]
             self._ended(item, ctx)
-        self._workers -= 1
 
     def _ended(self, item: _Item, ctx: RecordContext) -> None:
         """On the loop: a record ended; hand a failure to the engine, else go on."""
@@ -523,6 +539,7 @@ class AsyncRunner:
             task.cancel()
         self._workers = 0
         self._starting = 0
+        self._parked.clear()
         self._running.clear()
         self._chains.clear()
         self._ready.clear()
