@@ -483,17 +483,22 @@ def measure(
     latency_seconds: float,
     run_id: str,
     timeout_s: float,
+    check: Callable[[str, int], tuple[int, list[str]]] | None = None,
 ) -> Measurement:
-    """Run ``spec`` once over the backlog plus a paced latency phase; see the module doc."""
+    """Run ``spec`` once over the backlog plus a paced latency phase; see the module doc.
+
+    ``latency_seconds`` 0: no latency phase (latency n/a). ``check(output topic,
+    outputs seen)``, called after the run: ``(wrong outputs, examples)``.
+    """
     tag = f"{spec.name.replace('_', '-')}-{run_id}"
     output = create_topic(bootstrap, f"eos-bench-out-{tag}", PARTITIONS)
-    paced = create_topic(bootstrap, f"eos-bench-paced-{tag}", PARTITIONS)
+    paced = create_topic(bootstrap, f"eos-bench-paced-{tag}", PARTITIONS) if latency_seconds else ""
     group = f"eos-bench-{tag}"
     state_dir = state_dir_for(tag)
     argv = contender_argv(
         spec,
         bootstrap=bootstrap,
-        inputs=[backlog_topic, paced],
+        inputs=[backlog_topic, paced] if paced else [backlog_topic],
         output=output,
         group=group,
         commit_interval_ms=commit_interval_ms,
@@ -518,7 +523,7 @@ def measure(
         expected=records,
         timeout_s=timeout_s,
         log_path=LOG_DIR / f"{tag}.log",
-        then=paced_phase,
+        then=paced_phase if paced else None,
     )
     first = result["first_consumed"]
     assert reader.backlog_done_at is not None
@@ -529,7 +534,10 @@ def measure(
     missing = len(sent) - len(latencies)
     if missing:
         print(f"  warning: {spec.name}: {missing} paced outputs never seen", file=sys.stderr)
-    clean_up(bootstrap, [output, paced], group, state_dir)
+    wrong, examples = check(output, reader.count) if check is not None else (0, [])
+    if wrong:
+        print(f"  warning: {spec.name}: {wrong:,} wrong: {'; '.join(examples)}", file=sys.stderr)
+    clean_up(bootstrap, [output, paced] if paced else [output], group, state_dir)
     return Measurement(
         contender=spec.name,
         records=records,
@@ -541,6 +549,7 @@ def measure(
         maxrss_mib=float(result["maxrss_mib"]),
         outputs=reader.count,
         expected_outputs=records + len(sent),
+        wrong=wrong,
         extra={k: v for k, v in result.items() if k not in ("first_consumed", "maxrss_mib")},
     )
 

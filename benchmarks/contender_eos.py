@@ -9,11 +9,19 @@
                   ``.final()`` (RocksDB window store)
 ``eos_join``      eos, exactly_once_v2, the DSL's stream-table join of the orders
                   (``--inputs``) with the customers table (``--table``, RocksDB)
+``eos_sync``      eos, exactly_once_v2, a blocking HTTP call per record
+                  (``http.client``, keep-alive) to ``--service-url``
+``eos_async``     eos, exactly_once_v2, an ``AsyncProcessor`` making the same call
+                  with ``--max-in-flight`` records at once (``_http.HttpClient``)
+``eos_async_sleep`` eos_async with the call replaced by a sleep of the service's
+                  latency: the engine without an HTTP stack
 
 Stateless contenders emit ``value.upper()`` under the input key; stateful ones
 emit the key's new count (``b"%d"``); the windowed one emits one final count
 per (key, window) as ``{"start", "end", "n"}`` JSON under the key; the join
-emits ``{**order, "tier": customer["tier"]}`` JSON under the order's key. Each
+emits ``{**order, "tier": customer["tier"]}`` JSON under the order's key; the
+HTTP ones emit ``value + b"|" + tier``, the tier from the service's JSON answer
+for the key (see ``_async.py``). Each
 runs until SIGTERM, commits what it processed, and prints
 ``_result.print_result`` as its last stdout line.
 """
@@ -31,7 +39,17 @@ from typing import Any
 
 from _result import print_result
 
-CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join")
+CONTENDERS = (
+    "bare",
+    "eos",
+    "eos_alos",
+    "eos_stateful",
+    "eos_windowed",
+    "eos_join",
+    "eos_sync",
+    "eos_async",
+    "eos_async_sleep",
+)
 
 
 def run_bare(args: argparse.Namespace) -> float | None:
@@ -222,6 +240,88 @@ def run_eos_join(args: argparse.Namespace) -> float | None:
     return first[0] if first else None
 
 
+def run_eos_http(args: argparse.Namespace) -> float | None:
+    """A call to the HTTP service per record: blocking (eos_sync), awaited (eos_async), or
+    replaced by ``await asyncio.sleep(latency)`` and the answer it would give
+    (eos_async_sleep: the engine without an HTTP stack)."""
+    import asyncio
+    import http.client
+    import json
+
+    from _http import LATENCY_MS, PATH_PREFIX, HttpClient, answer
+
+    import eos
+
+    output = args.output
+    url = args.service_url
+    first: list[float] = []
+
+    class SyncEnrich(eos.Processor):
+        """One keep-alive ``http.client`` connection, one request at a time."""
+
+        def __init__(self) -> None:
+            host, _, port = url.removeprefix("http://").partition(":")
+            self.http = http.client.HTTPConnection(host, int(port))
+
+        def process(self, record: eos.Record, ctx: eos.Context) -> None:
+            if not first:
+                first.append(time.time())
+            key: bytes = record.key  # type: ignore[assignment]
+            self.http.request("GET", PATH_PREFIX + key.decode())
+            response = self.http.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {body[:100]!r}")
+            tier = json.loads(body)["tier"]
+            ctx.send(output, record.value + b"|" + tier.encode(), key=key)  # type: ignore[operator]
+
+        def close(self) -> None:
+            self.http.close()
+
+    class AsyncEnrich(eos.AsyncProcessor):
+        """``max_in_flight`` records at once on eos's processing loop."""
+
+        async def setup(self) -> None:
+            self.http = HttpClient(url, connections=args.max_in_flight)
+
+        async def process(self, record: eos.Record, ctx: eos.Context) -> None:  # type: ignore[override]
+            if not first:
+                first.append(time.time())
+            key: bytes = record.key  # type: ignore[assignment]
+            body = await self.http.get(PATH_PREFIX + key.decode())
+            tier = json.loads(body)["tier"]
+            ctx.send(output, record.value + b"|" + tier.encode(), key=key)  # type: ignore[operator]
+
+        async def teardown(self) -> None:
+            await self.http.close()
+
+    class SleepEnrich(eos.AsyncProcessor):
+        """As AsyncEnrich, the call replaced by a sleep of the service's latency."""
+
+        async def process(self, record: eos.Record, ctx: eos.Context) -> None:  # type: ignore[override]
+            if not first:
+                first.append(time.time())
+            key: bytes = record.key  # type: ignore[assignment]
+            await asyncio.sleep(LATENCY_MS / 1000)
+            tier = json.loads(answer(key))["tier"]
+            ctx.send(output, record.value + b"|" + tier.encode(), key=key)  # type: ignore[operator]
+
+    processors = {"eos_sync": SyncEnrich, "eos_async": AsyncEnrich, "eos_async_sleep": SleepEnrich}
+    is_async = args.contender != "eos_sync"
+    app = eos.Application(
+        application_id=args.group,
+        bootstrap_servers=args.bootstrap_servers,
+        input_topics=args.inputs.split(","),
+        processor=processors[args.contender](),
+        processing_guarantee="exactly_once_v2",
+        commit_interval_ms=args.commit_interval_ms,
+        state_dir=args.state_dir,
+        **({"max_in_flight": args.max_in_flight} if is_async else {}),
+    )
+    app.run()  # until SIGTERM
+    return first[0] if first else None
+
+
 def _scrape_periodically(registry: object, interval_s: float) -> None:
     """Render the registry as a Prometheus scrape would, on a daemon thread."""
     import threading
@@ -272,9 +372,18 @@ def main() -> int:
     parser.add_argument("--window-ms", type=int, default=60_000, help="windowed: window size")
     parser.add_argument("--grace-ms", type=int, default=0, help="windowed: grace period")
     parser.add_argument("--table", help="join: the customers table topic")
+    parser.add_argument("--service-url", help="eos_sync, eos_async: the HTTP service")
+    parser.add_argument("--max-in-flight", type=int, default=200, help="eos_async*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    runs = {"bare": run_bare, "eos_windowed": run_eos_windowed, "eos_join": run_eos_join}
+    runs = {
+        "bare": run_bare,
+        "eos_windowed": run_eos_windowed,
+        "eos_join": run_eos_join,
+        "eos_sync": run_eos_http,
+        "eos_async": run_eos_http,
+        "eos_async_sleep": run_eos_http,
+    }
     run = runs.get(args.contender, run_eos)
     if args.py_spy:
         first = _with_py_spy(run, args)

@@ -13,6 +13,8 @@ Usage::
     python benchmarks/hot_path_profile.py --contender eos_stateful --records 200000
     python benchmarks/hot_path_profile.py --contender eos_windowed --records 200000
     python benchmarks/hot_path_profile.py --contender eos_join --records 200000
+    python benchmarks/hot_path_profile.py --contender eos_async --records 200000
+    python benchmarks/hot_path_profile.py --contender eos_async_sleep --records 200000
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _async import ASYNC, MAX_IN_FLIGHT, measure_async
 from _harness import BENCH_DIR, DEFAULT_KEYS, Measurement, Spec, measure, prepare_input
+from _http import HttpService
 from _join import JOIN, measure_join, prepare_join_input
 from _windowed import WINDOWED, measure_windowed, prepare_windowed_input
 
@@ -76,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--contender",
         default="eos",
-        choices=("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join"),
+        choices=("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join", *ASYNC),
     )
+    parser.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="eos_async")
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--commit-interval-ms", type=int, default=100)
     parser.add_argument("--idle", action="store_true", help="count blocked time too")
@@ -114,6 +119,22 @@ def main(argv: list[str] | None = None) -> int:
             run_id=uuid.uuid4().hex[:6],
             timeout_s=max(120.0, args.records / 2000),
         )
+    elif args.contender in ASYNC:
+        if args.contender == "eos_sync":
+            args.records = min(args.records, 2000)  # ~190 records/s
+        topic, _, _ = prepare_input(args.bootstrap_servers, args.records, DEFAULT_KEYS)
+        with HttpService() as service:
+            m = measure_async(
+                spec,
+                bootstrap=args.bootstrap_servers,
+                topic=topic,
+                records=args.records,
+                service_url=service.url,
+                max_in_flight=1 if args.contender == "eos_sync" else args.max_in_flight,
+                commit_interval_ms=args.commit_interval_ms,
+                latency_seconds=0,
+                run_id=uuid.uuid4().hex[:6],
+            )
     else:
         topic, _, _ = prepare_input(args.bootstrap_servers, args.records, DEFAULT_KEYS)
         m = measure(

@@ -10,7 +10,16 @@ enriched with their customer's tier from a customers table):
   ``eos_windowed``, ``eos_join`` (stream-table join);
 - ``quixstreams``, ``quixstreams_stateful``, ``quixstreams_windowed``,
   ``quixstreams_join`` (``join_asof``) (exactly-once), installed into their own
-  virtualenv ``benchmarks/.venv-quix`` (made on first use).
+  virtualenv ``benchmarks/.venv-quix`` (made on first use);
+- ``eos_sync`` and ``eos_async``: an HTTP call per record to a service with a
+  fixed 5 ms latency (``_http.py``, started by this run in its own process),
+  from a synchronous ``eos.Processor`` and from an ``eos.AsyncProcessor`` with
+  max_in_flight 200; ``eos_async_sleep``: eos_async with the call replaced by
+  a 5 ms ``asyncio.sleep`` (the engine without an HTTP stack) (``_async.py``).
+  ``eos_sync`` reads a smaller input of its own (``--sync-records``). The full
+  run also sweeps ``eos_async``'s max_in_flight (1 to 400) and writes
+  ``docs/benchmarks-async.png`` (``--async-sweep`` in a ``--quick`` run,
+  ``--no-async-sweep`` to skip it).
 
 The inputs are produced once per run (or reused from an earlier run when the
 topic already holds exactly them): one for the windowed contenders, with event
@@ -27,12 +36,20 @@ output, wrapped here)::
     RATIO eos/bare=0.93 eos/quixstreams=2.40
           eos_stateful/quixstreams_stateful=2.10 eos/eos_alos=0.88
           eos_windowed/quixstreams_windowed=2.20 eos_join/quixstreams_join=2.00
+          eos_async/eos_sync=110.00 eos_async/ideal=0.55
+
+``eos_async/ideal`` is eos_async's records/s over max_in_flight / latency
+(200 / 5 ms = 40,000/s). A run of the async contenders only (``--contenders
+eos_sync,eos_async``) replaces only the async section of an existing
+``--output`` (between its ``<!-- async:begin -->`` and ``<!-- async:end -->``
+lines) and leaves ``docs/benchmarks.png`` alone.
 
 Usage::
 
     python benchmarks/run.py                     # 1,000,000 records, 2 repetitions
     python benchmarks/run.py --quick             # 200,000 records, 1 repetition
     python benchmarks/run.py --records 2000 --skip-quix --output /tmp/b.md   # smoke
+    python benchmarks/run.py --contenders eos_sync,eos_async   # the async section only
 """
 
 from __future__ import annotations
@@ -49,6 +66,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _report
+from _async import ASYNC, MAX_IN_FLIGHT, SweepPoint, measure_async, sweep
 from _harness import (
     BENCH_DIR,
     DEFAULT_KEYS,
@@ -59,6 +77,7 @@ from _harness import (
     measure,
     prepare_input,
 )
+from _http import LATENCY_MS, HttpService
 from _join import JOIN, JoinInput, measure_join, prepare_join_input
 from _windowed import WINDOWED, WindowedInput, measure_windowed, prepare_windowed_input
 
@@ -82,6 +101,7 @@ ORDER = (
     "quixstreams_windowed",
     "eos_join",
     "quixstreams_join",
+    *ASYNC,
 )
 
 
@@ -154,6 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contenders", default=",".join(ORDER), help="comma-separated subset")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="'-': none")
     parser.add_argument("--chart", default=str(ROOT / "docs" / "benchmarks.png"), help="'-': none")
+    parser.add_argument("--sync-records", type=int, help="eos_sync's input (default 2,000)")
+    parser.add_argument(
+        "--async-sweep",
+        action=argparse.BooleanOptionalAction,
+        help="sweep eos_async's max_in_flight (default: yes, except with --quick)",
+    )
+    parser.add_argument(
+        "--sweep-seconds", type=float, help="per sweep point at the ideal rate (default 5; quick 2)"
+    )
     args = parser.parse_args(argv)
     records = args.records or (200_000 if args.quick else 1_000_000)
     repeat = args.repeat or (1 if args.quick else 2)
@@ -162,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(ORDER)
     if unknown:
         parser.error(f"unknown contenders {sorted(unknown)}; known: {', '.join(ORDER)}")
+    sync_records = args.sync_records or 2_000
+    run_sweep = "eos_async" in names and (
+        args.async_sweep if args.async_sweep is not None else not args.quick
+    )
+    sweep_seconds = args.sweep_seconds or (2.0 if args.quick else 5.0)
     wall = time.monotonic()
 
     quix: Path | None = None
@@ -184,10 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             if os.environ.get("EOS_BOOTSTRAP_SERVERS")
             else f"Kafka {KAFKA_VERSION}, one KRaft node on this machine"
         )
+    service: HttpService | None = None
+    sweep_points: list[SweepPoint] = []
     try:
         runs = specs(names, quix)
         topic = ""
-        if any(spec.name not in (*WINDOWED, *JOIN) for spec in runs):
+        if any(spec.name not in (*WINDOWED, *JOIN, "eos_sync") for spec in runs):
             topic, reused, seconds = prepare_input(bootstrap, records, args.keys)
             made = "reused" if reused else f"produced in {seconds:.1f} s"
             print(f"input {topic}: {made}", flush=True)
@@ -205,11 +241,34 @@ def main(argv: list[str] | None = None) -> int:
             join, reused, seconds = prepare_join_input(bootstrap, records)
             made = "reused" if reused else f"produced in {seconds:.1f} s"
             print(f"join input {join.orders} and {join.customers}: {made}", flush=True)
+        sync_topic = ""
+        if "eos_sync" in names:
+            sync_topic, reused, seconds = prepare_input(bootstrap, sync_records, args.keys)
+            made = "reused" if reused else f"produced in {seconds:.1f} s"
+            print(f"eos_sync input {sync_topic}: {made}", flush=True)
+        if any(spec.name in ASYNC for spec in runs):
+            service = HttpService().start()
+            print(f"HTTP service at {service.url} (on {service.loop})", flush=True)
         results: list[Measurement] = []
         run_id = uuid.uuid4().hex[:6]
         for rep in range(repeat):
             for spec in runs if rep % 2 == 0 else list(reversed(runs)):
-                if spec.name in WINDOWED:
+                if spec.name in ASYNC:
+                    assert service is not None
+                    sync = spec.name == "eos_sync"
+                    m = measure_async(
+                        spec,
+                        bootstrap=bootstrap,
+                        topic=sync_topic if sync else topic,
+                        records=sync_records if sync else records,
+                        service_url=service.url,
+                        max_in_flight=1 if sync else MAX_IN_FLIGHT,
+                        commit_interval_ms=args.commit_interval_ms,
+                        # eos_sync's capacity (~190/s) is below the paced rate.
+                        latency_seconds=0 if sync else latency_seconds,
+                        run_id=f"{run_id}-{rep}",
+                    )
+                elif spec.name in WINDOWED:
                     assert windowed is not None
                     m = measure_windowed(
                         spec,
@@ -249,7 +308,22 @@ def main(argv: list[str] | None = None) -> int:
                     + (f", {m.wrong:,} wrong" if m.wrong else ""),
                     flush=True,
                 )
+        if run_sweep:
+            assert service is not None
+            sweep_points = sweep(
+                [spec for spec in runs if spec.name in ("eos_async", "eos_async_sleep")],
+                bootstrap=bootstrap,
+                service_url=service.url,
+                keys=args.keys,
+                seconds=sweep_seconds,
+                cap=records,
+                floor=sync_records,
+                commit_interval_ms=args.commit_interval_ms,
+                run_id=run_id,
+            )
     finally:
+        if service is not None:
+            service.stop()
         if cluster is not None:
             cluster.stop()
 
@@ -257,29 +331,68 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/run.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    table = _report.render(
-        summaries,
-        results,
-        records=records,
-        keys=args.keys,
-        commit_interval_ms=args.commit_interval_ms,
-        latency_seconds=latency_seconds,
-        latency_rate=LATENCY_RATE,
-        repeat=repeat,
-        versions=versions(),
-        broker=broker,
-        quix_note=quix_note,
-        command=command.strip(),
-    )
+    chart = Path(args.chart) if args.chart != "-" else None
+    async_chart = chart.with_name(f"{chart.stem}-async{chart.suffix}") if chart else None
+    section = ""
+    if any(s.contender in ASYNC for s in summaries):
+        section = _report.render_async(
+            summaries,
+            results,
+            sweep_points,
+            records=records,
+            sync_records=sync_records,
+            commit_interval_ms=args.commit_interval_ms,
+            latency_seconds=latency_seconds,
+            latency_rate=LATENCY_RATE,
+            repeat=repeat,
+            service_loop=service.loop if service is not None else "?",
+            versions=versions(),
+            broker=broker,
+            command=command.strip(),
+            chart_name=async_chart.name if async_chart and sweep_points else None,
+        )
+    async_only = all(s.contender in ASYNC for s in summaries)
+    if async_only:
+        table = section
+    else:
+        table = _report.render(
+            summaries,
+            results,
+            records=records,
+            keys=args.keys,
+            commit_interval_ms=args.commit_interval_ms,
+            latency_seconds=latency_seconds,
+            latency_rate=LATENCY_RATE,
+            repeat=repeat,
+            versions=versions(),
+            broker=broker,
+            quix_note=quix_note,
+            command=command.strip(),
+        )
+        if section:
+            table += "\n" + section
     print()
     print(table)
     if args.output != "-":
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(table)
-    if args.chart != "-":
+        output = Path(args.output)
+        if async_only and output.exists():
+            # Only the async section: the rest of the report stays as it was.
+            table = _report.replace_async(output.read_text(), section)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(table)
+    drawn = True
+    if chart is not None and not async_only:
         title = f"{records:,} records, commit interval {args.commit_interval_ms} ms"
-        if not _report.chart(summaries, Path(args.chart), title):
-            print("no chart: matplotlib is not available", file=sys.stderr)
+        drawn = _report.chart([s for s in summaries if s.contender not in ASYNC], chart, title)
+    if async_chart is not None and sweep_points:
+        sync_rate = next((s.records_per_s for s in summaries if s.contender == "eos_sync"), None)
+        title = (
+            f"eos_async: records/s against max_in_flight (HTTP service latency "
+            f"{LATENCY_MS:g} ms, commit interval {args.commit_interval_ms} ms)"
+        )
+        drawn = _report.async_chart(sweep_points, sync_rate, async_chart, title) and drawn
+    if not drawn:
+        print("no chart: matplotlib is not available", file=sys.stderr)
     print(f"wall time {time.monotonic() - wall:.0f} s")
     inexact = [s.contender for s in summaries if not s.exact]
     if inexact:
