@@ -41,13 +41,19 @@ RUN = BENCHMARK.parent / "run.py"
 
 def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     """benchmarks/run.py --records 2000 --skip-quix runs bare, eos, eos_alos,
-    eos_stateful, eos_windowed and eos_join to completion with exact outputs, writes its
-    table (and chart, when matplotlib is installed) and ends with the RATIO line."""
+    eos_stateful, eos_windowed, eos_join and the HTTP pair (eos_sync, eos_async) to
+    completion with exact outputs, writes its table (and chart, when
+    matplotlib is installed) and ends with the RATIO line."""
     import importlib.util
 
     output = tmp_path / "benchmarks.md"
     chart = tmp_path / "benchmarks.png" if importlib.util.find_spec("matplotlib") else None
     args = [sys.executable, str(RUN), "--records", "2000", "--skip-quix"]
+    args += ["--sync-records", "100", "--no-async-sweep"]
+    # eos_async_sleep runs in the benchmark only: the smoke checks the HTTP pair.
+    contenders = ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join")
+    contenders += ("eos_sync", "eos_async")
+    args += ["--contenders", ",".join(contenders)]
     args += ["--bootstrap-servers", bootstrap, "--output", str(output)]
     args += ["--chart", str(chart) if chart else "-"]
     proc = subprocess.run(
@@ -59,11 +65,12 @@ def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     assert re.fullmatch(
         r"RATIO eos/bare=\d+\.\d\d eos/quixstreams=n/a "
         r"eos_stateful/quixstreams_stateful=n/a eos/eos_alos=\d+\.\d\d"
-        r" eos_windowed/quixstreams_windowed=n/a eos_join/quixstreams_join=n/a",
+        r" eos_windowed/quixstreams_windowed=n/a eos_join/quixstreams_join=n/a"
+        r" eos_async/eos_sync=\d+\.\d\d eos_async/ideal=\d+\.\d\d",
         last,
     ), last
     table = output.read_text()
-    for contender in ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join"):
+    for contender in contenders:
         assert re.search(rf"^\| {contender} \| .*\| yes \|$", table, re.MULTILINE), contender
     assert "outputs not exactly one per input" not in proc.stderr
     if chart is not None:
