@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from _harness import Measurement, Spec, _values, measure, output_reader, prepare_input
+from _harness import Measurement, Spec, _values, measure, prepare_input, read_back
 from _http import LATENCY_MS, bench_client, tier_of
 
 ASYNC = ("eos_sync", "eos_async", "eos_async_sleep")
@@ -61,32 +60,15 @@ def check_output(bootstrap: str, topic: str, seen: int) -> tuple[int, list[str]]
     must be an input value, ``|``, and the tier the service gives the record's key.
     Returns ``(wrong, examples)``."""
     values = {*_values(), *_values(1)}
-    consumer = output_reader(bootstrap, topic)
-    read = wrong = 0
+    wrong = 0
     examples: list[str] = []
-    try:
-        deadline = time.monotonic() + 300
-        quiet_until = None
-        while time.monotonic() < deadline:
-            messages = consumer.consume(10_000, 0.5)
-            if not messages:
-                if read >= seen:
-                    if quiet_until is not None and time.monotonic() >= quiet_until:
-                        break
-                    quiet_until = quiet_until or time.monotonic() + 1.0
-                continue
-            for msg in messages:
-                if msg.error() is not None:
-                    continue
-                read += 1
-                key, value = msg.key() or b"", msg.value() or b""
-                prefix, _, tier = value.rpartition(SEPARATOR)
-                if prefix not in values or tier != tier_of(key):
-                    wrong += 1
-                    if len(examples) < 5:
-                        examples.append(f"{key!r}: {value!r}, expected tier {tier_of(key)!r}")
-    finally:
-        consumer.close()
+    for msg in read_back(bootstrap, topic, seen):
+        key, value = msg.key() or b"", msg.value() or b""
+        prefix, _, tier = value.rpartition(SEPARATOR)
+        if prefix not in values or tier != tier_of(key):
+            wrong += 1
+            if len(examples) < 5:
+                examples.append(f"{key!r}: {value!r}, expected tier {tier_of(key)!r}")
     return wrong, examples
 
 

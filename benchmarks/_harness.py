@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -126,6 +126,30 @@ def prepare_input(bootstrap: str, records: int, keys: int) -> tuple[str, bool, f
     if sum(ends.values()) != records:
         raise RuntimeError(f"{topic} holds {sum(ends.values())} records, expected {records}")
     return topic, False, time.monotonic() - started
+
+
+def read_back(bootstrap: str, topic: str, seen: int, timeout_s: float = 300.0) -> Iterator[Any]:
+    """Every record of ``topic`` (``read_committed``, from the start): until at least
+    ``seen`` were read and nothing more came for a second (or ``timeout_s``)."""
+    consumer = output_reader(bootstrap, topic)
+    read = 0
+    try:
+        deadline = time.monotonic() + timeout_s
+        quiet_until = None
+        while time.monotonic() < deadline:
+            messages = consumer.consume(10_000, 0.5)
+            if not messages:
+                if read >= seen:
+                    if quiet_until is not None and time.monotonic() >= quiet_until:
+                        break
+                    quiet_until = quiet_until or time.monotonic() + 1.0
+                continue
+            for msg in messages:
+                if msg.error() is None:
+                    read += 1
+                    yield msg
+    finally:
+        consumer.close()
 
 
 def output_reader(bootstrap: str, topic: str) -> Consumer:

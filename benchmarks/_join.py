@@ -53,7 +53,7 @@ from _harness import (
     clean_up,
     contender_argv,
     delete_topics,
-    output_reader,
+    read_back,
     run_contender,
     state_dir_for,
 )
@@ -173,10 +173,9 @@ def check_output(bootstrap: str, topic: str, records: int, seen: int) -> tuple[i
     """Read ``topic`` back (``read_committed``, at least ``seen`` records) and compare
     every record with the joined order it must be. Returns ``(wrong, examples)``:
     duplicates, records that are not a joined order, and missing orders."""
-    consumer = output_reader(bootstrap, topic)
     notes = _notes()
     found: set[int] = set()
-    read = wrong = 0
+    wrong = 0
     examples: list[str] = []
 
     def bad(what: str) -> None:
@@ -185,36 +184,20 @@ def check_output(bootstrap: str, topic: str, records: int, seen: int) -> tuple[i
         if len(examples) < 5:
             examples.append(what)
 
-    try:
-        deadline = time.monotonic() + 300
-        quiet_until = None
-        while time.monotonic() < deadline:
-            messages = consumer.consume(10_000, 0.5)
-            if not messages:
-                if read >= seen:
-                    if quiet_until is not None and time.monotonic() >= quiet_until:
-                        break
-                    quiet_until = quiet_until or time.monotonic() + 1.0
-                continue
-            for msg in messages:
-                if msg.error() is not None:
-                    continue
-                read += 1
-                try:
-                    value = json.loads(msg.value() or b"null")
-                    i = value["order"]
-                    tier = customer_value(i % CUSTOMERS)["tier"]
-                    expected = {**order_value(i, notes), "tier": tier}
-                except (ValueError, TypeError, KeyError) as exc:
-                    bad(f"not a joined order: {msg.value()!r} ({exc!r})")
-                    continue
-                if i in found:
-                    bad(f"order {i} twice")
-                elif value != expected or msg.key() != expected["customer"].encode():
-                    bad(f"{msg.key()!r}: {value}, expected {expected}")
-                found.add(i)
-    finally:
-        consumer.close()
+    for msg in read_back(bootstrap, topic, seen):
+        try:
+            value = json.loads(msg.value() or b"null")
+            i = value["order"]
+            tier = customer_value(i % CUSTOMERS)["tier"]
+            expected = {**order_value(i, notes), "tier": tier}
+        except (ValueError, TypeError, KeyError) as exc:
+            bad(f"not a joined order: {msg.value()!r} ({exc!r})")
+            continue
+        if i in found:
+            bad(f"order {i} twice")
+        elif value != expected or msg.key() != expected["customer"].encode():
+            bad(f"{msg.key()!r}: {value}, expected {expected}")
+        found.add(i)
     missing = records - len(found & set(range(records)))
     if missing:
         wrong += missing
