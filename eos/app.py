@@ -12,7 +12,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import ParamSpec
+from typing import Any, ParamSpec, cast
 
 from eos._async import is_async
 from eos._processor_checks import check_processor
@@ -46,6 +46,7 @@ from eos.faults import NO_FAULTS, Faults
 from eos.processor import Processor
 from eos.properties import did_you_mean
 from eos.serde import Serde
+from eos.sinks.base import Sink
 from eos.stats import AppState, EngineStats
 
 __all__ = ["Application"]
@@ -142,7 +143,7 @@ class Application:
         application_id: str,
         bootstrap_servers: str,
         input_topics: Sequence[str] | str | None = None,
-        processor: Processor,
+        processor: Processor | Sink,
         processing_guarantee: Guarantee = DEFAULT_PROCESSING_GUARANTEE,
         instance_id: str | int = DEFAULT_INSTANCE_ID,
         key_serde: str | Serde = "bytes",
@@ -171,7 +172,8 @@ class Application:
         config = Config(
             application_id=application_id,
             bootstrap_servers=bootstrap_servers,
-            input_topics=input_topics_for(processor, input_topics, application_id),
+            # A sink declares no stores or topology: only the given topics.
+            input_topics=input_topics_for(cast(Processor, processor), input_topics, application_id),
             processing_guarantee=processing_guarantee,
             instance_id=instance_id if isinstance(instance_id, str) else _id_text(instance_id),
             key_serde=key_serde,
@@ -201,7 +203,7 @@ class Application:
     def from_config(
         cls,
         config: Config,
-        processor: Processor,
+        processor: Processor | Sink,
         *,
         metrics_registry: object | None = None,
         faults: Faults | None = None,
@@ -214,10 +216,13 @@ class Application:
     def _setup(
         self,
         config: Config,
-        processor: Processor,
+        processor: Processor | Sink,
         metrics_registry: object,
         faults: Faults | None,
     ) -> None:
+        if isinstance(processor, Sink):
+            self._setup_sink(config, processor, metrics_registry, faults)
+            return
         check_processor(processor)
         if is_async(processor):
             config.check_async()  # at construction, not only when run() starts
@@ -235,13 +240,34 @@ class Application:
                 "faults",
             )
         self.config = config
-        self.processor = processor
+        self.processor: Processor | Sink = processor
         self.metrics_registry = metrics_registry
         self.faults = faults or NO_FAULTS
         self._stats = EngineStats(config.application_id)
         self._metrics_handle: object | None = None
         # Replaced (never mutated back) after each run: reads and writes of the
         # attribute are atomic, so stop() needs no lock (a signal handler calls it).
+        self._stop = StopSignal(config.shutdown_timeout_s)
+
+    def _setup_sink(
+        self,
+        config: Config,
+        processor: Sink,
+        metrics_registry: object,
+        faults: Faults | None,
+    ) -> None:
+        """A sink (``eos.sinks``): its batches commit in its own system's transactions."""
+        if not config.input_topics:
+            raise ConfigError(
+                f"{type(processor).__name__} needs input_topics (input.topics)", "input_topics"
+            )
+        processor.check(config)
+        self.config = config
+        self.processor = processor
+        self.metrics_registry = metrics_registry
+        self.faults = faults or NO_FAULTS
+        self._stats = EngineStats(config.application_id)
+        self._metrics_handle = None
         self._stop = StopSignal(config.shutdown_timeout_s)
 
     def __repr__(self) -> str:
@@ -272,20 +298,27 @@ class Application:
         restore = self._install_signals()
         log.info("running %s (instance %s)", self.config.application_id, self.config.instance_id)
         try:
-            self._run(Engine)
+            self._run(Engine if not isinstance(self.processor, Sink) else None)
         finally:
             restore()
             # A later run() starts afresh (a stop request was for this one).
             self._stop = StopSignal(self.config.shutdown_timeout_s)
 
-    def _run(self, engine_type: type) -> None:
+    def _run(self, engine_type: type | None) -> None:
         stop = self._stop
         if stop.is_set():
             log.info("stop requested before run(): not starting")
             return
-        engine = engine_type(
-            self.config, self.processor, stats=self._stats, stop=stop, faults=self.faults
-        )
+        processor = self.processor
+        engine: Any
+        if isinstance(processor, Sink):
+            engine = processor.engine(self.config, stats=self._stats, stop=stop, faults=self.faults)
+        elif engine_type is not None:
+            engine = engine_type(
+                self.config, processor, stats=self._stats, stop=stop, faults=self.faults
+            )
+        else:
+            raise RuntimeError("no engine for this processor")
         handle = None
         if self.config.metrics_port is not None or self.metrics_registry is not None:
             from eos.metrics import register_metrics

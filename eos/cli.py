@@ -1,6 +1,7 @@
 """The ``eos`` command line (also ``python -m eos``).
 
-``eos dev-kafka up|down|status`` manages a local Kafka for development;
+``eos dev-kafka up|down|status`` manages a local Kafka for development and
+``eos dev-postgres up|down|status`` a local PostgreSQL;
 ``eos run MODULE:ATTR`` runs an application (see ``eos run --help``);
 ``eos --version`` prints the installed version of the ``eos-kafka``
 distribution. ``--log-level`` is accepted before or after a subcommand.
@@ -39,6 +40,27 @@ cache:
   running cluster's data, removed by `down`) and dev-kafka.json (its pids and
   ports). Maven also keeps the jars in its own local repository
   (~/.m2/repository by default).
+"""
+
+_DEV_POSTGRES_DESCRIPTION: Final = """\
+Start a local PostgreSQL (on 127.0.0.1, trust authentication, database and
+superuser `eos`) in the background for development, the examples and tests,
+and leave it running. The last line `up` and `status` print is the DSN. Not
+needed if you already have a PostgreSQL: use its DSN instead (the tests take
+EOS_POSTGRES_DSN).
+
+needs:
+  PostgreSQL  the server binaries initdb and postgres: $EOS_POSTGRES_BIN, else
+              initdb on PATH, else /usr/lib/postgresql/*/bin (Debian and
+              Ubuntu: `apt-get install postgresql`)
+  psycopg     pip install 'eos-kafka[postgres]'
+  as root     the `postgres` OS user (Debian's package creates it): the
+              server runs as that user
+
+cache:
+  $EOS_CACHE_DIR if set, else $XDG_CACHE_HOME/eos, else ~/.cache/eos. It holds
+  dev-postgres/ (the server's data and server.log, removed by `down`) and
+  dev-postgres.json (its pid, port and DSN).
 """
 
 
@@ -116,6 +138,24 @@ def _build_parser() -> argparse.ArgumentParser:
     _subcommand(dev_commands, "down", "stop the cluster that `up` started")
     _subcommand(dev_commands, "status", "say whether it runs; exit 1 if not")
 
+    dev_pg = _subcommand(
+        commands,
+        "dev-postgres",
+        "run a local PostgreSQL in the background for development and tests",
+        _DEV_POSTGRES_DESCRIPTION,
+        preformatted=True,
+    )
+    dev_pg_commands = dev_pg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _subcommand(
+        dev_pg_commands,
+        "up",
+        "start the local server (or find it running)",
+        _DEV_POSTGRES_DESCRIPTION,
+        preformatted=True,
+    )
+    _subcommand(dev_pg_commands, "down", "stop the server that `up` started, delete its data")
+    _subcommand(dev_pg_commands, "status", "say whether it runs; exit 1 if not")
+
     run = _subcommand(
         commands,
         "run",
@@ -162,6 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.action == "down":
                 return devkafka.down()
             return devkafka.status()
+        if args.command == "dev-postgres":
+            from eos import devpostgres
+
+            if args.action == "up":
+                return devpostgres.up()
+            if args.action == "down":
+                return devpostgres.down()
+            return devpostgres.status()
         if args.command == "run":
             from eos.runner import run
 

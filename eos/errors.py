@@ -11,6 +11,7 @@ Every exception eos raises on purpose derives from :class:`EosError`, so one
     ├── ProduceError                 a record could not be handed to the producer
     ├── StateError                   a state store could not be opened, restored or used
     ├── AbortLimitError              the batch kept failing without progress; the instance stopped
+    ├── SinkUnavailableError         a sink's database stayed unreachable past its outage limit
     └── TransactionError             a Kafka transactional call failed; keeps .kafka_error
         ├── RetriableTransactionError    retry the same call
         ├── AbortableTransactionError    abort, rewind, redo the batch
@@ -43,6 +44,7 @@ __all__ = [
     "RecordTimeout",
     "RetriableTransactionError",
     "SerializationError",
+    "SinkUnavailableError",
     "StateError",
     "StuckCoroutineError",
     "TimerError",
@@ -244,6 +246,18 @@ class StateError(EosError):
     compacted). The message names the fix; for offset mismatches it is to
     stop the instance, wipe that store's directory under ``state_dir`` and
     start again so the store is rebuilt from its changelog.
+    """
+
+
+class SinkUnavailableError(EosError):
+    """A sink's database stayed unreachable (or kept failing transiently) past its limit.
+
+    Raised by a sink's engine (:class:`eos.sinks.postgres.PostgresProcessor`)
+    when connecting, or each retried batch, kept failing with an outage error
+    (no connection, the server shutting down or overloaded, deadlocks and
+    serialization failures) for longer than its ``outage_timeout_s``. Nothing
+    uncommitted was written; the offsets table holds where a restart resumes.
+    The operator should bring the database back and restart the instance.
     """
 
 

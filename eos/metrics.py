@@ -56,6 +56,11 @@ __all__ = [
     "RECORD_TIMEOUTS",
     "RESTORE_DURATION",
     "RESTORE_RECORDS",
+    "SINK_ABORTS",
+    "SINK_COMMIT_DURATION",
+    "SINK_METRIC_NAMES",
+    "SINK_OUTAGE",
+    "SINK_ROWS",
     "SKIPPED_RECORDS",
     "TIMERS_FIRED",
     "EosCollector",
@@ -88,6 +93,10 @@ BATCH_RECORDS: Final = "eos_batch_records"
 RESTORE_DURATION: Final = "eos_state_restore_seconds"
 CONSECUTIVE_ABORTS: Final = "eos_consecutive_aborts"
 CONSUMER_RENEWALS: Final = "eos_consumer_renewals_total"
+SINK_ROWS: Final = "eos_sink_rows_committed_total"
+SINK_COMMIT_DURATION: Final = "eos_sink_commit_duration_seconds"
+SINK_ABORTS: Final = "eos_sink_transaction_aborts_total"
+SINK_OUTAGE: Final = "eos_sink_outage_seconds"
 
 METRIC_NAMES: Final = (
     PROCESSED_RECORDS,
@@ -116,6 +125,9 @@ METRIC_NAMES: Final = (
     BATCH_RECORDS,
     RESTORE_DURATION,
 )
+
+SINK_METRIC_NAMES: Final = (SINK_ROWS, SINK_COMMIT_DURATION, SINK_ABORTS, SINK_OUTAGE)
+"""Exported only by an application whose processor is a sink (labels add ``sink``)."""
 
 _APP: Final = ("application_id",)
 
@@ -284,6 +296,39 @@ class EosCollector:
             "Time to restore newly assigned store partitions.",
             view.restore_duration,
         )
+        sink = view.sink
+        if sink is not None:
+            labels = (*_APP, "sink")
+            values = [view.application_id, sink.name]
+            rows = CounterMetricFamily(
+                SINK_ROWS,
+                "Rows written (INSERT, UPDATE, DELETE, MERGE) by committed sink transactions.",
+                labels=labels,
+            )
+            rows.add_metric(values, sink.rows)
+            yield rows
+            sink_aborts = CounterMetricFamily(
+                SINK_ABORTS,
+                "Sink database transactions rolled back, by reason.",
+                labels=(*labels, "reason"),
+            )
+            for reason, count in sorted(sink.aborts.items()):
+                sink_aborts.add_metric([*values, reason], count)
+            yield sink_aborts
+            outage = GaugeMetricFamily(
+                SINK_OUTAGE,
+                "Seconds the sink's database has been unreachable (0 when it answers).",
+                labels=labels,
+            )
+            outage.add_metric(values, sink.outage_seconds)
+            yield outage
+            duration = HistogramMetricFamily(
+                SINK_COMMIT_DURATION,
+                "Time to commit one sink database transaction (offsets update and COMMIT).",
+                labels=labels,
+            )
+            duration.add_metric(values, _buckets(sink.commit_duration), sink.commit_duration.sum)
+            yield duration
 
 
 class MetricsHandle:

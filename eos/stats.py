@@ -32,12 +32,15 @@ __all__ = [
     "LATENCY_BUCKETS",
     "RESTORE_BUCKETS",
     "RUN_STATES",
+    "SINK_ABORT_REASONS",
     "AppState",
     "BucketHistogram",
     "EngineStats",
     "HistogramSnapshot",
     "PartitionState",
     "RunState",
+    "SinkStats",
+    "SinkView",
     "StatsView",
 ]
 
@@ -304,6 +307,76 @@ class StatsView:
     commit_duration: HistogramSnapshot
     batch_records: HistogramSnapshot
     restore_duration: HistogramSnapshot
+    sink: SinkView | None = None
+
+
+SINK_ABORT_REASONS: Final = (
+    "record_failed",
+    "outage",
+    "fenced",
+    "rebalance",
+    "partitions_lost",
+    "dead_letter_failed",
+    "commit_failed",
+    "run_failed",
+)
+"""Why a sink's database transaction was rolled back (``eos_sink_transaction_aborts_total``)."""
+
+
+@dataclass
+class SinkView:
+    """A copy of :class:`SinkStats` for one scrape."""
+
+    name: str
+    rows: int
+    aborts: Mapping[str, int]
+    commit_duration: HistogramSnapshot
+    outage_seconds: float
+
+
+@dataclass
+class SinkStats:
+    """Counters of a sink's database transactions (``eos_sink_*``); the sink's engine writes them.
+
+    ``rows`` and ``commit_duration`` are updated by :meth:`committed`, the
+    abort counts by :meth:`aborted`; ``outage_since`` (monotonic seconds) is
+    set while the database is unreachable.
+    """
+
+    name: str
+    rows: int = 0
+    aborts: Counter[str] = field(default_factory=Counter)
+    commit_duration: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(COMMIT_BUCKETS), repr=False
+    )
+    outage_since: float | None = None
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def committed(self, rows: int, seconds: float) -> None:
+        """One committed database transaction that wrote ``rows`` rows."""
+        with self._lock:
+            self.rows += rows
+            self.commit_duration.observe(seconds)
+
+    def aborted(self, reason: str) -> None:
+        """One rolled-back database transaction (a reason of :data:`SINK_ABORT_REASONS`)."""
+        with self._lock:
+            self.aborts[reason] += 1
+
+    def view(self) -> SinkView:
+        with self._lock:
+            aborts = dict.fromkeys(SINK_ABORT_REASONS, 0)
+            aborts.update(self.aborts)
+            since = self.outage_since
+            return SinkView(
+                name=self.name,
+                rows=self.rows,
+                aborts=aborts,
+                commit_duration=self.commit_duration.snapshot(),
+                outage_seconds=0.0 if since is None else max(0.0, time.monotonic() - since),
+            )
 
 
 @dataclass
@@ -358,6 +431,7 @@ class EngineStats:
         default_factory=lambda: BucketHistogram(RESTORE_BUCKETS), repr=False
     )
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+    sink: SinkStats | None = field(default=None, repr=False, compare=False)
     _partitions: dict[TP, tuple[int | None, int | None]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -511,6 +585,7 @@ class EngineStats:
                 commit_duration=self.commit_duration.snapshot(),
                 batch_records=self.batch_records.snapshot(),
                 restore_duration=self.restore_duration.snapshot(),
+                sink=self.sink.view() if self.sink is not None else None,
             )
 
     def _partition_states(self) -> dict[TP, PartitionState]:

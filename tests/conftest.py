@@ -1,4 +1,6 @@
-"""Shared fixtures: a real Kafka (one node per session, three nodes for fault tests).
+"""Shared fixtures: a real Kafka (one node per session, three nodes for fault tests),
+and a real PostgreSQL (``postgres``, ``postgres_dsn``: one server per session, started
+on first use).
 
 Set ``EOS_BOOTSTRAP_SERVERS`` to run against a cluster you started yourself
 (for example ``docker compose -f docker-compose.test.yml up -d``); fault tests
@@ -15,6 +17,7 @@ import pytest
 
 from eos.testing.helpers import create_topic, unique_name
 from eos.testing.kafka import ExternalCluster, KafkaCluster, start_kafka
+from eos.testing.postgres import postgres, postgres_dsn  # noqa: F401 - fixtures
 
 log = logging.getLogger("tests")
 
