@@ -318,6 +318,7 @@ SINK_ABORT_REASONS: Final = (
     "partitions_lost",
     "dead_letter_failed",
     "commit_failed",
+    "config_error",
     "run_failed",
 )
 """Why a sink's database transaction was rolled back (``eos_sink_transaction_aborts_total``)."""

@@ -393,6 +393,8 @@ class PostgresEngine(SinkEngine):
             else:
                 try:
                     process(record, cursor)
+                except ConfigError:
+                    raise  # a programming error (commit() in process), never a record's
                 except Exception as exc:
                     self._record_failed(msg, exc)
             run_next = offset + 1
@@ -415,6 +417,8 @@ class PostgresEngine(SinkEngine):
         try:
             self.processor.process(record, self.db.cursor)  # type: ignore[arg-type]
             own.execute("RELEASE SAVEPOINT eos_record")
+        except ConfigError:
+            raise
         except Exception as exc:
             failure = self.db.classify(exc)
             if failure is not Failure.RECORD:
@@ -507,7 +511,7 @@ class PostgresEngine(SinkEngine):
         self.sink.outage_since = None
 
     def _config_error(self, exc: BaseException, doing: str) -> ConfigError:
-        self._rollback("record_failed", f"{doing}: {describe_error(exc)}")
+        self._rollback("config_error", f"{doing}: {describe_error(exc)}")
         return ConfigError(
             f"PostgreSQL refused a statement while {doing}: {describe_error(exc)}. It cannot "
             "succeed for any record (a missing table, column or privilege, or a syntax "
