@@ -44,17 +44,27 @@ eos_sync,eos_async``) replaces only the async section of an existing
 ``--output`` (between its ``<!-- async:begin -->`` and ``<!-- async:end -->``
 lines) and leaves ``docs/benchmarks.png`` alone.
 
+``bare_pg`` and ``eos_pg`` (``_postgres.py``) write one PostgreSQL row per
+record: a hand-written psycopg loop (the limit) and eos's ``PostgresProcessor``,
+over an input of their own (``--pg-records``), into a PostgreSQL this run
+starts (``eos.testing.postgres``; ``EOS_POSTGRES_DSN`` names one to use
+instead). The RATIO line ends with ``eos_pg/bare_pg=``. Their section of the
+report lies between ``<!-- postgres:begin -->`` and ``<!-- postgres:end -->``;
+a run of them alone replaces only that section of an existing ``--output``.
+
 Usage::
 
     python benchmarks/run.py                     # 1,000,000 records, 2 repetitions
     python benchmarks/run.py --quick             # 200,000 records, 1 repetition
     python benchmarks/run.py --records 2000 --skip-quix --output /tmp/b.md   # smoke
     python benchmarks/run.py --contenders eos_sync,eos_async   # the async section only
+    python benchmarks/run.py --contenders bare_pg,eos_pg       # the PostgreSQL section only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import subprocess
@@ -79,6 +89,7 @@ from _harness import (
 )
 from _http import LATENCY_MS, HttpService
 from _join import JOIN, JoinInput, measure_join, prepare_join_input
+from _postgres import PG, PgInput, measure_pg, pg_spec, postgres, prepare_pg_input
 from _windowed import WINDOWED, WindowedInput, measure_windowed, prepare_windowed_input
 
 QUIX_VENV = BENCH_DIR / ".venv-quix"
@@ -102,6 +113,7 @@ ORDER = (
     "eos_join",
     "quixstreams_join",
     *ASYNC,
+    *PG,
 )
 
 
@@ -149,6 +161,9 @@ def versions() -> str:
 def specs(names: list[str], quix: Path | None) -> list[Spec]:
     out = []
     for name in names:
+        if name in PG:
+            out.append(pg_spec(name))
+            continue
         if name in QUIX_CONTENDERS:
             if quix is None:
                 continue
@@ -183,8 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sweep-seconds", type=float, help="per sweep point at the ideal rate (default 5; quick 2)"
     )
+    parser.add_argument(
+        "--pg-records", type=int, help="bare_pg and eos_pg's input (default 100,000; quick 20,000)"
+    )
+    parser.add_argument("--pg-profile", help="cProfile each PostgreSQL contender run into this dir")
     args = parser.parse_args(argv)
     records = args.records or (200_000 if args.quick else 1_000_000)
+    pg_records = args.pg_records or (20_000 if args.quick else 100_000)
     repeat = args.repeat or (1 if args.quick else 2)
     latency_seconds = args.latency_seconds or min(10.0, max(1.0, records / 20_000))
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
@@ -220,10 +240,23 @@ def main(argv: list[str] | None = None) -> int:
         )
     service: HttpService | None = None
     sweep_points: list[SweepPoint] = []
+    database = contextlib.ExitStack()
+    dsn, server = "", ""
     try:
         runs = specs(names, quix)
+        if any(spec.name in PG for spec in runs):
+            from eos.testing.postgres import PostgresSetupError
+
+            try:
+                dsn, server = database.enter_context(postgres())
+                print(f"database: {server}", flush=True)
+            except PostgresSetupError as exc:
+                print(f"no PostgreSQL, so no {', '.join(PG)}: {exc}", file=sys.stderr, flush=True)
+                runs = [spec for spec in runs if spec.name not in PG]
+                if not runs:
+                    return 1
         topic = ""
-        if any(spec.name not in (*WINDOWED, *JOIN, "eos_sync") for spec in runs):
+        if any(spec.name not in (*WINDOWED, *JOIN, *PG, "eos_sync") for spec in runs):
             topic, reused, seconds = prepare_input(bootstrap, records, args.keys)
             made = "reused" if reused else f"produced in {seconds:.1f} s"
             print(f"input {topic}: {made}", flush=True)
@@ -246,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
             sync_topic, reused, seconds = prepare_input(bootstrap, sync_records, args.keys)
             made = "reused" if reused else f"produced in {seconds:.1f} s"
             print(f"eos_sync input {sync_topic}: {made}", flush=True)
+        pg_input: PgInput | None = None
+        if any(spec.name in PG for spec in runs):
+            pg_input, reused, seconds = prepare_pg_input(bootstrap, pg_records, args.keys)
+            made = "reused" if reused else "produced"
+            print(f"PostgreSQL input {pg_input.topic}: {made} ({seconds:.1f} s)", flush=True)
         if any(spec.name in ASYNC for spec in runs):
             service = HttpService().start()
             print(f"HTTP service at {service.url} (on {service.loop})", flush=True)
@@ -277,6 +315,18 @@ def main(argv: list[str] | None = None) -> int:
                         commit_interval_ms=args.commit_interval_ms,
                         run_id=f"{run_id}-{rep}",
                         timeout_s=max(120.0, records / 2000),
+                    )
+                elif spec.name in PG:
+                    assert pg_input is not None
+                    m = measure_pg(
+                        spec,
+                        bootstrap=bootstrap,
+                        dsn=dsn,
+                        workload=pg_input,
+                        commit_interval_ms=args.commit_interval_ms,
+                        run_id=f"{run_id}-{rep}",
+                        timeout_s=max(120.0, pg_records / 200),
+                        profile_dir=Path(args.pg_profile) if args.pg_profile else None,
                     )
                 elif spec.name in JOIN:
                     assert join is not None
@@ -324,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if service is not None:
             service.stop()
+        database.close()
         if cluster is not None:
             cluster.stop()
 
@@ -333,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     chart = Path(args.chart) if args.chart != "-" else None
     async_chart = chart.with_name(f"{chart.stem}-async{chart.suffix}") if chart else None
-    section = ""
+    sections: list[tuple[str, str, str]] = []  # (text, begin mark, end mark)
     if any(s.contender in ASYNC for s in summaries):
         section = _report.render_async(
             summaries,
@@ -351,9 +402,25 @@ def main(argv: list[str] | None = None) -> int:
             command=command.strip(),
             chart_name=async_chart.name if async_chart and sweep_points else None,
         )
-    async_only = all(s.contender in ASYNC for s in summaries)
-    if async_only:
-        table = section
+        sections.append((section, _report.ASYNC_BEGIN, _report.ASYNC_END))
+    if any(s.contender in PG for s in summaries):
+        section = _report.render_postgres(
+            summaries,
+            results,
+            records=pg_records,
+            keys=args.keys,
+            commit_interval_ms=args.commit_interval_ms,
+            repeat=repeat,
+            server=server,
+            versions=versions(),
+            broker=broker,
+            command=command.strip(),
+        )
+        sections.append((section, _report.POSTGRES_BEGIN, _report.POSTGRES_END))
+    # A run of sectioned contenders only (async, PostgreSQL) writes their sections alone.
+    sections_only = all(s.contender in _report.SECTIONED for s in summaries)
+    if sections_only:
+        table = "\n".join(text for text, _, _ in sections)
     else:
         table = _report.render(
             summaries,
@@ -369,21 +436,24 @@ def main(argv: list[str] | None = None) -> int:
             quix_note=quix_note,
             command=command.strip(),
         )
-        if section:
-            table += "\n" + section
+        for text, _, _ in sections:
+            table += "\n" + text
     print()
     print(table)
     if args.output != "-":
         output = Path(args.output)
-        if async_only and output.exists():
-            # Only the async section: the rest of the report stays as it was.
-            table = _report.replace_async(output.read_text(), section)
+        if sections_only and output.exists():
+            # Only these sections: the rest of the report stays as it was.
+            table = output.read_text()
+            for text, begin, end in sections:
+                table = _report.replace_section(table, text, begin, end)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(table)
     drawn = True
-    if chart is not None and not async_only:
+    if chart is not None and not sections_only:
         title = f"{records:,} records, commit interval {args.commit_interval_ms} ms"
-        drawn = _report.chart([s for s in summaries if s.contender not in ASYNC], chart, title)
+        main_summaries = [s for s in summaries if s.contender not in _report.SECTIONED]
+        drawn = _report.chart(main_summaries, chart, title)
     if async_chart is not None and sweep_points:
         sync_rate = next((s.records_per_s for s in summaries if s.contender == "eos_sync"), None)
         title = (

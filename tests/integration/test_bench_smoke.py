@@ -66,7 +66,7 @@ def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
         r"RATIO eos/bare=\d+\.\d\d eos/quixstreams=n/a "
         r"eos_stateful/quixstreams_stateful=n/a eos/eos_alos=\d+\.\d\d"
         r" eos_windowed/quixstreams_windowed=n/a eos_join/quixstreams_join=n/a"
-        r" eos_async/eos_sync=\d+\.\d\d eos_async/ideal=\d+\.\d\d",
+        r" eos_async/eos_sync=\d+\.\d\d eos_async/ideal=\d+\.\d\d eos_pg/bare_pg=n/a",
         last,
     ), last
     table = output.read_text()
@@ -75,3 +75,38 @@ def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     assert "outputs not exactly one per input" not in proc.stderr
     if chart is not None:
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_benchmark_postgres_smoke(bootstrap: str, postgres_dsn: str, tmp_path: Path) -> None:
+    """benchmarks/run.py --contenders bare_pg,eos_pg on 2,000 records writes exactly one row per
+    record for both, ends with eos_pg/bare_pg in the RATIO line, and replaces only the
+    PostgreSQL section of an existing report."""
+    output = tmp_path / "benchmarks.md"
+    output.write_text(
+        "# kept\n\n<!-- postgres:begin -->\nstale\n<!-- postgres:end -->\n\nkept too\n"
+    )
+    args = [sys.executable, str(RUN), "--contenders", "bare_pg,eos_pg", "--pg-records", "2000"]
+    args += ["--repeat", "1", "--bootstrap-servers", bootstrap]
+    args += ["--output", str(output), "--chart", "-"]
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "EOS_POSTGRES_DSN": postgres_dsn},
+        cwd=tmp_path,
+    )
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"RATIO eos/bare=n/a .* eos_async/ideal=n/a eos_pg/bare_pg=\d+\.\d\d", last
+    ), last
+    report = output.read_text()
+    assert report.startswith("# kept\n\n<!-- postgres:begin -->\n"), report[:200]
+    assert report.endswith("<!-- postgres:end -->\n\nkept too\n"), report[-200:]
+    assert "stale" not in report
+    for contender in ("bare_pg", "eos_pg"):
+        row = rf"^\| {contender} \| .* \| [\d,]+ \| [\d.]+ \| .* \| yes \|$"
+        assert re.search(row, report, re.MULTILINE), contender
+        assert re.search(rf"^\| \d \| {contender} \| .* \| 2,000/2,000 \|$", report, re.MULTILINE)
