@@ -34,6 +34,7 @@ from eos.dsl import StreamBuilder
 from eos.errors import ConfigError
 from eos.processor import Processor
 from eos.properties import read_properties
+from eos.sinks.base import Sink
 
 __all__ = ["load_application", "run", "supervise"]
 
@@ -99,10 +100,11 @@ def load_application(
     if isinstance(obj, StreamBuilder):
         topics = obj.topics
         obj = obj.build()
-    if not isinstance(obj, Processor):
+    if not isinstance(obj, Processor | Sink):
         raise ConfigError(
             f"{target} is a {type(obj).__name__}; expected an eos.Application, an "
-            "eos.Processor (instance or class) or an eos.StreamBuilder",
+            "eos.Processor (instance or class), an eos.StreamBuilder or a sink "
+            "(eos.sinks.postgres.PostgresProcessor instance)",
             "target",
         )
     if config_path is None:

@@ -147,3 +147,21 @@ def test_sink_metrics_are_absent_for_a_kafka_application() -> None:
     finally:
         handle.close()
     assert "eos_sink_" not in text
+
+
+SINK_FOR_RUNNER = Save("postgresql://app:pw@localhost/eos")
+
+
+def test_eos_run_loads_a_sink_instance_with_a_properties_file(tmp_path: Any) -> None:
+    """`eos run module:sink --config app.properties` builds an Application around the sink;
+    the example's ``app`` loads as any Application."""
+    from eos.runner import load_application
+
+    props = tmp_path / "app.properties"
+    props.write_text("application.id=pg\nbootstrap.servers=localhost:9092\ninput.topics=orders\n")
+    app = load_application(f"{__name__}:SINK_FOR_RUNNER", config_path=str(props))
+    assert app.processor is SINK_FOR_RUNNER
+    assert app.config.input_topics == ("orders",)
+    example = load_application("examples.orders_to_postgres:app", instance_id="w-1")
+    assert isinstance(example.processor, PostgresProcessor)
+    assert example.config.instance_id == "w-1"
