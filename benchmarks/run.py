@@ -76,6 +76,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _report
+import _report_sections
 from _async import ASYNC, MAX_IN_FLIGHT, SweepPoint, measure_async, sweep
 from _harness import (
     BENCH_DIR,
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     async_chart = chart.with_name(f"{chart.stem}-async{chart.suffix}") if chart else None
     sections: list[tuple[str, str, str]] = []  # (text, begin mark, end mark)
     if any(s.contender in ASYNC for s in summaries):
-        section = _report.render_async(
+        section = _report_sections.render_async(
             summaries,
             results,
             sweep_points,
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         sections.append((section, _report.ASYNC_BEGIN, _report.ASYNC_END))
     if any(s.contender in PG for s in summaries):
-        section = _report.render_postgres(
+        section = _report_sections.render_postgres(
             summaries,
             results,
             records=pg_records,
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             f"eos_async: records/s against max_in_flight (HTTP service latency "
             f"{LATENCY_MS:g} ms, commit interval {args.commit_interval_ms} ms)"
         )
-        drawn = _report.async_chart(sweep_points, sync_rate, async_chart, title) and drawn
+        drawn = _report_sections.async_chart(sweep_points, sync_rate, async_chart, title) and drawn
     if not drawn:
         print("no chart: matplotlib is not available", file=sys.stderr)
     print(f"wall time {time.monotonic() - wall:.0f} s")

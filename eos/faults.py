@@ -27,6 +27,11 @@ class Faults:
         ``attempt`` counts commit attempts from 1. Raise
         :class:`~eos.errors.AbortableTransactionError` to make this commit
         fail as if the broker had answered with an abortable error.
+
+        A sink (``PostgresProcessor``) calls it after its offsets update and
+        before ``COMMIT`` (holding the offsets rows' locks), with the number of
+        the commit being attempted (a retried commit has the same number);
+        block there (or stop the process) to pause it at that moment.
         """
 
     def after_kafka_commit(self, attempt: int) -> None:

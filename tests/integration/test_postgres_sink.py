@@ -300,3 +300,33 @@ def test_a_stale_epoch_never_commits_and_a_claim_waits_for_a_committing_writer(
         assert a.advance(conn_a.cursor(), {tp: 20}, {tp: epoch_a}) == {tp}
         conn_a.rollback()
         assert b.read(conn_b.cursor(), [tp]) == {tp: (10, epoch_a + 1)}
+
+
+def test_a_deferred_constraint_violation_is_attributed_to_its_record(
+    bootstrap, postgres_dsn, app_threads
+) -> None:
+    """A DEFERRABLE INITIALLY DEFERRED unique constraint fails only at COMMIT; the careful
+    replay checks it per statement, so the repeated order alone is skipped and the rest of
+    its batch is written."""
+    topic = create_topic(bootstrap, unique_name("orders"), 1)
+    table = unique_name("orders").replace("-", "_")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id int NOT NULL, total int NOT NULL, src text NOT NULL,"
+            " UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    orders = _orders(range(50))
+    orders.insert(30, orders[10])  # order 10 again: violates the deferred constraint
+    produce(bootstrap, topic, orders)
+    app = _app(bootstrap, topic, SaveOrders(postgres_dsn, table), processing_error_policy="skip")
+    thread = AppThread(app).start()
+    app_threads.append(thread)
+    _wait(lambda: app._stats.skipped == 1, "the repeated order skipped", thread)
+    _wait(lambda: len(_rows(postgres_dsn, table)) == 50, "50 rows", thread)
+    app.stop()
+    thread.thread.join(60)
+    assert thread.error is None
+    assert _rows(postgres_dsn, table) == dict.fromkeys(range(50), 1)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        (src,) = conn.execute(f"SELECT src FROM {table} WHERE id = 10").fetchone()  # type: ignore[misc]
+    assert src == "0/10"  # the first one was written, the repeat (offset 30) skipped

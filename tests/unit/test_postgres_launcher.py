@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from eos.cli import main
-from eos.testing import postgres
+from eos.testing import _postgres_os as postgres
+from eos.testing import postgres as launcher
 from eos.testing.postgres import (
     ExternalPostgres,
     PostgresServer,
@@ -112,7 +113,7 @@ def test_eos_postgres_dsn_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
     def no_server(*args: object, **kwargs: object) -> PostgresServer:
         raise AssertionError("a server was started")
 
-    monkeypatch.setattr(postgres, "PostgresServer", no_server)
+    monkeypatch.setattr(launcher, "PostgresServer", no_server)
     monkeypatch.setenv("EOS_POSTGRES_DSN", "postgresql://app@db.example:5432/orders")
     external = start_postgres()
     assert isinstance(external, ExternalPostgres)

@@ -411,6 +411,10 @@ class PostgresEngine(SinkEngine):
         """One record inside a savepoint: a failure undoes this record's statements only."""
         own = self.db.own
         try:
+            if not self.db.in_transaction:
+                # Deferred constraints are checked per statement in a careful replay, so
+                # a violation is the record's, not the COMMIT's.
+                own.execute("SET CONSTRAINTS ALL IMMEDIATE")
             own.execute("SAVEPOINT eos_record")
         except psycopg.Error as exc:
             self._failure(exc, "starting a record's savepoint")
@@ -611,6 +615,7 @@ class PostgresEngine(SinkEngine):
                 self.careful[tp] = max(self.careful.get(tp, 0), position)
             self._rollback("commit_failed", f"committing failed: {describe_error(exc)}")
             self._budget(f"committing failed: {describe_error(exc)}", counted=True)
+            self.budget.wait()
             return False
         seconds = time.monotonic() - started
         self._outage_over()
