@@ -70,10 +70,11 @@ from eos._committer import Committer, Rewound
 from eos._engine_time import EngineTime, wall_clock_ms
 from eos._guarantee import Guarantee, for_config
 from eos._kafka_errors import Cause, cause_of, error_name
+from eos._lifecycle import run_engine
 from eos._outputs import Diagnosis, Outputs
 from eos._rebalance import RebalanceListener
 from eos._records import RecordFailures, decode_error
-from eos._stop import StopRequested, StopSignal
+from eos._stop import StopSignal
 from eos._tables import Tables
 from eos._time import TimeKeeper, uses_time
 from eos._time_store import NEVER, TIME_STORE, time_store
@@ -243,20 +244,7 @@ class Engine:
 
     def run(self) -> None:
         """Run until stopped. Raises the error that ended it, if any."""
-        self.stats.state = "starting"
-        error: BaseException | None = None
-        try:
-            self._start()
-            if self.stats.state == "starting":
-                self.stats.state = "running"
-            self._loop()
-        except StopRequested:
-            log.info("stop requested during start-up")
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self._shutdown(error)
+        run_engine(self.stats, self._start, self._loop, self._shutdown)
 
     # ------------------------------------------------------------------ start/stop
 

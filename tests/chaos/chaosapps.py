@@ -48,21 +48,40 @@ def uppercase_app(
     return AppProcess(args, log_path=log_dir / f"{app_id}-{instance}.log", env=env)
 
 
+def _default_record(i: int) -> tuple[bytes, bytes]:
+    return f"v{i:06d}".encode(), f"k{i % 97}".encode()
+
+
 class SteadyProducer:
-    """Produces ``total`` records ``(k{i % 97}, v{i:06d})`` in chunks over ``seconds``."""
+    """Produces ``total`` records in chunks over ``seconds``: ``record(i)`` gives record i's
+    ``(value, key)``, by default ``(v{i:06d}, k{i % 97})``."""
 
     def __init__(
-        self, bootstrap: str, topic: str, total: int, seconds: float, chunks: int = 40
+        self,
+        bootstrap: str,
+        topic: str,
+        total: int,
+        seconds: float,
+        chunks: int = 40,
+        record: Callable[[int], tuple[bytes, bytes]] = _default_record,
     ) -> None:
         self.chunks = chunks
         self.bootstrap = bootstrap
         self.topic = topic
         self.total = total
         self.seconds = seconds
+        self.record = record
         self.sent = 0
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        try:
+            self._produce()
+        except BaseException as exc:  # raised again by join()
+            self.error = exc
+
+    def _produce(self) -> None:
         # One long-lived producer: helpers.produce() builds a producer per call,
         # which costs more than the pause between chunks.
         producer = Producer(
@@ -72,7 +91,7 @@ class SteadyProducer:
         started = time.monotonic()
         for c in range(self.chunks):
             for i in range(c * per, (c + 1) * per):
-                producer.produce(self.topic, f"v{i:06d}".encode(), f"k{i % 97}".encode())
+                producer.produce(self.topic, *self.record(i))
             if producer.flush(30):
                 raise RuntimeError("input records were not delivered")
             self.sent += per
@@ -87,6 +106,8 @@ class SteadyProducer:
         self.thread.join(timeout)
         if self.thread.is_alive():
             raise TimeoutError("the input producer did not finish")
+        if self.error is not None:
+            raise self.error
         return self.sent
 
 

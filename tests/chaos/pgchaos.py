@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import psycopg
-from confluent_kafka import Producer
+from chaosapps import SteadyProducer
 
 from eos.testing.helpers import read_topic
 from eos.testing.process import AppProcess
@@ -27,51 +26,15 @@ def is_bad(i: int) -> bool:
     return i % BAD_EVERY == 50
 
 
-class OrderFeed:
-    """Produces orders 0..total-1 (JSON, keyed by customer) in chunks over ``seconds``."""
+def order_record(i: int) -> tuple[bytes, bytes]:
+    """Order ``i`` as ``(JSON value, customer key)``."""
+    value = order(i)
+    return json.dumps(value).encode(), str(value["customer"]).encode()
 
-    def __init__(self, bootstrap: str, topic: str, total: int, seconds: float, chunks: int = 50):
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.total = total
-        self.seconds = seconds
-        self.chunks = chunks
-        self.sent = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        try:
-            producer = Producer(
-                {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5}
-            )
-            per = self.total // self.chunks
-            started = time.monotonic()
-            for c in range(self.chunks):
-                for i in range(c * per, (c + 1) * per):
-                    value = order(i)
-                    producer.produce(
-                        self.topic, json.dumps(value).encode(), str(value["customer"]).encode()
-                    )
-                if producer.flush(30):
-                    raise RuntimeError("orders were not delivered")
-                self.sent += per
-                next_at = started + (c + 1) * self.seconds / self.chunks
-                time.sleep(max(0.0, next_at - time.monotonic()))
-        except BaseException as exc:  # reported by join()
-            self.error = exc
-
-    def start(self) -> OrderFeed:
-        self.thread.start()
-        return self
-
-    def join(self, timeout: float = 120.0) -> int:
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise TimeoutError("the order feed did not finish")
-        if self.error is not None:
-            raise self.error
-        return self.sent
+def order_feed(bootstrap: str, topic: str, total: int, seconds: float) -> SteadyProducer:
+    """Produces orders 0..total-1 (JSON, keyed by customer) in 50 chunks over ``seconds``."""
+    return SteadyProducer(bootstrap, topic, total, seconds, chunks=50, record=order_record)
 
 
 def pg_app(

@@ -14,9 +14,9 @@ import time
 import pytest
 from chaosapps import log_size, wait_for_new_log
 from pgchaos import (
-    OrderFeed,
     check_exactly_once,
     is_bad,
+    order_feed,
     pg_app,
     row_count,
     wait_rows,
@@ -48,7 +48,7 @@ def test_sigkill_five_times_writes_each_order_once(bootstrap, postgres_dsn, tmp_
     total = 6000
     names = _names(bootstrap)
     app = pg_app(bootstrap, postgres_dsn, names, tmp_path)
-    feed = OrderFeed(bootstrap, names["input"], total, seconds=20.0).start()
+    feed = order_feed(bootstrap, names["input"], total, seconds=20.0).start()
     kills = 0
     try:
         app.start()
@@ -88,7 +88,7 @@ def test_zombie_paused_holding_the_offsets_lock_writes_nothing(
         bootstrap, postgres_dsn, names, tmp_path, instance="a", stop_at_commit="6", **flags
     )
     other = pg_app(bootstrap, postgres_dsn, names, tmp_path, instance="b", **flags)
-    feed = OrderFeed(bootstrap, names["input"], total, seconds=15.0).start()
+    feed = order_feed(bootstrap, names["input"], total, seconds=15.0).start()
     try:
         zombie.start()
         zombie.wait_for_log("eos.sinks.postgres: processing", timeout=60)
@@ -131,7 +131,7 @@ def test_database_restart_mid_stream_loses_and_duplicates_nothing(
     names = _names(bootstrap)
     dsn = postgres.dsn
     app = pg_app(bootstrap, dsn, names, tmp_path)
-    feed = OrderFeed(bootstrap, names["input"], total, seconds=15.0).start()
+    feed = order_feed(bootstrap, names["input"], total, seconds=15.0).start()
     try:
         app.start()
         for crash in (False, True):

@@ -54,8 +54,9 @@ from eos._admin import KafkaLog, check_topics
 from eos._backoff import AbortBudget
 from eos._batch import TP, Batch
 from eos._dsl_topology import input_serdes_for
+from eos._lifecycle import run_engine
 from eos._records import decode_error, where
-from eos._stop import StopRequested, StopSignal
+from eos._stop import StopSignal
 from eos.config import Config
 from eos.errors import ConfigError, ProcessingError
 from eos.faults import Faults
@@ -159,20 +160,8 @@ class PostgresEngine(SinkEngine):
     # ------------------------------------------------------------------ run
 
     def run(self) -> None:
-        self.stats.state = "starting"
-        error: BaseException | None = None
-        try:
-            self._start()
-            if self.stats.state == "starting":
-                self.stats.state = "running"
-            self._loop()
-        except StopRequested:
-            log.info("stop requested during start-up")
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self._shutdown(error)
+        """Run until stopped. Raises the error that ended it, if any."""
+        run_engine(self.stats, self._start, self._loop, self._shutdown)
 
     def _start(self) -> None:
         config = self.config
@@ -216,20 +205,37 @@ class PostgresEngine(SinkEngine):
         """Run ``work`` in a transaction and commit, retrying outages until the limit."""
         while True:
             self.stop_signal.check()
-            try:
-                self.db.connect()
-                work(self.db.own)
-                self.db.commit()
-            except psycopg.Error as exc:
-                self.db.rollback()
-                failure = self.db.classify(exc)
-                if failure is Failure.CONFIG:
-                    raise self._config_error(exc, doing) from exc
+            if self._attempt(doing, work):
+                return
+
+    def _attempt(self, doing: str, work: Callable[[psycopg.Cursor[Any]], None]) -> bool:
+        """One try of ``work`` in a transaction of its own: True once committed.
+
+        On an outage (or a lock wait that timed out) the transaction is rolled
+        back and the backoff waited; a statement that can never work raises
+        ConfigError.
+        """
+        try:
+            self.db.connect()
+            work(self.db.own)
+            self.db.commit()
+        except psycopg.Error as exc:
+            self.db.rollback()
+            if self.db.classify(exc) is Failure.CONFIG:
+                raise self._config_error(exc, doing) from exc
+            if self.db.conn is not None and isinstance(exc, psycopg.errors.LockNotAvailable):
+                log.warning(
+                    "the offsets rows of %s are locked by another session (a paused instance "
+                    "committing?); the server ends its transaction after its "
+                    "idle_in_transaction_session_timeout; retrying",
+                    ", ".join(f"{t}[{p}]" for t, p in sorted(self.partitions.pending)),
+                )
+            else:
                 self.db.discard()
-                self._outage_wait(exc, doing)
-                continue
-            self._outage_over()
-            return
+            self._outage_wait(exc, doing)
+            return False
+        self._outage_over()
+        return True
 
     def _shutdown(self, error: BaseException | None) -> None:
         self.stats.state = "stopping"
@@ -302,28 +308,9 @@ class PostgresEngine(SinkEngine):
             cur.execute(f"SET LOCAL lock_timeout = {int(self.processor.lock_timeout_ms)}")
             result[:] = self.partitions.settle(cur)
 
-        try:
-            self.db.connect()
-            work(self.db.own)
-            self.db.commit()
-        except psycopg.Error as exc:
-            self.db.rollback()
-            if self.db.classify(exc) is Failure.CONFIG:
-                raise self._config_error(exc, "claiming partitions in the offsets table") from exc
-            if self.db.conn is not None and isinstance(exc, psycopg.errors.LockNotAvailable):
-                log.warning(
-                    "the offsets rows of %s are locked by another session (a paused "
-                    "instance committing?); the server ends its transaction after its "
-                    "idle_in_transaction_session_timeout; retrying",
-                    ", ".join(f"{t}[{p}]" for t, p in sorted(self.partitions.pending)),
-                )
-            else:
-                self.db.discard()
-            self._outage_wait(exc, "claiming partitions in the offsets table")
-            return
-        self._outage_over()
-        claimed, current = result
-        self.partitions.settled(claimed, current)
+        if self._attempt("claiming partitions in the offsets table", work):
+            claimed, current = result
+            self.partitions.settled(claimed, current)
 
     def _process(self, messages: Sequence[Any]) -> None:
         """Process ``messages`` in the open transaction. Raises Rolledback after a rollback."""
