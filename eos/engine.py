@@ -510,7 +510,10 @@ class Engine:
         tables = self.tables
         order = tables.order
         runner = self.runner
+        stats = self.stats
         while not stop.is_set():
+            # Liveness (/healthz) reads this: one stamp per turn, never per record.
+            stats.loop_turned = time.monotonic()
             committer.wait_backoff()
             if stop.is_set():
                 break

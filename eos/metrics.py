@@ -12,22 +12,29 @@ Nothing is registered on import, and ``prometheus_client`` is imported only
 when a collector is built or :func:`register_metrics` is called, so
 ``import eos`` works without it. Every series carries the label
 ``application_id``; see ``docs/monitoring.md`` for each one's meaning.
+
+The same HTTP endpoint answers two health checks for Kubernetes probes (see
+``docs/monitoring.md``, "Health endpoints"): ``GET /healthz`` (liveness,
+:func:`liveness`) and ``GET /ready`` (readiness, :func:`readiness`), each
+200 or 503 with a small JSON body that says why. They read
+:meth:`~eos.stats.EngineStats.health`, which the processing loop keeps up to
+date with one timestamp per turn.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
+from wsgiref.simple_server import WSGIServer
 
 from eos.errors import ConfigError
+from eos.health import serve, with_health
 from eos.stats import RUN_STATES, EngineStats, HistogramSnapshot
 
 if TYPE_CHECKING:
-    import threading
-    from wsgiref.simple_server import WSGIServer
-
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
@@ -399,14 +406,18 @@ def register_metrics(
 ) -> MetricsHandle:
     """Export ``stats`` to Prometheus; optionally serve ``/metrics`` over HTTP.
 
+    The HTTP endpoint also answers ``/healthz`` (:func:`~eos.health.liveness`) and
+    ``/ready`` (:func:`~eos.health.readiness`); every other path is Prometheus's.
+
     Args:
         stats: The application's stats.
         registry: Where to register the collector. ``None`` means a new
             private registry when ``port`` is given (two applications in one
             process then never collide), and ``prometheus_client.REGISTRY``
             otherwise (to be served by the caller's own endpoint).
-        port: Serve the registry at ``http://bind_address:port/metrics`` on
-            a daemon thread; 0 picks a free port (see ``MetricsHandle.port``).
+        port: Serve the registry at ``http://bind_address:port/metrics``
+            (and the health checks) on daemon threads; 0 picks a free port
+            (see ``MetricsHandle.port``).
         bind_address: The address the endpoint binds to.
 
     Returns:
@@ -429,10 +440,9 @@ def register_metrics(
     registry.register(collector)
     if port is None:
         return MetricsHandle(registry, collector)
+    app = with_health(stats, prometheus_client.make_wsgi_app(registry))
     try:
-        server, thread = prometheus_client.start_http_server(
-            port, addr=bind_address, registry=registry
-        )
+        server, thread = serve(app, bind_address, port)
     except OSError as exc:
         registry.unregister(collector)
         raise ConfigError(

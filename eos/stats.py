@@ -15,15 +15,15 @@ Nothing here imports ``prometheus_client``; :mod:`eos.metrics` turns
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
+
+from eos._histogram import BucketHistogram, HistogramSnapshot
 
 __all__ = [
     "ABORT_REASONS",
@@ -36,6 +36,7 @@ __all__ = [
     "AppState",
     "BucketHistogram",
     "EngineStats",
+    "HealthView",
     "HistogramSnapshot",
     "PartitionState",
     "RunState",
@@ -121,113 +122,6 @@ TP = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
-class HistogramSnapshot:
-    """A copy of a :class:`BucketHistogram` at one moment.
-
-    Attributes:
-        bounds: The finite upper bounds, ascending (``+Inf`` is implicit).
-        cumulative: Observations ``<= bounds[i]``; one more entry at the end
-            for ``+Inf``, which equals ``count``.
-        sum: Sum of all observed values.
-        count: Number of observations.
-    """
-
-    bounds: tuple[float, ...]
-    cumulative: tuple[int, ...]
-    sum: float
-    count: int
-
-
-class BucketHistogram:
-    """A fixed-bucket histogram accumulator with Prometheus ``le`` semantics.
-
-    Not thread-safe by itself: :class:`EngineStats` guards it with its lock.
-
-    Args:
-        buckets: Finite upper bounds; sorted here, must be distinct. ``+Inf``
-            is always added.
-
-    Raises:
-        ValueError: No bucket, a repeated bound, or a bound that is not finite.
-    """
-
-    __slots__ = ("_bounds", "_counts", "count", "sum")
-
-    def __init__(self, buckets: Iterable[float]) -> None:
-        bounds = tuple(sorted(float(b) for b in buckets))
-        if not bounds:
-            raise ValueError("a histogram needs at least one bucket")
-        if not all(math.isfinite(b) for b in bounds):
-            raise ValueError(f"bucket bounds must be finite (+Inf is implicit): {bounds}")
-        if len(set(bounds)) != len(bounds):
-            raise ValueError(f"bucket bounds must be distinct: {bounds}")
-        self._bounds = bounds
-        # Per bucket, not cumulative: index i counts (bounds[i-1], bounds[i]];
-        # the last index is the overflow bucket above the largest bound.
-        self._counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    @property
-    def bounds(self) -> tuple[float, ...]:
-        """The finite upper bounds, ascending."""
-        return self._bounds
-
-    def observe(self, value: float) -> None:
-        """Count one observation of ``value``."""
-        self._counts[bisect_left(self._bounds, value)] += 1
-        self.count += 1
-        self.sum += value
-
-    def observe_spread(self, count: int, low: float, high: float) -> None:
-        """Count ``count`` observations spread evenly from ``low`` to ``high``.
-
-        The observations are the points ``low + (high - low) * i / (count - 1)``
-        for ``i`` in ``0 .. count - 1`` (one observation sits at the midpoint),
-        so both ends are observed exactly. The work is O(buckets), not
-        O(count): for each bound between ``low`` and ``high`` the number of
-        points at or below it is computed directly. The sum grows by
-        ``count * (low + high) / 2``, which is exact for evenly spread points.
-
-        Args:
-            count: How many observations; nothing happens if it is below 1.
-            low: The smallest value (swapped with ``high`` if larger).
-            high: The largest value.
-        """
-        if count < 1:
-            return
-        if high < low:
-            low, high = high, low
-        bounds = self._bounds
-        counts = self._counts
-        self.count += count
-        self.sum += count * (low + high) / 2.0
-        if count == 1 or high == low:
-            counts[bisect_left(bounds, (low + high) / 2.0)] += count
-            return
-        step = (high - low) / (count - 1)
-        first = bisect_left(bounds, low)  # the first bound >= low
-        last = bisect_left(bounds, high, first)  # the first bound >= high: all points
-        below = 0
-        for index in range(first, last):
-            # Points at or below this bound; the tiny slack keeps a point that
-            # sits exactly on a bound from being lost to rounding.
-            at_or_below = min(count, math.floor((bounds[index] - low) / step + 1e-9) + 1)
-            counts[index] += at_or_below - below
-            below = at_or_below
-        counts[last] += count - below
-
-    def snapshot(self) -> HistogramSnapshot:
-        """Copy the current bucket counts, sum and count."""
-        cumulative: list[int] = []
-        running = 0
-        for value in self._counts:
-            running += value
-            cumulative.append(running)
-        return HistogramSnapshot(self._bounds, tuple(cumulative), self.sum, self.count)
-
-
-@dataclass(frozen=True, slots=True)
 class PartitionState:
     """Offsets of one assigned input partition, as of the last update.
 
@@ -275,6 +169,31 @@ class AppState:
     )
     lag: int = 0
     restoring_partitions: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    """What the health endpoints judge (:mod:`eos.metrics`), copied at one moment.
+
+    Times are ``time.monotonic()`` seconds of this process.
+
+    Attributes:
+        state: The run state.
+        loop_turned: When the processing loop last turned, or ``None`` before
+            its first turn.
+        assigned: How many input partitions this instance owns.
+        restoring: How many of them wait for their stores to be restored.
+        uncommitted_since: When the first batch consumed since the last
+            commit was recorded, or ``None`` when everything consumed is
+            committed. An abort keeps it (the records are replayed); a commit
+            or a rebalance that releases partitions clears it.
+    """
+
+    state: RunState
+    loop_turned: float | None
+    assigned: int
+    restoring: int
+    uncommitted_since: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +308,9 @@ class EngineStats:
     ``timers_fired``, ``rebalances``,
     ``fenced`` and ``consumer_renewals`` directly,
     replaces ``assigned`` and ``restoring`` with new lists, and calls the ``record_*``,
-    ``set_partition`` and ``drop_partitions`` methods for the rest.
+    ``set_partition`` and ``drop_partitions`` methods for the rest. Once per
+    turn of its processing loop (never per record) it stamps ``loop_turned``
+    with ``time.monotonic()``: the liveness check (``/healthz``) reads it.
 
     ``clock`` is the wall clock (seconds since the epoch) that record
     timestamps are compared with to measure latency; tests replace it.
@@ -417,6 +338,7 @@ class EngineStats:
     assigned: list[tuple[str, int]] = field(default_factory=list)
     restoring: list[tuple[str, int]] = field(default_factory=list)
     last_commit_time: float | None = None
+    loop_turned: float | None = None
     last_batch_records: int = 0
     last_commit_seconds: float = 0.0
     latency: BucketHistogram = field(
@@ -439,6 +361,7 @@ class EngineStats:
     _pending: list[tuple[int, int, int]] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
+    _uncommitted_since: float | None = field(default=None, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
@@ -454,6 +377,8 @@ class EngineStats:
         latency observations spread between the two; :meth:`record_abort`
         drops it. A timestamp of 0 or below means "not available".
         """
+        if self._uncommitted_since is None:
+            self._uncommitted_since = time.monotonic()
         pending = self._pending
         if len(pending) < _MAX_PENDING_BATCHES:
             pending.append((count, first_ts_ms, last_ts_ms))
@@ -481,6 +406,7 @@ class EngineStats:
             self.last_batch_records = records
             self.last_commit_seconds = seconds
             self.last_commit_time = now
+            self._uncommitted_since = None
             self.commit_duration.observe(seconds)
             self.batch_records.observe(records)
             latency = self.latency
@@ -501,7 +427,8 @@ class EngineStats:
         """One aborted transaction (or failed batch); ``reason`` is a short kind.
 
         The batches recorded since the last commit are dropped: they will be
-        consumed and recorded again after the rewind.
+        consumed and recorded again after the rewind. For readiness they stay
+        uncommitted since they were first recorded.
         """
         with self._lock:
             self.aborts += 1
@@ -530,10 +457,15 @@ class EngineStats:
             self._partitions[(topic, partition)] = (end, committed)
 
     def drop_partitions(self, tps: Iterable[tuple[str, int]]) -> None:
-        """Forget revoked or lost partitions, so their lag series disappear."""
+        """Forget revoked or lost partitions, so their lag series disappear.
+
+        A release follows a commit (revoked) or an abort whose records are
+        not replayed here (lost), so readiness starts its count over.
+        """
         with self._lock:
             for tp in tps:
                 self._partitions.pop(tp, None)
+            self._uncommitted_since = None
 
     # ------------------------------------------------------------------ reader side
 
@@ -553,6 +485,17 @@ class EngineStats:
                 restoring_partitions=tuple(self.restoring),
             )
         return state
+
+    def health(self) -> HealthView:
+        """Copy what ``/healthz`` and ``/ready`` judge (any thread; used per probe)."""
+        with self._lock:
+            return HealthView(
+                state=self.state,
+                loop_turned=self.loop_turned,
+                assigned=len(self.assigned),
+                restoring=len(self.restoring),
+                uncommitted_since=self._uncommitted_since,
+            )
 
     def view(self) -> StatsView:
         """Copy everything the metrics export (any thread; used per scrape)."""

@@ -275,7 +275,10 @@ class PostgresEngine(SinkEngine):
         partitions = self.partitions
         interval = config.commit_interval_ms / 1000.0
         max_batch = config.max_batch_records
+        stats = self.stats
         while not stop.is_set():
+            # Liveness (/healthz) reads this: one stamp per turn, never per record.
+            stats.loop_turned = time.monotonic()
             if partitions.pending:
                 self._settle()
             limit = max(1, min(_MAX_CONSUME, max_batch - batch.records))
