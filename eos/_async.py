@@ -209,6 +209,8 @@ class AsyncRunner:
         self.transaction_limit_s = transaction_timeout_s * ASYNC_TRANSACTION_SHARE
         self._process: Callable[..., Any] = processor.process
         self.ctx = ctx
+        # The engine's context stamps lineage headers: so does each record's.
+        self.lineage = getattr(type(ctx), "stamps_lineage", False)
         self.records = records
         self.timing = timing
         self.stats = stats
@@ -288,7 +290,7 @@ class AsyncRunner:
     def _begin(self, item: _Item, task: asyncio.Task[Any] | None) -> RecordContext:
         """``item`` starts on the worker ``task``: its context, its clock."""
         base = self.ctx
-        ctx = RecordContext.__new__(RecordContext)
+        ctx = RecordContext.__new__(RecordContext, lineage=self.lineage)
         ctx.application_id = base.application_id
         ctx.record = item.record
         ctx.sends = 0

@@ -165,6 +165,7 @@ class Application:
         metrics_port: int | None = None,
         metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS,
         metrics_registry: object | None = None,
+        lineage_headers: bool = False,
         producer_config: Mapping[str, ClientValue] | None = None,
         consumer_config: Mapping[str, ClientValue] | None = None,
         faults: Faults | None = None,
@@ -194,6 +195,7 @@ class Application:
             max_aborts_without_progress=max_aborts_without_progress,
             metrics_port=metrics_port,
             metrics_bind_address=metrics_bind_address,
+            lineage_headers=lineage_headers,
             producer_config=producer_config or {},
             consumer_config=consumer_config or {},
         )

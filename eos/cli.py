@@ -3,17 +3,22 @@
 ``eos dev-kafka up|down|status`` manages a local Kafka for development and
 ``eos dev-postgres up|down|status`` a local PostgreSQL;
 ``eos run MODULE:ATTR`` runs an application (see ``eos run --help``);
-``eos --version`` prints the installed version of the ``eos-kafka``
-distribution. ``--log-level`` is accepted before or after a subcommand.
+``eos verify --input T --output T`` audits a pipeline's exactly-once delivery
+from outside (see docs/verify.md); ``eos --version`` prints the installed
+version of the ``eos-kafka`` distribution. ``--log-level`` is accepted before
+or after a subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
-from typing import Final
+from datetime import datetime, timezone
+from typing import Final, TextIO
 
 from eos import __version__
 
@@ -61,6 +66,31 @@ cache:
   $EOS_CACHE_DIR if set, else $XDG_CACHE_HOME/eos, else ~/.cache/eos. It holds
   dev-postgres/ (the server's data and server.log, removed by `down`) and
   dev-postgres.json (its pid, port and DSN).
+"""
+
+
+_VERIFY_DESCRIPTION: Final = """\
+Prove or disprove exactly-once for a running or finished pipeline, from
+outside. The application must run with lineage_headers=True
+(lineage.headers=true): every output then names its input record in an
+eos.lineage header. Reads the outputs, then the inputs, with read_committed
+consumers, up to the ends they had when verify started, and reports:
+
+  lost            inputs with no output (with --filters: "filtered")
+  duplicates      an input's output n appearing twice in one output topic
+  incomplete      inputs missing an output below their last one
+  unknown source  outputs naming an input that is not in the input topics
+  unattributed    outputs without an eos.lineage header
+  order           per key and output partition, an output whose source
+                  (from one input partition) is older than the one before
+
+Give every topic the pipeline writes to (a dead-letter topic too: its copies
+count as their input's delivery). With an application id (--application-id,
+or application.id in --config) only inputs below its committed offsets are
+judged, so a running pipeline can be audited.
+
+exit status: 0 nothing found, 1 something found, 2 usage, configuration or
+Kafka errors. See docs/verify.md.
 """
 
 
@@ -180,7 +210,138 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on this port (worker i uses PORT+i)",
     )
     run.add_argument("--instance-id", default=None, help="override the instance id")
+
+    verify = _subcommand(
+        commands,
+        "verify",
+        "audit exactly-once from outside: every input delivered once, in per-key order",
+        _VERIFY_DESCRIPTION,
+        preformatted=True,
+    )
+    verify.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="TOPIC",
+        help="an input topic (repeatable)",
+    )
+    verify.add_argument(
+        "--output",
+        action="append",
+        required=True,
+        metavar="TOPIC",
+        help="an output topic (repeatable)",
+    )
+    verify.add_argument(
+        "--bootstrap-servers",
+        metavar="HOSTS",
+        help="default: the --config file's, else $EOS_BOOTSTRAP_SERVERS, else localhost:9092",
+    )
+    verify.add_argument(
+        "--from-timestamp",
+        metavar="MS|ISO",
+        help="audit only records at or after this time (ms since the epoch, or ISO 8601, UTC "
+        "if no zone)",
+    )
+    verify.add_argument(
+        "--filters",
+        action="store_true",
+        help="the pipeline drops records: report inputs with no output as filtered, not lost",
+    )
+    verify.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the application's properties file: its connection (security) settings, "
+        "bootstrap.servers and application.id are used",
+    )
+    verify.add_argument(
+        "--application-id",
+        metavar="ID",
+        help="judge only inputs below this application's committed offsets (default: the "
+        "--config file's application.id)",
+    )
+    verify.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="fail when a read makes no progress this long (default 120)",
+    )
     return parser
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """``eos verify``: resolve the settings, run the audit, print the report."""
+    from eos.audit import DEFAULT_TIMEOUT_S, audit, client_settings, parse_timestamp
+    from eos.errors import ConfigError
+    from eos.properties import read_properties
+
+    inputs: list[str] = list(dict.fromkeys(args.input))
+    outputs: list[str] = list(dict.fromkeys(args.output))
+    both = sorted(set(inputs) & set(outputs))
+    if both:
+        raise ConfigError(f"{', '.join(both)}: a topic is either an input or an output", "topics")
+    props = read_properties(args.config) if args.config else {}
+    bootstrap = (
+        args.bootstrap_servers
+        or props.get("bootstrap.servers")
+        or os.environ.get("EOS_BOOTSTRAP_SERVERS")
+        or "localhost:9092"
+    )
+    application_id = args.application_id or props.get("application.id") or None
+    since = None if args.from_timestamp is None else parse_timestamp(args.from_timestamp)
+    print(
+        f"eos verify: inputs {', '.join(inputs)}; outputs {', '.join(outputs)}; Kafka {bootstrap}"
+        + (f"; from {_iso(since)} ({since} ms)" if since is not None else "")
+        + (f"; judging below {application_id}'s committed offsets" if application_id else "")
+    )
+    sys.stdout.flush()
+    from confluent_kafka import KafkaException
+
+    try:
+        report = audit(
+            bootstrap_servers=bootstrap,
+            inputs=inputs,
+            outputs=outputs,
+            client_config=client_settings(props),
+            from_timestamp_ms=since,
+            application_id=application_id,
+            filters=args.filters,
+            timeout_s=DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout,
+            progress=_Progress(sys.stderr),
+        )
+    except KafkaException as exc:
+        raise ConfigError(f"reading from Kafka at {bootstrap} failed: {exc.args[0]}") from exc
+    print("\n".join(report.summary()))
+    return 0 if report.ok else 1
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class _Progress:
+    """Prints read progress to ``stream``: in place on a terminal, else a line
+    every 10 s and at the end."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.printed = 0.0
+
+    def __call__(self, what: str, read: int, offsets: int, done: bool) -> None:
+        now = time.monotonic()
+        if not self.tty and not done and now - self.printed < 10.0:
+            return
+        self.printed = now
+        text = f"reading {what}: {read:,} records" + (
+            ", done" if done else f" (of at most {offsets:,})"
+        )
+        if self.tty:
+            self.stream.write(f"\r{text}" + ("\n" if done else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.action == "down":
                 return devpostgres.down()
             return devpostgres.status()
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "run":
             from eos.runner import run
 
@@ -221,6 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 instance_id=args.instance_id,
             )
     except EosError as exc:
+        print(f"eos: error: {exc}", file=sys.stderr)
+        return 2
+    except TimeoutError as exc:
+        if args.command != "verify":
+            raise
         print(f"eos: error: {exc}", file=sys.stderr)
         return 2
     return 2

@@ -469,6 +469,13 @@ class Config:
         metrics_port: Port of the Prometheus endpoint (0 picks a free one),
             or ``None`` for none.
         metrics_bind_address: Address the Prometheus endpoint binds to.
+        lineage_headers: Stamp every record a processor sends (``ctx.send``,
+            the DSL's ``.to()``) with an ``eos.lineage`` header naming the
+            input record it came from (``<topic>/<partition>/<offset>/<n>``,
+            ``n`` counting that record's outputs from 0), so ``eos verify``
+            can prove exactly-once from outside (see docs/verify.md).
+            Changelog, repartition and dead-letter records get none, nor do
+            records sent by timers and punctuations. Default False.
         producer_config: librdkafka settings passed to the producer; may not
             contain :data:`OWNED_KEYS`, ``bootstrap.servers`` or
             ``transaction.timeout.ms``. Stored read-only; masked in ``repr``.
@@ -503,6 +510,7 @@ class Config:
     max_aborts_without_progress: int = DEFAULT_MAX_ABORTS_WITHOUT_PROGRESS
     metrics_port: int | None = None
     metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS
+    lineage_headers: bool = False
     producer_config: Mapping[str, ClientValue] = field(default_factory=dict, repr=False, hash=False)
     consumer_config: Mapping[str, ClientValue] = field(default_factory=dict, repr=False, hash=False)
 
@@ -628,6 +636,8 @@ class Config:
             raise _invalid(
                 "metrics_bind_address", self.metrics_bind_address, "must be a non-empty address"
             )
+        if not isinstance(self.lineage_headers, bool):
+            raise _invalid("lineage_headers", self.lineage_headers, "must be True or False")
 
         set_(self, "producer_config", _client_config("producer_config", self.producer_config))
         set_(self, "consumer_config", _client_config("consumer_config", self.consumer_config))
@@ -777,7 +787,8 @@ class Config:
         ``transaction.timeout.ms``, ``processing.error.policy``,
         ``dead.letter.topic``, ``state.dir``, ``shutdown.timeout.ms``,
         ``bootstrap.timeout.ms``, ``max.aborts.without.progress``,
-        ``metrics.port``, ``metrics.bind.address``, and
+        ``metrics.port``, ``metrics.bind.address``, ``lineage.headers``
+        (``true`` or ``false``), and
         ``input.serdes.<topic>.key``/``input.serdes.<topic>.value`` (a serde
         name for one input topic, see ``input_serdes``). Values are strings as a
         file spells them, or Python values of the field's type

@@ -277,6 +277,7 @@ class Engine:
             value_serde=self._value_serde,
             stores=self._store_lookup,
             on_full=self._drain,
+            lineage=config.lineage_headers,
         )
         self.ctx = ctx
         if is_async(self.processor):

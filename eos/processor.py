@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
+from typing_extensions import Self
 from typing_extensions import TypeVar as DefaultTypeVar
 
 from eos.errors import ConfigError, EosError, ProduceError, SerializationError, StateError
@@ -191,6 +192,9 @@ class Context(Generic[K, V]):
         "_assigning",
         "_key_serialize",
         "_late",
+        "_lineage_n",
+        "_lineage_of",
+        "_lineage_source",
         "_on_full",
         "_partition",
         "_produce",
@@ -203,6 +207,26 @@ class Context(Generic[K, V]):
         "sends",
     )
 
+    # Set by __new__ for a lineage context only (read by LineageContext alone).
+    _lineage_of: Record[Any, Any] | None
+    _lineage_n: int
+    _lineage_source: bytes
+
+    def __new__(cls, *_args: object, lineage: bool = False, **_kwargs: object) -> Self:
+        # Lineage is chosen here, by class, so that ``send`` without it runs exactly
+        # the code it ran before lineage existed: not even a branch per record. Here,
+        # not in __init__, because the async runner makes its per-record contexts
+        # with ``RecordContext.__new__`` alone (eos._async).
+        if not lineage:
+            return object.__new__(cls)
+        from eos._lineage import with_lineage
+
+        self = cast(Self, object.__new__(with_lineage(cls)))
+        self._lineage_of = None
+        self._lineage_n = 0
+        self._lineage_source = b""
+        return self
+
     def __init__(
         self,
         *,
@@ -212,7 +236,15 @@ class Context(Generic[K, V]):
         value_serde: Serde,
         stores: Callable[[str, int], StoreTransaction[Any, Any]] | None = None,
         on_full: Callable[[], None] | None = None,
+        lineage: bool = False,
     ) -> None:
+        """Made by the engine and the TestDriver, not by user code.
+
+        ``lineage``: stamp :data:`eos._lineage.LINEAGE_HEADER` on every record
+        sent for an input record (the ``lineage_headers`` setting). Used by
+        ``__new__``, which makes a lineage context a subclass
+        (:class:`eos._lineage.LineageContext`).
+        """
         self.application_id = application_id
         self.record: Record[K, V] | None = None
         self.sends = 0

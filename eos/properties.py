@@ -57,6 +57,7 @@ PROPERTY_FIELDS: Final[Mapping[str, str]] = {
     "max.aborts.without.progress": "max_aborts_without_progress",
     "metrics.port": "metrics_port",
     "metrics.bind.address": "metrics_bind_address",
+    "lineage.headers": "lineage_headers",
 }
 """The eos keys of a properties file and the Config field each one sets."""
 
@@ -208,6 +209,8 @@ def parse_property_value(key: str, name: str, value: PropertyValue) -> object:
     """
     if name in _INT_FIELDS:
         return _parse_int(key, value)
+    if name == "lineage_headers":
+        return _parse_bool(key, value)
     if name == "shutdown_timeout_s":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value / 1000
@@ -283,3 +286,13 @@ def did_you_mean(name: str, candidates: Iterable[str], prefix: str = "") -> str:
     """
     matches = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.75)
     return f"; did you mean {' or '.join(repr(prefix + m) for m in matches)}?" if matches else ""
+
+
+def _parse_bool(key: str, value: PropertyValue) -> bool:
+    """``true``/``false`` in any case (as Java's ``Boolean.parseBoolean`` reads them,
+    but strict: anything else is an error, not false), or a Python bool."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(f"invalid {key}: {value!r}; must be true or false", key=key)

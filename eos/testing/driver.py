@@ -159,6 +159,8 @@ class TestDriver:
             drops as late are also copied to the dead-letter topic).
         application_id: Seen by the processor as ``ctx.application_id``; names
             the repartition topics ``<application_id>-<name>-repartition``.
+        lineage_headers: Stamp the ``eos.lineage`` header on every output, as
+            the Application's ``lineage_headers`` setting does.
 
     Attributes:
         errors: The ProcessingErrors the policy was applied to.
@@ -186,6 +188,7 @@ class TestDriver:
         dead_letter_topic: str | None = None,
         late_record_policy: LatePolicy = "skip",
         application_id: str = "test-driver",
+        lineage_headers: bool = False,
     ) -> None:
         check_processor(processor)
         if processing_error_policy not in ("fail", "skip", "dead_letter"):
@@ -284,6 +287,7 @@ class TestDriver:
             key_serde=self._key_serde,
             value_serde=self._value_serde,
             stores=self._store,
+            lineage=lineage_headers,
         )
         for name in self._specs:
             # A global store holds every partition: one backend serves them all.
