@@ -57,6 +57,8 @@ class OffsetsTable:
         self.application = application
         self.owner = owner
         table = sql.Identifier(*name.split("."))
+        # As the statements name it (quoted: case kept); the name holds no quotes.
+        self._quoted = ".".join(f'"{part}"' for part in name.split("."))
         self._create = sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " application text NOT NULL,"
@@ -93,8 +95,16 @@ class OffsetsTable:
         ).format(t=table)
 
     def create(self, cur: Cursor[Any]) -> None:
-        """Create the table if it does not exist."""
-        cur.execute(self._create)
+        """Create the table if it does not exist.
+
+        Looked up first: ``CREATE TABLE IF NOT EXISTS`` needs the CREATE privilege
+        on the schema even when the table exists, which a least-privilege role
+        given a table its DBA made does not have.
+        """
+        cur.execute("SELECT to_regclass(%s)", (self._quoted,))
+        row = cur.fetchone()
+        if row is None or row[0] is None:
+            cur.execute(self._create)
 
     def claim(self, cur: Cursor[Any], tps: Iterable[TP]) -> dict[TP, Claim]:
         """Bump the epoch of each partition (inserting missing rows); their positions and epochs."""
