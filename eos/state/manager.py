@@ -179,6 +179,16 @@ class StoreManager:
         self._restoring: set[int] = set()
         self._restore_started: dict[int, float] = {}
         self._txns: dict[StoreKey, StoreTransaction] = {}
+        # Committed values per store partition, kept across transactions (plain
+        # key-value stores only: tables and time-driven stores change their
+        # backend outside a transaction's commit). Dropped when the partition
+        # closes; a partition is restored only right after it opened.
+        self._caches: dict[StoreKey, dict[bytes, bytes | None]] = {}
+        self._cached = frozenset(
+            name
+            for name, spec in self._specs.items()
+            if type(spec) is Store and spec.source_topic is None
+        )
         self._views: dict[StoreKey, Any] = {}
         self.wake: Callable[[int, int], None] | None = None
         """``wake(partition, stream_time)``: a time-driven store has work due then."""
@@ -360,6 +370,8 @@ class StoreManager:
                 log.warning("dropping uncommitted writes of store %s[%d] on close", *key)
             _finish(txn)
             self._delivered.pop(key, None)
+        for key in [k for k in self._caches if k[1] in partitions]:
+            del self._caches[key]
         errors: list[str] = []
         for key in [k for k in self._backends if k[1] in partitions]:
             backend = self._backends.pop(key)
@@ -400,7 +412,14 @@ class StoreManager:
             )
         key_serde, value_serde = self._serdes[name]
         writer = _table_writer(name) if name in self._tables else self._writer(key)
-        txn = StoreTransaction(backend, key_serde, value_serde, writer, name=f"{name}[{partition}]")
+        cache = None
+        if name in self._cached:
+            cache = self._caches.get(key)
+            if cache is None:
+                cache = self._caches[key] = {}
+        txn = StoreTransaction(
+            backend, key_serde, value_serde, writer, name=f"{name}[{partition}]", cache=cache
+        )
         wake = self.wake
         view = self._specs[name].view(
             txn, _ignore if wake is None else functools.partial(wake, partition)

@@ -10,6 +10,7 @@ never holds uncommitted writes. After an abort the overlay is simply dropped.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
@@ -104,9 +105,14 @@ class StoreTransaction(Generic[K, V]):
         value_serde: Serde for values.
         changelog: Called for every write, see :data:`ChangelogWriter`.
         name: Label for error messages, for example ``"order-counts[2]"``.
+        cache: The store partition's committed-value cache (serialized key ->
+            serialized value, None for absent), kept by the store manager
+            across transactions: reads consult it before the backend and fill
+            it, a commit updates it after the backend write. None: no cache.
     """
 
     __slots__ = (
+        "_cache",
         "_changelog",
         "_key_deserialize",
         "_key_serialize",
@@ -128,8 +134,10 @@ class StoreTransaction(Generic[K, V]):
         changelog: ChangelogWriter,
         *,
         name: str = "store",
+        cache: dict[bytes, bytes | None] | None = None,
     ) -> None:
         self._store = store
+        self._cache = cache
         # Bound methods, looked up once: these run on every record.
         self._key_serialize, self._key_deserialize = codec(key_serde)
         self._value_serialize, self._value_deserialize = codec(value_serde)
@@ -208,14 +216,22 @@ class StoreTransaction(Generic[K, V]):
                 unchanged and can be rebuilt from the changelog).
         """
         self._check_transition(_COMPLETE)
+        overlay = self._overlay
         try:
-            self._store.write(self._overlay, changelog_offset)
+            self._store.write(overlay, changelog_offset)
         except Exception as exc:
             self._overlay = {}
+            if self._cache is not None:
+                self._cache.clear()  # the backend's state is unknown now
             self._transition(_FAILED)
             if isinstance(exc, StateError):
                 raise
             raise StateError(f"committing store {self._name} failed: {exc}") from exc
+        cache = self._cache
+        if cache is not None and overlay:
+            # The backend now holds these values: so does the cache.
+            cache.update(overlay)
+            _trim(cache)
         self._overlay = {}
         self._transition(_COMPLETE)
 
@@ -283,7 +299,15 @@ class StoreTransaction(Generic[K, V]):
         overlay = self._overlay
         if key_bytes in overlay:
             return overlay[key_bytes]
-        return self._store.get(key_bytes)
+        cache = self._cache
+        if cache is None:
+            return self._store.get(key_bytes)
+        value = cache.get(key_bytes, _MISSING)
+        if value is _MISSING:
+            value = cache[key_bytes] = self._store.get(key_bytes)
+            if len(cache) > CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+        return value  # type: ignore[return-value]
 
     @overload
     def get(self, key: K) -> V | None: ...
@@ -463,6 +487,20 @@ _READ_ONLY = (
     "store {} is a table of its source topic and is read-only: it changes only by records "
     "of that topic (write to the topic instead)"
 )
+
+CACHE_ENTRIES = 10_000
+"""Most committed values a store partition keeps decoded-free in memory (serialized key and
+value, about 100-200 bytes each with their dict slot): the oldest entries go first."""
+_MISSING = object()
+
+
+def _trim(cache: dict[bytes, bytes | None]) -> None:
+    """Drop the oldest entries beyond :data:`CACHE_ENTRIES`."""
+    excess = len(cache) - CACHE_ENTRIES
+    if excess > 0:
+        for key in list(itertools.islice(cache, excess)):
+            del cache[key]
+
 
 # Any: the serdes were given as Serde[K] and Serde[V]; the codec keeps them untyped.
 _Serialize = Callable[[Any], "bytes | None"]
