@@ -127,16 +127,16 @@ def test_database_restart_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     """PostgreSQL is restarted twice while orders flow (a fast shutdown, then a crash):
     the instance retries through both outages, and every order is exactly one row."""
-    total = 4000
+    total = 3000
     names = _names(bootstrap)
     dsn = postgres.dsn
     app = pg_app(bootstrap, dsn, names, tmp_path)
-    feed = order_feed(bootstrap, names["input"], total, seconds=15.0).start()
+    feed = order_feed(bootstrap, names["input"], total, seconds=10.0).start()
     try:
         app.start()
         for crash in (False, True):
             before = row_count(dsn, names["table"])
-            wait_rows(dsn, names["table"], before + 300, timeout=60, app=app)
+            wait_rows(dsn, names["table"], before + 200, timeout=60, app=app)
             postgres.restart(crash=crash)
         sent = feed.join()
         wait_rows(dsn, names["table"], _good(sent), timeout=90, app=app)
