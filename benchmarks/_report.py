@@ -23,8 +23,11 @@ from eos.config import DEFAULT_MAX_BATCH_RECORDS
 
 RATIOS = (
     ("eos", "bare"),
+    ("eos_stateful", "bare_stateful"),
     ("eos", "quixstreams"),
+    ("eos", "kafka_streams"),
     ("eos_stateful", "quixstreams_stateful"),
+    ("eos_stateful", "kafka_streams_stateful"),
     ("eos", "eos_alos"),
     ("eos_windowed", "quixstreams_windowed"),
     ("eos_join", "quixstreams_join"),
@@ -41,8 +44,14 @@ DESCRIPTIONS = {
     "eos": "eos, exactly_once_v2",
     "eos_alos": "eos, at_least_once",
     "quixstreams": 'quixstreams, processing_guarantee="exactly-once"',
+    "bare_stateful": "`bare` counting per key in a dict, the same changelog record and output "
+    "per record in the transaction (the stateful limit)",
     "eos_stateful": "eos, exactly_once_v2, count per key (RocksDB store)",
     "quixstreams_stateful": "quixstreams, exactly-once, count per key (State API, RocksDB)",
+    "kafka_streams": "Kafka Streams (Java), exactly_once_v2, `mapValues` (the reference "
+    "implementation)",
+    "kafka_streams_stateful": "Kafka Streams (Java), exactly_once_v2, `groupByKey().count()` "
+    "(RocksDB store, record cache off)",
     "eos_windowed": "eos, exactly_once_v2, tumbling-window count per key, `.final()`",
     "quixstreams_windowed": "quixstreams, exactly-once, `tumbling_window(...).count().final()`",
     "eos_join": "eos, exactly_once_v2, stream-table join with a customers table (RocksDB)",
@@ -144,6 +153,7 @@ def render(
     broker: str,
     quix_note: str,
     command: str,
+    kafka_streams_note: str = "",
 ) -> str:
     values = ratios(summaries)
     bare = next((s.records_per_s for s in summaries if s.contender == "bare"), None)
@@ -212,7 +222,15 @@ def render(
         "`consumer_settings()`), so eos/bare is the cost of eos's Python around the same "
         "clients. It commits on the interval only; eos also commits when a transaction "
         f"reaches `max_batch_records` (default {DEFAULT_MAX_BATCH_RECORDS:,}).",
+        "- `bare_stateful` is `bare` with `eos_stateful`'s work done by hand: a plain dict of "
+        "counts per input partition and, per record in the open transaction, the changelog "
+        "record eos writes (`<application_id>-counts-changelog`, the input partition, the key "
+        "as it is, the count as JSON) and the output (the count under the key). No local "
+        "store and no delivery reports, so eos_stateful/bare_stateful is the cost of eos's "
+        "stateful path (store transaction, serdes, RocksDB write at commit, changelog "
+        "checkpoint) over the records any exactly-once stateful loop must produce.",
         f"- quixstreams: {quix_note}.",
+        *([f"- Kafka Streams: {kafka_streams_note}."] if kafka_streams_note else []),
         "",
         "Per run:",
         "",

@@ -1,8 +1,11 @@
-"""The sections of the benchmark report with contenders of their own: async and PostgreSQL.
+"""The sections of the benchmark report: latency, and those with contenders of their
+own, async and PostgreSQL.
 
-Each renders the markdown between its begin and end marks (``_report.ASYNC_BEGIN``,
-``_report.POSTGRES_BEGIN``), so a run of only those contenders replaces only its
-section of an existing report (``_report.replace_section``).
+The latency section follows the main tables. The async and PostgreSQL sections
+each render the markdown between their begin and end marks
+(``_report.ASYNC_BEGIN``, ``_report.POSTGRES_BEGIN``), so a run of only those
+contenders replaces only its section of an existing report
+(``_report.replace_section``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,73 @@ from _report import (
     ratio_line,
     ratios,
 )
+
+LATENCY_BOUND = 2
+"""The issue's bound on p99 latency at low load, in commit intervals."""
+
+
+def render_latency(
+    summaries: Sequence[Summary],
+    results: Sequence[Measurement],
+    *,
+    commit_interval_ms: int,
+    latency_seconds: float,
+    latency_rate: int,
+) -> str:
+    """p50 and p99 latency at low load per contender, and whether p99 stays under
+    :data:`LATENCY_BOUND` commit intervals ("" when no contender had a latency phase)."""
+    bound = LATENCY_BOUND * commit_interval_ms
+    measured = [s for s in summaries if any(r.latency_samples for r in _runs(results, s))]
+    if not measured:
+        return ""
+    lines = [
+        "## Latency at low load",
+        "",
+        f"After its backlog, each contender gets {latency_rate:,} records/s for "
+        f"{latency_seconds:g} s on a second input topic, each record with a key of its own. "
+        "Latency is the time from the moment the benchmark produced a record to the moment "
+        "its output is visible to the `read_committed` reader: the wait for the transaction "
+        "holding it to be committed (up to one commit interval), the commit itself, and the "
+        "produce and fetch hops. It is therefore an upper bound of commit-to-visible latency. "
+        f"Commit interval {commit_interval_ms} ms; the bound asked for is p99 under "
+        f"{LATENCY_BOUND}x the commit interval ({bound} ms), checked on the worst run.",
+        "",
+        f"| contender | p50 ms | p99 ms | worst run p99 ms | p99 under {bound} ms | "
+        "samples per run |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for s in measured:
+        runs = [r for r in _runs(results, s) if r.latency_samples]
+        worst = max(r.latency_p99_ms for r in runs)
+        samples = "/".join(f"{r.latency_samples:,}" for r in runs)
+        lines.append(
+            f"| {s.contender} | {ms(s.latency_p50_ms)} | {ms(s.latency_p99_ms)} | {ms(worst)} | "
+            f"{'yes' if worst < bound else 'NO'} | {samples} |"
+        )
+    eos = next((s for s in measured if s.contender == "eos"), None)
+    if eos is not None:
+        worst = max(r.latency_p99_ms for r in _runs(results, eos) if r.latency_samples)
+        verdict = "under" if worst < bound else "NOT under"
+        lines += [
+            "",
+            f"eos (exactly_once_v2, commit_interval_ms={commit_interval_ms}): p99 "
+            f"{ms(eos.latency_p99_ms)} ms (worst run {ms(worst)} ms), {verdict} "
+            f"{LATENCY_BOUND}x the commit interval ({bound} ms).",
+        ]
+    lines += [
+        "",
+        "- The reader waits for the first record of each fetch with `poll` and takes the "
+        "rest already queued, so a record is stamped when it arrives "
+        "(`consume(n, timeout)` would wait for n records or the whole timeout).",
+        "- `bare` and `bare_stateful` begin a transaction at the first record after a "
+        "commit and commit one interval later, as eos does.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _runs(results: Sequence[Measurement], summary: Summary) -> list[Measurement]:
+    return [r for r in results if r.contender == summary.contender]
 
 
 def render_async(

@@ -2,6 +2,9 @@
 
 ``bare``          a minimal hand-written confluent-kafka exactly-once loop: the
                   practical limit for Python on librdkafka
+``bare_stateful`` ``bare`` counting per key in a dict, producing eos_stateful's
+                  changelog record and output per record in the transaction:
+                  the practical limit of a stateful loop
 ``eos``           eos, exactly_once_v2
 ``eos_alos``      eos, at_least_once
 ``eos_stateful``  eos, exactly_once_v2, count per key in a RocksDB store
@@ -41,6 +44,7 @@ from _result import print_result
 
 CONTENDERS = (
     "bare",
+    "bare_stateful",
     "eos",
     "eos_alos",
     "eos_stateful",
@@ -52,8 +56,23 @@ CONTENDERS = (
 )
 
 
-def run_bare(args: argparse.Namespace) -> float | None:
-    """consume batch -> produce -> every commit interval: send offsets, commit."""
+BatchHandler = Callable[[list[Any]], None]
+"""Processes one consumed batch inside the open transaction: produces its outputs and
+records each partition's next offset in the positions dict it was made with."""
+
+
+def _bare_loop(
+    args: argparse.Namespace,
+    make_handler: Callable[[Any, dict[tuple[str, int], int]], BatchHandler],
+) -> float | None:
+    """The hand-written exactly-once loop of ``bare`` and ``bare_stateful``.
+
+    consume a batch -> ``make_handler(producer, positions)(batch)`` produces in the
+    open transaction -> every commit interval: send offsets, commit. Outside a
+    transaction it waits for ONE record (``poll``) and then takes what is already
+    queued: ``consume(n, timeout)`` waits for n records or the whole timeout,
+    which would hold an idle loop's first record back by up to the timeout.
+    """
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     from eos.config import Config
@@ -73,10 +92,9 @@ def run_bare(args: argparse.Namespace) -> float | None:
 
     signal.signal(signal.SIGTERM, stop)
     consumer.subscribe(args.inputs.split(","))
-    output = args.output
     interval = args.commit_interval_ms / 1000
-    produce = producer.produce
     positions: dict[tuple[str, int], int] = {}
+    handle = make_handler(producer, positions)
     in_txn = False
     started = 0.0
     first: float | None = None
@@ -88,8 +106,11 @@ def run_bare(args: argparse.Namespace) -> float | None:
         positions.clear()
 
     while not stopping:
-        timeout = max(0.0, started + interval - time.monotonic()) if in_txn else 0.1
-        messages = consumer.consume(5000, timeout)
+        if in_txn:
+            messages = consumer.consume(5000, max(0.0, started + interval - time.monotonic()))
+        else:
+            one = consumer.poll(0.1)
+            messages = [one, *consumer.consume(4999, 0)] if one is not None else []
         if messages:
             if first is None:
                 first = time.time()
@@ -97,6 +118,24 @@ def run_bare(args: argparse.Namespace) -> float | None:
                 producer.begin_transaction()
                 in_txn = True
                 started = time.monotonic()
+            handle(messages)
+        if in_txn and time.monotonic() - started >= interval:
+            commit()
+            in_txn = False
+    if in_txn:
+        commit()
+    consumer.close()
+    return first
+
+
+def run_bare(args: argparse.Namespace) -> float | None:
+    """consume batch -> produce -> every commit interval: send offsets, commit."""
+    output = args.output
+
+    def make_handler(producer: Any, positions: dict[tuple[str, int], int]) -> BatchHandler:
+        produce = producer.produce
+
+        def handle(messages: list[Any]) -> None:
             for msg in messages:
                 if msg.error() is not None:
                     raise SystemExit(f"consume failed: {msg.error()}")
@@ -107,13 +146,76 @@ def run_bare(args: argparse.Namespace) -> float | None:
                     except BufferError:
                         producer.poll(0.05)
                 positions[(msg.topic(), msg.partition())] = msg.offset() + 1
-        if in_txn and time.monotonic() - started >= interval:
-            commit()
-            in_txn = False
-    if in_txn:
-        commit()
-    consumer.close()
-    return first
+
+        return handle
+
+    return _bare_loop(args, make_handler)
+
+
+STORE = "counts"
+"""The store of ``eos_stateful`` (and the name ``bare_stateful``'s changelog is named after)."""
+
+
+def run_bare_stateful(args: argparse.Namespace) -> float | None:
+    """``bare`` counting per key in a plain dict per input partition.
+
+    Per record, in the open transaction, exactly what ``eos_stateful`` produces:
+    the changelog record of the update to ``<group>-counts-changelog``, partition
+    = the input partition, key = the input key (``key_serde="bytes"``), value =
+    the new count as JSON (``value_serde="json"``: ``b"%d"``); then the output,
+    the same count under the same key. The changelog topic is made as eos makes
+    it (``ensure_changelog_topics``: compacted, the inputs' partition count).
+    Nothing is stored locally but the dicts, and no delivery reports are asked
+    for: the practical limit of a stateful loop on this client.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    from eos.state.topics import changelog_topic, ensure_changelog_topics
+
+    output = args.output
+    changelog = changelog_topic(args.group, STORE)
+    ensure_changelog_topics(
+        AdminClient({"bootstrap.servers": args.bootstrap_servers}),
+        application_id=args.group,
+        input_topics=args.inputs.split(","),
+        stores=[STORE],
+    )
+
+    def make_handler(producer: Any, positions: dict[tuple[str, int], int]) -> BatchHandler:
+        produce = producer.produce
+        stores: dict[int, dict[bytes, int]] = {}
+
+        def handle(messages: list[Any]) -> None:
+            current = -1
+            counts: dict[bytes, int] = {}
+            for msg in messages:
+                if msg.error() is not None:
+                    raise SystemExit(f"consume failed: {msg.error()}")
+                partition = msg.partition()
+                if partition != current:
+                    current = partition
+                    counts = stores.setdefault(partition, {})
+                key = msg.key()
+                n = counts.get(key, 0) + 1
+                counts[key] = n
+                value = b"%d" % n
+                while True:
+                    try:
+                        produce(changelog, value, key, partition)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                while True:
+                    try:
+                        produce(output, value, key)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                positions[(msg.topic(), partition)] = msg.offset() + 1
+
+        return handle
+
+    return _bare_loop(args, make_handler)
 
 
 def run_eos(args: argparse.Namespace) -> float | None:
@@ -133,7 +235,7 @@ def run_eos(args: argparse.Namespace) -> float | None:
             ctx.send(output, record.value.upper(), key=record.key)  # type: ignore[attr-defined]
 
     class Count(eos.Processor):
-        stores = (eos.Store("counts", key_serde="bytes", value_serde="json"),)
+        stores = (eos.Store(STORE, key_serde="bytes", value_serde="json"),)
 
         def process(self, record: eos.Record, ctx: eos.Context) -> None:
             first.append(time.time())
@@ -141,7 +243,7 @@ def run_eos(args: argparse.Namespace) -> float | None:
             self._process(record, ctx)
 
         def _process(self, record: eos.Record, ctx: eos.Context) -> None:
-            counts = ctx.store("counts")
+            counts = ctx.store(STORE)
             key = record.key
             n = counts.get(key, 0) + 1  # type: ignore[operator]
             counts[key] = n
@@ -378,6 +480,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     runs = {
         "bare": run_bare,
+        "bare_stateful": run_bare_stateful,
         "eos_windowed": run_eos_windowed,
         "eos_join": run_eos_join,
         "eos_sync": run_eos_http,

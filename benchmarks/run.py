@@ -11,6 +11,10 @@ enriched with their customer's tier from a customers table):
 - ``quixstreams``, ``quixstreams_stateful``, ``quixstreams_windowed``,
   ``quixstreams_join`` (``join_asof``) (exactly-once), installed into their own
   virtualenv ``benchmarks/.venv-quix`` (made on first use);
+- ``kafka_streams``, ``kafka_streams_stateful``: Kafka Streams (exactly_once_v2, one
+  stream thread, no record cache), a Java app built on first use with Maven and
+  javac against the broker's version of kafka-streams (``_kafka_streams.py``;
+  ``--skip-kafka-streams``, or skipped with a note without a JDK and Maven);
 - ``eos_sync`` and ``eos_async``: an HTTP call per record to a service with a
   fixed 5 ms latency (``_http.py``, started by this run in its own process),
   from a synchronous ``eos.Processor`` and from an ``eos.AsyncProcessor`` with
@@ -26,10 +30,13 @@ topic already holds exactly them): one for the windowed contenders, with event
 timestamps (``_windowed.py``), an orders and a customers topic for the join
 contenders (``_join.py``), one for the others. Each contender run is measured
 by ``_harness.measure`` (throughput on the backlog, then latency at a fixed
-rate; see there), windowed by ``_windowed.measure_windowed`` (throughput, and
+rate; see there; an unmeasured run of ``bare`` goes first, ``--no-warm-up``
+to skip it), windowed by ``_windowed.measure_windowed`` (throughput, and
 every final count checked against the input), join by ``_join.measure_join``
 (throughput, and every joined order checked). Writes
-``docs/benchmarks.md`` and ``docs/benchmarks.png`` and ends with one line of
+``docs/benchmarks.md`` and ``docs/benchmarks.png`` (a ``--quick`` run: the same
+files in ``benchmarks/out/quick/``, which git ignores, so that only a full run
+publishes; ``--output``/``--chart`` name others) and ends with one line of
 throughput ratios, ``n/a`` where a contender did not run (one line in the
 output, wrapped here)::
 
@@ -55,7 +62,7 @@ a run of them alone replaces only that section of an existing ``--output``.
 Usage::
 
     python benchmarks/run.py                     # 1,000,000 records, 2 repetitions
-    python benchmarks/run.py --quick             # 200,000 records, 1 repetition
+    python benchmarks/run.py --quick             # 200,000 records, 1 repetition, not published
     python benchmarks/run.py --records 2000 --skip-quix --output /tmp/b.md   # smoke
     python benchmarks/run.py --contenders eos_sync,eos_async   # the async section only
     python benchmarks/run.py --contenders bare_pg,eos_pg       # the PostgreSQL section only
@@ -75,6 +82,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _kafka_streams
 import _report
 import _report_sections
 from _async import ASYNC, MAX_IN_FLIGHT, SweepPoint, measure_async, sweep
@@ -82,6 +90,7 @@ from _harness import (
     BENCH_DIR,
     DEFAULT_KEYS,
     LATENCY_RATE,
+    LOG_DIR,
     ROOT,
     Measurement,
     Spec,
@@ -90,12 +99,23 @@ from _harness import (
 )
 from _http import LATENCY_MS, HttpService
 from _join import JOIN, JoinInput, measure_join, prepare_join_input
+from _kafka_streams import KAFKA_STREAMS
 from _postgres import PG, PgInput, measure_pg, pg_spec, postgres, prepare_pg_input
 from _windowed import WINDOWED, WindowedInput, measure_windowed, prepare_windowed_input
 
 QUIX_VENV = BENCH_DIR / ".venv-quix"
+QUICK_DIR = LOG_DIR / "quick"
+"""Where a ``--quick`` run writes its report and charts (``benchmarks/out/`` is git-ignored)."""
 QUIX_REQUIREMENT = "quixstreams>=3,<4"
-EOS_CONTENDERS = ("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join")
+EOS_CONTENDERS = (
+    "bare",
+    "bare_stateful",
+    "eos",
+    "eos_alos",
+    "eos_stateful",
+    "eos_windowed",
+    "eos_join",
+)
 QUIX_CONTENDERS = (
     "quixstreams",
     "quixstreams_stateful",
@@ -107,8 +127,11 @@ ORDER = (
     "eos",
     "eos_alos",
     "quixstreams",
+    "kafka_streams",
+    "bare_stateful",
     "eos_stateful",
     "quixstreams_stateful",
+    "kafka_streams_stateful",
     "eos_windowed",
     "quixstreams_windowed",
     "eos_join",
@@ -116,6 +139,10 @@ ORDER = (
     *ASYNC,
     *PG,
 )
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def quix_python() -> tuple[Path | None, str]:
@@ -159,9 +186,37 @@ def versions() -> str:
     )
 
 
-def specs(names: list[str], quix: Path | None) -> list[Spec]:
+def warm_up(bootstrap: str, topic: str, records: int, commit_interval_ms: int, run_id: str) -> None:
+    """One unmeasured run of ``bare`` over the input, before the first measured contender.
+
+    On a fresh broker and a just-written input the first contender of a run was
+    up to 45% slower than the same contender later in it (``--quick``, one
+    repetition: bare first 184,000 records/s, last 330,000), which made a
+    one-repetition ratio a measure of the order.
+    """
+    argv = [sys.executable, str(BENCH_DIR / "contender_eos.py"), "--contender", "bare"]
+    m = measure(
+        Spec("warm-up", argv),
+        bootstrap=bootstrap,
+        backlog_topic=topic,
+        records=records,
+        commit_interval_ms=commit_interval_ms,
+        latency_seconds=0,
+        run_id=run_id,
+        timeout_s=max(120.0, records / 2000),
+    )
+    print(f"warm-up (bare, not measured): {m.records_per_s:,.0f} records/s", flush=True)
+
+
+def specs(
+    names: list[str], quix: Path | None, kafka_streams: list[str] | None = None
+) -> list[Spec]:
     out = []
     for name in names:
+        if name in KAFKA_STREAMS:
+            if kafka_streams is not None:  # else not built: skipped
+                out.append(Spec(name, [*kafka_streams, "--contender", name]))
+            continue
         if name in PG:
             out.append(pg_spec(name))
             continue
@@ -187,9 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--bootstrap-servers", help="default: EOS_BOOTSTRAP_SERVERS or start one")
     parser.add_argument("--skip-quix", action="store_true", help="no quixstreams contenders")
+    parser.add_argument(
+        "--skip-kafka-streams", action="store_true", help="no Kafka Streams contenders"
+    )
     parser.add_argument("--contenders", default=",".join(ORDER), help="comma-separated subset")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="'-': none")
-    parser.add_argument("--chart", default=str(ROOT / "docs" / "benchmarks.png"), help="'-': none")
+    parser.add_argument(
+        "--output", help=f"default docs/benchmarks.md (--quick: {_rel(QUICK_DIR)}/); '-': none"
+    )
+    parser.add_argument(
+        "--chart", help=f"default docs/benchmarks.png (--quick: {_rel(QUICK_DIR)}/); '-': none"
+    )
     parser.add_argument("--sync-records", type=int, help="eos_sync's input (default 2,000)")
     parser.add_argument(
         "--async-sweep",
@@ -203,7 +265,17 @@ def main(argv: list[str] | None = None) -> int:
         "--pg-records", type=int, help="bare_pg and eos_pg's input (default 100,000; quick 20,000)"
     )
     parser.add_argument("--pg-profile", help="cProfile each PostgreSQL contender run into this dir")
+    parser.add_argument(
+        "--warm-up",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="an unmeasured run of bare over the input first (default: yes)",
+    )
     args = parser.parse_args(argv)
+    # Only a full run publishes: a quick run's small, noisy figures go where git ignores them.
+    report_dir = QUICK_DIR if args.quick else ROOT / "docs"
+    args.output = args.output or str(report_dir / "benchmarks.md")
+    args.chart = args.chart or str(report_dir / "benchmarks.png")
     records = args.records or (200_000 if args.quick else 1_000_000)
     pg_records = args.pg_records or (20_000 if args.quick else 100_000)
     repeat = args.repeat or (1 if args.quick else 2)
@@ -224,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_quix and set(names) & set(QUIX_CONTENDERS):
         quix, quix_note = quix_python()
         print(f"quixstreams: {quix_note}", flush=True)
+    kafka_streams: list[str] | None = None
+    kafka_streams_note = ""  # none: no Kafka Streams contender asked for
+    if set(names) & set(KAFKA_STREAMS):
+        kafka_streams_note = "skipped (--skip-kafka-streams); its ratios are n/a"
+        if not args.skip_kafka_streams:
+            kafka_streams, kafka_streams_note = _kafka_streams.build()
+        print(f"kafka_streams: {kafka_streams_note}", flush=True)
 
     cluster = None
     bootstrap = args.bootstrap_servers
@@ -244,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     database = contextlib.ExitStack()
     dsn, server = "", ""
     try:
-        runs = specs(names, quix)
+        runs = specs(names, quix, kafka_streams)
         if any(spec.name in PG for spec in runs):
             from eos.testing.postgres import PostgresSetupError
 
@@ -290,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"HTTP service at {service.url} (on {service.loop})", flush=True)
         results: list[Measurement] = []
         run_id = uuid.uuid4().hex[:6]
+        if args.warm_up and topic:
+            warm_up(bootstrap, topic, records, args.commit_interval_ms, run_id)
         for rep in range(repeat):
             for spec in runs if rep % 2 == 0 else list(reversed(runs)):
                 if spec.name in ASYNC:
@@ -435,8 +516,18 @@ def main(argv: list[str] | None = None) -> int:
             versions=versions(),
             broker=broker,
             quix_note=quix_note,
+            kafka_streams_note=_kafka_streams.describe(kafka_streams_note, results),
             command=command.strip(),
         )
+        latency = _report_sections.render_latency(
+            [s for s in summaries if s.contender not in _report.SECTIONED],
+            results,
+            commit_interval_ms=args.commit_interval_ms,
+            latency_seconds=latency_seconds,
+            latency_rate=LATENCY_RATE,
+        )
+        if latency:
+            table += "\n" + latency
         for text, _, _ in sections:
             table += "\n" + text
     print()
@@ -450,11 +541,14 @@ def main(argv: list[str] | None = None) -> int:
                 table = _report.replace_section(table, text, begin, end)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(table)
+        print(f"report written to {_rel(output.resolve())}", flush=True)
     drawn = True
     if chart is not None and not sections_only:
         title = f"{records:,} records, commit interval {args.commit_interval_ms} ms"
         main_summaries = [s for s in summaries if s.contender not in _report.SECTIONED]
         drawn = _report.chart(main_summaries, chart, title)
+        if drawn:
+            print(f"chart written to {_rel(chart.resolve())}", flush=True)
     if async_chart is not None and sweep_points:
         sync_rate = next((s.records_per_s for s in summaries if s.contender == "eos_sync"), None)
         title = (
@@ -462,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{LATENCY_MS:g} ms, commit interval {args.commit_interval_ms} ms)"
         )
         drawn = _report_sections.async_chart(sweep_points, sync_rate, async_chart, title) and drawn
+        if drawn:
+            print(f"chart written to {_rel(async_chart.resolve())}", flush=True)
     if not drawn:
         print("no chart: matplotlib is not available", file=sys.stderr)
     print(f"wall time {time.monotonic() - wall:.0f} s")
