@@ -44,8 +44,8 @@ DESCRIPTIONS = {
     "eos": "eos, exactly_once_v2",
     "eos_alos": "eos, at_least_once",
     "quixstreams": 'quixstreams, processing_guarantee="exactly-once"',
-    "bare_stateful": "`bare` counting per key in a dict, the same changelog record and output "
-    "per record in the transaction (the stateful limit)",
+    "bare_stateful": "`bare` counting per key in RocksDB, a WriteBatch per commit, the same "
+    "outputs and changelog records in the transaction (the stateful limit)",
     "eos_stateful": "eos, exactly_once_v2, count per key (RocksDB store)",
     "quixstreams_stateful": "quixstreams, exactly-once, count per key (State API, RocksDB)",
     "kafka_streams": "Kafka Streams (Java), exactly_once_v2, `mapValues` (the reference "
@@ -165,6 +165,10 @@ def render(
         "broker speed cancel out of the ratios; the absolute figures only describe this "
         "(small, shared) machine.",
         "",
+        "State restore (against a bare consumer and Quix Streams' recovery) and the memory "
+        "of a RocksDB store with 1,000,000 keys are measured by `benchmarks/restore.py` and "
+        "`benchmarks/memory.py`: [benchmarks-restore.md](benchmarks-restore.md).",
+        "",
         f"Input: {records:,} records of ~100 bytes over 4 partitions, {keys:,} distinct "
         f"keys, produced once and read by every contender (fresh consumer group and output "
         f"topic each, each in a fresh process). Commit interval {commit_interval_ms} ms for "
@@ -222,13 +226,17 @@ def render(
         "`consumer_settings()`), so eos/bare is the cost of eos's Python around the same "
         "clients. It commits on the interval only; eos also commits when a transaction "
         f"reaches `max_batch_records` (default {DEFAULT_MAX_BATCH_RECORDS:,}).",
-        "- `bare_stateful` is `bare` with `eos_stateful`'s work done by hand: a plain dict of "
-        "counts per input partition and, per record in the open transaction, the changelog "
-        "record eos writes (`<application_id>-counts-changelog`, the input partition, the key "
-        "as it is, the count as JSON) and the output (the count under the key). No local "
-        "store and no delivery reports, so eos_stateful/bare_stateful is the cost of eos's "
-        "stateful path (store transaction, serdes, RocksDB write at commit, changelog "
-        "checkpoint) over the records any exactly-once stateful loop must produce.",
+        "- `bare_stateful` is `bare` with `eos_stateful`'s work done by hand, as a careful "
+        "hand-written loop does it: one RocksDB database per input partition (rocksdict, "
+        "RocksDB's default options) and a dict of the open transaction's counts; per record the "
+        "count from the dict or RocksDB, the new count into the dict and the output (the count "
+        "under the key) into the transaction; at the commit, still in the transaction, the "
+        "changelog records eos writes (`<application_id>-counts-changelog`, the input "
+        "partition, one per key updated with its last count as JSON), then offsets and commit, "
+        "then one `WriteBatch` per partition into RocksDB. No delivery reports, no checkpoint, "
+        "no restore, no cache, so eos_stateful/bare_stateful is the cost of eos's stateful "
+        "path (store transaction, serdes, changelog checkpoint, error handling) over the work "
+        "any durable exactly-once stateful loop must do.",
         f"- quixstreams: {quix_note}.",
         *([f"- Kafka Streams: {kafka_streams_note}."] if kafka_streams_note else []),
         "",

@@ -2,9 +2,11 @@
 
 ``bare``          a minimal hand-written confluent-kafka exactly-once loop: the
                   practical limit for Python on librdkafka
-``bare_stateful`` ``bare`` counting per key in a dict, producing eos_stateful's
-                  changelog record and output per record in the transaction:
-                  the practical limit of a stateful loop
+``bare_stateful`` ``bare`` counting per key in RocksDB (rocksdict, one
+                  WriteBatch per partition per commit), the output per record,
+                  and at the commit eos_stateful's changelog (one record per
+                  key updated) in the transaction: the practical limit of a
+                  durable stateful loop
 ``eos``           eos, exactly_once_v2
 ``eos_alos``      eos, at_least_once
 ``eos_stateful``  eos, exactly_once_v2, count per key in a RocksDB store
@@ -64,11 +66,15 @@ records each partition's next offset in the positions dict it was made with."""
 def _bare_loop(
     args: argparse.Namespace,
     make_handler: Callable[[Any, dict[tuple[str, int], int]], BatchHandler],
+    *,
+    before_commit: Callable[[], None] = lambda: None,
+    after_commit: Callable[[], None] = lambda: None,
 ) -> float | None:
     """The hand-written exactly-once loop of ``bare`` and ``bare_stateful``.
 
     consume a batch -> ``make_handler(producer, positions)(batch)`` produces in the
-    open transaction -> every commit interval: send offsets, commit. Outside a
+    open transaction -> every commit interval: ``before_commit()`` (still in the
+    transaction), send offsets, commit, ``after_commit()``. Outside a
     transaction it waits for ONE record (``poll``) and then takes what is already
     queued: ``consume(n, timeout)`` waits for n records or the whole timeout,
     which would hold an idle loop's first record back by up to the timeout.
@@ -100,10 +106,12 @@ def _bare_loop(
     first: float | None = None
 
     def commit() -> None:
+        before_commit()
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
         producer.commit_transaction()
         positions.clear()
+        after_commit()
 
     while not stopping:
         if in_txn:
@@ -157,17 +165,24 @@ STORE = "counts"
 
 
 def run_bare_stateful(args: argparse.Namespace) -> float | None:
-    """``bare`` counting per key in a plain dict per input partition.
+    """``bare`` counting per key in RocksDB, as a careful hand-written loop would.
 
-    Per record, in the open transaction, exactly what ``eos_stateful`` produces:
-    the changelog record of the update to ``<group>-counts-changelog``, partition
-    = the input partition, key = the input key (``key_serde="bytes"``), value =
-    the new count as JSON (``value_serde="json"``: ``b"%d"``); then the output,
-    the same count under the same key. The changelog topic is made as eos makes
-    it (``ensure_changelog_topics``: compacted, the inputs' partition count).
-    Nothing is stored locally but the dicts, and no delivery reports are asked
-    for: the practical limit of a stateful loop on this client.
+    Per input partition one rocksdict database (raw bytes, RocksDB's default
+    options) and a dict of the open transaction's counts (serialized as
+    ``eos_stateful`` stores them: JSON, ``b"%d"``). Per record: the count from
+    the dict, else from RocksDB; the new count into the dict; the output (the
+    count under the input key) produced in the transaction. At the commit, still
+    in the transaction: one changelog record per key updated, its last count, to
+    ``<group>-counts-changelog`` partition = the input partition (what
+    ``eos_stateful`` produces; the topic made as eos makes it); then offsets,
+    commit; then one ``WriteBatch`` per partition into RocksDB. No delivery
+    reports, no checkpoint, no restore: the practical limit of a durable stateful
+    loop on this client.
     """
+    import os
+    import tempfile
+
+    import rocksdict
     from confluent_kafka.admin import AdminClient
 
     from eos.state.topics import changelog_topic, ensure_changelog_topics
@@ -180,31 +195,42 @@ def run_bare_stateful(args: argparse.Namespace) -> float | None:
         input_topics=args.inputs.split(","),
         stores=[STORE],
     )
+    os.makedirs(args.state_dir, exist_ok=True)  # removed with it after the run
+    directory = tempfile.mkdtemp(prefix="bare-stateful-", dir=args.state_dir)
+    databases: dict[int, Any] = {}
+    dirty: dict[int, dict[bytes, bytes]] = {}
+    producers: list[Any] = []
+
+    def database(partition: int) -> Any:
+        db = databases.get(partition)
+        if db is None:
+            db = databases[partition] = rocksdict.Rdict(
+                f"{directory}/{partition}", options=rocksdict.Options(raw_mode=True)
+            )
+        return db
 
     def make_handler(producer: Any, positions: dict[tuple[str, int], int]) -> BatchHandler:
         produce = producer.produce
-        stores: dict[int, dict[bytes, int]] = {}
+        producers.append(producer)
 
         def handle(messages: list[Any]) -> None:
             current = -1
-            counts: dict[bytes, int] = {}
+            counts: dict[bytes, bytes] = {}
+            db: Any = None
             for msg in messages:
                 if msg.error() is not None:
                     raise SystemExit(f"consume failed: {msg.error()}")
                 partition = msg.partition()
                 if partition != current:
                     current = partition
-                    counts = stores.setdefault(partition, {})
+                    counts = dirty.setdefault(partition, {})
+                    db = database(partition)
                 key = msg.key()
-                n = counts.get(key, 0) + 1
-                counts[key] = n
-                value = b"%d" % n
-                while True:
-                    try:
-                        produce(changelog, value, key, partition)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                old = counts.get(key)
+                if old is None:
+                    old = db.get(key)
+                value = b"%d" % (int(old) + 1 if old is not None else 1)
+                counts[key] = value
                 while True:
                     try:
                         produce(output, value, key)
@@ -215,7 +241,33 @@ def run_bare_stateful(args: argparse.Namespace) -> float | None:
 
         return handle
 
-    return _bare_loop(args, make_handler)
+    def before_commit() -> None:
+        produce = producers[0].produce
+        for partition, counts in dirty.items():
+            for key, value in counts.items():
+                while True:
+                    try:
+                        produce(changelog, value, key, partition)
+                        break
+                    except BufferError:
+                        producers[0].poll(0.05)
+
+    def after_commit() -> None:
+        for partition, counts in dirty.items():
+            if counts:
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                for key, value in counts.items():
+                    batch.put(key, value)
+                databases[partition].write(batch)
+                counts.clear()
+
+    try:
+        return _bare_loop(
+            args, make_handler, before_commit=before_commit, after_commit=after_commit
+        )
+    finally:
+        for db in databases.values():
+            db.close()
 
 
 def run_eos(args: argparse.Namespace) -> float | None:

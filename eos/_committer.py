@@ -164,8 +164,15 @@ class Committer:
             except ProduceError as exc:
                 self.batch_failed(exc.kafka_error, f"writing the stream time failed: {exc}")
                 return False
+        if self.stores is not None:
+            # (1c) the stores' changelog: one record per key written, its last value.
+            try:
+                self.stores.flush_changelog()
+            except ProduceError as exc:
+                self.batch_failed(exc.kafka_error, f"writing the changelog failed: {exc}")
+                return False
         try:
-            # (1) outputs and changelog records were produced while processing.
+            # (1) outputs were produced while processing, the changelog just above.
             # (2) the positions join the transaction; (3) commit.
             self.guarantee.commit(
                 batch.positions, self._consumer(), lambda: self.faults.before_commit(attempt)

@@ -320,6 +320,9 @@ class Engine:
             stores.wake = keeper.wake
             self.committer.stores = stores
             self.rebalance.stores = stores
+            if not self.global_specs:
+                # ctx.store() straight to the manager: one call per record fewer.
+                ctx._stores = stores.get
         stop.check()
         if isinstance(self.hooks, AsyncHooks):
             self.hooks.setup()

@@ -477,9 +477,12 @@ class Context(Generic[K, V]):
         Raises:
             StateError: no such store, or called outside ``process``.
         """
+        record = self.record
+        stores = self._stores
+        if record is not None and stores is not None:  # processing a record: the hot path
+            return stores(name if isinstance(name, str) else name.name, record.partition)
         if not isinstance(name, str):
             name = name.name
-        record = self.record
         if record is None and self._partition is not None and self._stores is not None:
             return self._stores(name, self._partition)
         if record is None or self._stores is None:

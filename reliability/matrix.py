@@ -41,6 +41,7 @@ from confluent_kafka import KafkaException, Producer
 from eos.state.topics import changelog_topic
 from eos.testing.helpers import (
     ReadRecord,
+    committed_offsets,
     create_topic,
     read_topic,
     unique_name,
@@ -337,6 +338,8 @@ def run_cell(
         outputs = read_topic(bootstrap, pipeline.output, timeout=120)
         if pipeline.name == "copy":
             _check_copy(result, inputs, outputs)
+            if result.lost:
+                log(_diagnose_loss(bootstrap, pipeline, inputs, outputs))
         else:
             _check_count(result, inputs, outputs)
         if len(inputs) != records:
@@ -409,6 +412,57 @@ def _check_copy(result: CellResult, inputs: list[ReadRecord], outputs: list[Read
     result.aborted_seen = sum(1 for r in outputs if (r.value or b"").startswith(b"X"))
     if verdict.unexpected and not result.aborted_seen:
         result.notes.append(f"{verdict.unexpected} unexpected outputs")
+
+
+_LOG_EVENTS = (
+    "abort", "rewound", "renew", "revok", "assigned", "lost", "fatal", "fenced", "error",
+    "warning", "consumer",
+)  # fmt: skip
+
+
+def _diagnose_loss(
+    bootstrap: str, pipeline: Pipeline, inputs: list[ReadRecord], outputs: list[ReadRecord]
+) -> str:
+    """Where the copy's lost records are: which inputs, whether their outputs exist in the
+    log at all (read_uncommitted), where the group committed, and what the instances logged.
+    Printed with the failing cell, so a rare failure can be understood from the run's log."""
+    produced = {r.value for r in outputs}
+    lost = [r for r in inputs if (r.value or b"").upper() not in produced]
+    lines = [f"  copy lost {len(lost)} input(s):"]
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for record in lost:
+        by_partition[record.partition].append(record.offset)
+    for partition, offsets in sorted(by_partition.items()):
+        lines.append(
+            f"    input[{partition}] offsets {offsets[0]}..{offsets[-1]} ({len(offsets)}): "
+            f"{offsets[:40]}"
+        )
+    try:
+        uncommitted = read_topic(
+            bootstrap, pipeline.output, isolation_level="read_uncommitted", timeout=60
+        )
+        where = {r.value: (r.partition, r.offset) for r in uncommitted}
+        found = [where[(r.value or b"").upper()] for r in lost if (r.value or b"").upper() in where]
+        lines.append(
+            f"    {len(found)} of them are in the output log, uncommitted (aborted or open): "
+            f"{found[:20]}"
+        )
+    except (KafkaException, TimeoutError) as exc:
+        lines.append(f"    reading the output read_uncommitted failed: {exc!r}")
+    try:
+        committed = committed_offsets(bootstrap, pipeline.app_id, pipeline.source, timeout=30)
+        lines.append(f"    the group's committed offsets: {dict(sorted(committed.items()))}")
+    except (KafkaException, TimeoutError) as exc:
+        lines.append(f"    reading the committed offsets failed: {exc!r}")
+    for index, app in enumerate(pipeline.instances):
+        try:
+            text = app.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        events = [line for line in text if any(word in line.lower() for word in _LOG_EVENTS)]
+        lines.append(f"    instance {index} ({len(text)} log lines), its events:")
+        lines += [f"      {line[:300]}" for line in events[-80:]]
+    return "\n".join(lines)
 
 
 def _check_count(result: CellResult, inputs: list[ReadRecord], outputs: list[ReadRecord]) -> None:

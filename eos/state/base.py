@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
+    "DEFAULT_ROCKSDB_BLOCK_CACHE_MB",
+    "DEFAULT_ROCKSDB_WRITE_BUFFER_MB",
     "DEFAULT_SERDE",
+    "MAX_ROCKSDB_MB",
     "StateStore",
     "Store",
     "StoreBackendFactory",
@@ -34,6 +37,19 @@ __all__ = [
 DEFAULT_BACKEND = "rocksdb"
 DEFAULT_SERDE = "json"
 BACKENDS = ("rocksdb", "memory")
+
+DEFAULT_ROCKSDB_BLOCK_CACHE_MB = 16
+"""MiB of RocksDB block cache (data, index and filter blocks) per store, shared by
+its partitions. Small on purpose: reads of recently written keys are served from
+the overlay and the memtables, and a 16 MiB cache keeps the store's memory
+predictable in a 256-512 MiB container; raise it when a read-heavy store's
+working set outgrows it."""
+DEFAULT_ROCKSDB_WRITE_BUFFER_MB = 16
+"""MiB of RocksDB memtables (write buffers) per store, shared by its partitions:
+when they hold more, RocksDB flushes one to disk. A memtable being flushed is
+counted until it is on disk, so the peak is up to twice this."""
+MAX_ROCKSDB_MB = 1 << 20
+"""Largest accepted ``rocksdb_*_mb`` setting (1 TiB): anything above is a typo."""
 
 # The name becomes a directory under state_dir and part of the changelog topic
 # name, so it is restricted to characters that are safe in both.
@@ -158,6 +174,14 @@ class Store(Generic[K, V]):
             second copy). The processor reads it with ``ctx.store(name)`` and
             cannot write it. The topic must be co-partitioned with the input
             topics (same partition count, same keys). See docs/joins.md.
+        rocksdb_block_cache_mb: RocksDB block cache of the store, in MiB
+            (an int >= 1), shared by all its partitions in this process. Only
+            the ``"rocksdb"`` backend uses it. Default
+            :data:`DEFAULT_ROCKSDB_BLOCK_CACHE_MB`.
+        rocksdb_write_buffer_mb: RocksDB memtable budget of the store, in MiB
+            (an int >= 1), shared by all its partitions in this process: past
+            it, RocksDB flushes a memtable to disk. Only the ``"rocksdb"``
+            backend uses it. Default :data:`DEFAULT_ROCKSDB_WRITE_BUFFER_MB`.
 
     Serdes: ``None`` (the default) is ``"json"`` for a plain store; for a
     table (``source_topic`` given) it is the serde the application decodes the
@@ -165,8 +189,14 @@ class Store(Generic[K, V]):
     ``value_serde``), so the table holds exactly the topic's bytes and a
     lookup with a stream's key finds its record.
 
+    Memory: a RocksDB store's native memory stays near ``rocksdb_block_cache_mb
+    + 2 * rocksdb_write_buffer_mb`` MiB (a memtable being flushed counts until it
+    is on disk) plus a fixed few tens of MiB, however many keys and partitions
+    it has (docs/state.md, "Memory"; measured in docs/benchmarks-restore.md).
+
     Raises:
-        ConfigError: If the name, backend, a serde name or the source topic is invalid.
+        ConfigError: If the name, backend, a serde name, the source topic or a
+            ``rocksdb_*_mb`` size is invalid.
     """
 
     name: str
@@ -174,6 +204,8 @@ class Store(Generic[K, V]):
     key_serde: str | Serde[K] | None = None
     value_serde: str | Serde[V] | None = None
     source_topic: str | None = field(default=None, kw_only=True)
+    rocksdb_block_cache_mb: int = field(default=DEFAULT_ROCKSDB_BLOCK_CACHE_MB, kw_only=True)
+    rocksdb_write_buffer_mb: int = field(default=DEFAULT_ROCKSDB_WRITE_BUFFER_MB, kw_only=True)
 
     def __post_init__(self) -> None:
         name = self.name
@@ -208,6 +240,15 @@ class Store(Generic[K, V]):
                 f"invalid source_topic {topic!r} for store {name!r}: give a topic name",
                 key="store.source_topic",
             )
+        for key in ("rocksdb_block_cache_mb", "rocksdb_write_buffer_mb"):
+            size = getattr(self, key)
+            # bool is an int subclass; True MiB is surely a mistake.
+            if type(size) is not int or not 1 <= size <= MAX_ROCKSDB_MB:
+                raise ConfigError(
+                    f"invalid {key} {size!r} for store {name!r}: use an int of MiB "
+                    f"from 1 to {MAX_ROCKSDB_MB}",
+                    key=f"store.{key}",
+                )
         # Resolve once here only to reject unknown serde names at declaration
         # time rather than at the first assignment.
         self.serdes()
@@ -303,7 +344,13 @@ def open_backend(spec: Store, path: str, partition: int) -> StateStore:
         # RocksDB library for applications that only use memory stores.
         from eos.state.rocksdb import RocksDBStore
 
-        return RocksDBStore(path, spec.name, partition)
+        return RocksDBStore(
+            path,
+            spec.name,
+            partition,
+            block_cache_mb=spec.rocksdb_block_cache_mb,
+            write_buffer_mb=spec.rocksdb_write_buffer_mb,
+        )
     if isinstance(backend, str):  # unreachable after Store validation
         raise StateError(f"unknown backend {backend!r} for store {spec.name!r}")
     store = backend(path, spec.name, partition)

@@ -11,10 +11,22 @@ commit sequence::
     restore_step() between polls: restore for a bounded time; returns the
                    store partitions that are now up to date
     get(name, p)   per ctx.store(): the transaction of (name, p), made lazily;
-                   its writes go to the overlay and, through the engine's
-                   producer, to changelog partition p (same Kafka transaction)
+                   its writes go to the overlay
+    flush_changelog()
+                   (1) before the offsets join the Kafka transaction: one
+                   changelog record per key written (its last value) to
+                   changelog partition p, through the engine's producer (same
+                   Kafka transaction); the overlays are frozen
     commit()       (4) after the Kafka commit: overlay + changelog offset, one
                    backend write per dirty store partition
+
+Coalescing the changelog at the commit, as Kafka Streams' record cache does,
+writes a key updated n times in a transaction once, and keeps the produce
+call and its delivery report off the per-record path: only the last record
+of each store partition carries a delivery report (the records of one
+partition are acknowledged in order, so its offset is the checkpoint's). A
+batch replayed "carefully" after an unexplained failure produces each write
+at once instead, so a rejected changelog record is pinned on its input record.
     abort()        after an abort: drop every overlay
     close(tps)     on revocation/loss; close_all() at shutdown
 
@@ -193,6 +205,8 @@ class StoreManager:
         self.wake: Callable[[int, int], None] | None = None
         """``wake(partition, stream_time)``: a time-driven store has work due then."""
         self._delivered: dict[StoreKey, int] = {}
+        # Store partitions of this transaction whose changelog is produced at the commit.
+        self._deferred: set[StoreKey] = set()
         self.restored_records: dict[StoreKey, int] = {}
         self.total_restored = 0
 
@@ -437,24 +451,29 @@ class StoreManager:
         return self._txns[key]
 
     def _writer(self, key: StoreKey) -> ChangelogWriter:
-        """A changelog writer for one store partition, bound to the current producer."""
+        """A changelog writer for one store partition.
+
+        On the fast path it only counts the write (the record is produced by
+        :meth:`flush_changelog`); in a careful replay it produces at once,
+        through the attributing produce path, bound to the current producer.
+        """
         ctx = self._ctx
         if ctx is None:
             raise StateError("stores are only usable while the engine runs")
         outputs = self._outputs
+        if not outputs.careful:
+            self._deferred.add(key)
+
+            def count(_key_bytes: bytes, _value_bytes: bytes | None) -> None:
+                # The engine decides from ctx.sends whether a failed record
+                # already wrote something (then it must abort, not skip).
+                ctx.sends += 1
+
+            return count
         produce = outputs.changelog_produce()
         topic = self._topics[key[0]]
         partition = key[1]
-        delivered = self._delivered
-        on_failure = self._on_failure
-
-        def on_delivery(error: object, msg: object) -> None:
-            if error is None:
-                offset: int = msg.offset()  # type: ignore[attr-defined]
-                if offset > delivered.get(key, -1):
-                    delivered[key] = offset
-            else:
-                on_failure(error, msg)
+        on_delivery = self._delivery_report(key)
 
         def write(key_bytes: bytes, value_bytes: bytes | None) -> None:
             # The engine decides from ctx.sends whether a failed record
@@ -473,6 +492,85 @@ class StoreManager:
                     raise ProduceError(topic, exc) from exc
 
         return write
+
+    def _delivery_report(self, key: StoreKey) -> Callable[[Any, Any], None]:
+        """The delivery callback of store partition ``key``'s changelog records: the
+        highest acknowledged offset becomes the checkpoint; a failure goes to the outputs."""
+        delivered = self._delivered
+        on_failure = self._on_failure
+
+        def on_delivery(error: object, msg: object) -> None:
+            if error is None:
+                offset: int = msg.offset()  # type: ignore[attr-defined]
+                if offset > delivered.get(key, -1):
+                    delivered[key] = offset
+            else:
+                on_failure(error, msg)
+
+        return on_delivery
+
+    def flush_changelog(self) -> None:
+        """Produce the changelog of this transaction's writes: per store partition one
+        record per key written, with its last value (``None``: a tombstone), the last
+        record with a delivery report; then freeze those transactions (a write after
+        this raises instead of missing the changelog).
+
+        Call before the offsets join the Kafka transaction: (1) of the commit sequence.
+
+        Raises:
+            ProduceError: The producer refused a record (the batch must be aborted).
+        """
+        deferred = self._deferred
+        if not deferred:
+            return
+        txns = self._txns
+        produce = self._outputs.guarantee.producer.produce
+        for key in sorted(deferred):
+            txn = txns.get(key)
+            if txn is None or txn.state is not TransactionState.STARTED:
+                continue
+            if not txn.dirty:
+                txn.prepare()
+                continue
+            topic = self._topics[key[0]]
+            partition = key[1]
+            *rest, (last_key, last_value) = txn.pending().items()
+            try:
+                for key_bytes, value_bytes in rest:
+                    try:
+                        # Positional: about half the cost of keyword arguments.
+                        produce(topic, value_bytes, key_bytes, partition)
+                    except BufferError:
+                        self._produce_when_room(topic, value_bytes, key_bytes, partition, None)
+                self._produce_when_room(
+                    topic, last_value, last_key, partition, self._delivery_report(key)
+                )
+            except ProduceError:
+                raise
+            except Exception as exc:
+                raise ProduceError(topic, exc) from exc
+            txn.prepare()
+        deferred.clear()
+
+    def _produce_when_room(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes,
+        partition: int,
+        on_delivery: Callable[[Any, Any], None] | None,
+    ) -> None:
+        """Produce, serving delivery reports while the producer's queue is full."""
+        while True:
+            try:
+                produce = self._outputs.guarantee.producer.produce
+                if on_delivery is None:
+                    produce(topic, value, key, partition)
+                else:
+                    produce(topic, value, key, partition, on_delivery)
+                return
+            except BufferError:
+                self._outputs.poll(0.05)
 
     def commit(self, positions: Mapping[tuple[str, int], int]) -> None:
         """Write every dirty overlay with its changelog checkpoint; drop the transactions.
@@ -506,6 +604,7 @@ class StoreManager:
             txns.clear()
             self._views.clear()
             self._delivered.clear()
+            self._deferred.clear()
 
     def _checkpoint(self, key: StoreKey) -> int:
         delivered = self._delivered.get(key)
@@ -532,6 +631,7 @@ class StoreManager:
         self._txns.clear()
         self._views.clear()
         self._delivered.clear()
+        self._deferred.clear()
 
 
 def _no_committed_offsets(_tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:

@@ -1,8 +1,8 @@
 """The per-transaction write overlay over one store partition.
 
 During a Kafka transaction every store write goes to an in-memory overlay
-(which reads see) and, through a callback, to the changelog topic in the same
-Kafka transaction. The backend is written only after the Kafka transaction
+(which reads see); its changelog records are produced in the same Kafka
+transaction (see :mod:`eos.state.manager`). The backend is written only after the Kafka transaction
 committed, in one batch together with the changelog checkpoint, so local state
 never holds uncommitted writes. After an abort the overlay is simply dropped.
 """
@@ -22,10 +22,12 @@ from eos.state.base import StateStore
 __all__ = ["ChangelogWriter", "StoreTransaction", "TableView", "TransactionState", "codec"]
 
 ChangelogWriter = Callable[[bytes, bytes | None], None]
-"""``changelog(key_bytes, value_bytes_or_None)``: produce one changelog record.
+"""``changelog(key_bytes, value_bytes_or_None)``: called once per store write,
+before the overlay is updated, inside the caller's Kafka transaction.
 
-``None`` is a tombstone. Called once per store write, before the overlay is
-updated, inside the caller's Kafka transaction.
+``None`` is a tombstone. The store manager's writer either produces the record
+at once (a careful replay) or only counts the write, producing the overlay's
+last values at the commit (:meth:`StoreTransaction.pending`).
 """
 
 
@@ -248,6 +250,11 @@ class StoreTransaction(Generic[K, V]):
         self._transition(_FAILED)
         self._overlay = {}
 
+    def pending(self) -> dict[bytes, bytes | None]:
+        """The writes of this transaction: serialized key -> its last serialized value
+        (``None``: deleted), in the order the keys were first written. Not a copy."""
+        return self._overlay
+
     # -- writes --------------------------------------------------------------
 
     def __setitem__(self, key: K, value: V) -> None:
@@ -296,9 +303,13 @@ class StoreTransaction(Generic[K, V]):
         key_bytes = self._key_serialize(key)
         if key_bytes is None:
             raise StateError(f"store {self._name}: key {key!r} serialized to None")
-        overlay = self._overlay
-        if key_bytes in overlay:
-            return overlay[key_bytes]
+        value = self._overlay.get(key_bytes, _MISSING)
+        if value is _MISSING:
+            return self._committed_value(key_bytes)
+        return value  # type: ignore[return-value]
+
+    def _committed_value(self, key_bytes: bytes) -> bytes | None:
+        """The committed value of ``key_bytes``: from the cache, else the backend (cached)."""
         cache = self._cache
         if cache is None:
             return self._store.get(key_bytes)
@@ -315,10 +326,18 @@ class StoreTransaction(Generic[K, V]):
     def get(self, key: K, default: _D) -> V | _D: ...
     def get(self, key: K, default: object = None) -> object:
         """Return the value for ``key``, or ``default`` when absent."""
-        value_bytes = self._lookup(key)
+        # The per-record read: _lookup inlined (a call fewer).
+        if not self._readable:
+            raise self._refused("read from")
+        key_bytes = self._key_serialize(key)
+        if key_bytes is None:
+            raise StateError(f"store {self._name}: key {key!r} serialized to None")
+        value_bytes = self._overlay.get(key_bytes, _MISSING)
+        if value_bytes is _MISSING:
+            value_bytes = self._committed_value(key_bytes)
         if value_bytes is None:
             return default
-        return self._value_deserialize(value_bytes)
+        return self._value_deserialize(value_bytes)  # type: ignore[arg-type]
 
     def __getitem__(self, key: K) -> V:
         value_bytes = self._lookup(key)

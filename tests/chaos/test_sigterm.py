@@ -115,8 +115,9 @@ def test_sigterm_during_a_store_restore_exits_0_promptly(bootstrap, tmp_path) ->
     source = create_topic(bootstrap, unique_name("in"), 2)
     sink = create_topic(bootstrap, unique_name("out"), 2)
     app_id = unique_name("term-restore")
-    # Enough changelog for several restore chunks per partition (5,000 records each).
-    produce(bootstrap, source, ((f"k{i % 50}", f"v{i}") for i in range(40_000)))
+    # Enough changelog for several restore chunks per partition (5,000 records each): a
+    # transaction writes one changelog record per key it updated, so every key distinct.
+    produce(bootstrap, source, ((f"k{i}", f"v{i}") for i in range(40_000)))
     first = _count_app(tmp_path, bootstrap, source, sink, app_id).start()
     wait_caught_up(bootstrap, app_id, source, timeout=120)
     _stop(first, when_started=True)

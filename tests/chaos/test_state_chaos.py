@@ -435,7 +435,9 @@ def test_restart_after_kill_restores_only_the_unapplied_tail(
     assert {p: start for p, (start, _end, _n) in restores.items()} == checkpoints
     assert restored == expected
     assert 0 < total <= batch
-    assert total * 10 < size
+    # The tail of one transaction, against eleven committed before it (each writes one
+    # changelog record per key it updated).
+    assert total * 4 < size
     truth = run.assert_counts_exact()
     assert run.local_store() == dict(truth)
 
