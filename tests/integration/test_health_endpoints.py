@@ -31,11 +31,15 @@ def _probe(base: str, path: str) -> tuple[int, dict[str, Any]]:
 
 
 def _wait_ready(base: str, runner: AppThread, done: Callable[[], bool]) -> dict[str, Any]:
-    """Poll /ready until it answers 200 and ``done()`` holds; return its body."""
+    """Poll /ready until ``done()`` holds and then /ready answers 200 with nothing
+    uncommitted (the last batch's commit seen by the probe: the engine notes a commit just
+    after it completes, so a probe racing the commit may still see the batch); return its
+    body."""
     deadline = time.monotonic() + 60
     while True:
+        finished = done()
         status, ready = _probe(base, READY_PATH)
-        if status == 200 and done():
+        if finished and status == 200 and ready.get("uncommitted_s") is None:
             return ready
         assert runner.error is None, f"the application failed: {runner.error!r}"
         assert time.monotonic() < deadline, f"never ready: {ready}"
