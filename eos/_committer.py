@@ -157,20 +157,16 @@ class Committer:
         started = time.monotonic()
         self._attempts += 1
         attempt = self._attempts
-        if self.time is not None:
-            # (1b) the stream time of each partition that moved, into its changelog.
-            try:
+        try:
+            if self.time is not None:
+                # (1b) the stream time of each partition that moved, into its store.
                 self.time.flush()
-            except ProduceError as exc:
-                self.batch_failed(exc.kafka_error, f"writing the stream time failed: {exc}")
-                return False
-        if self.stores is not None:
-            # (1c) the stores' changelog: one record per key written, its last value.
-            try:
+            if self.stores is not None:
+                # (1c) the stores' changelog: one record per key written, its last value.
                 self.stores.flush_changelog()
-            except ProduceError as exc:
-                self.batch_failed(exc.kafka_error, f"writing the changelog failed: {exc}")
-                return False
+        except ProduceError as exc:
+            self.batch_failed(exc.kafka_error, f"writing the changelog failed: {exc}")
+            return False
         try:
             # (1) outputs were produced while processing, the changelog just above.
             # (2) the positions join the transaction; (3) commit.

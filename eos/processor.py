@@ -483,18 +483,16 @@ class Context(Generic[K, V]):
             return stores(name if isinstance(name, str) else name.name, record.partition)
         if not isinstance(name, str):
             name = name.name
-        if record is None and self._partition is not None and self._stores is not None:
-            return self._stores(name, self._partition)
-        if record is None or self._stores is None:
-            if self._produce is _refuse_in_on_assign:
-                raise StateError(
-                    f"ctx.store({name!r}) is not available in on_assign: it runs in the "
-                    "rebalance callback, outside any transaction and with no current record. "
-                    f"Initialise state lazily in process() (ctx.store({name!r}).get(key, "
-                    "default)); restored stores already hold their committed contents"
-                )
-            raise StateError(f"ctx.store({name!r}) is only available while processing a record")
-        return self._stores(name, record.partition)
+        if record is None and self._partition is not None and stores is not None:
+            return stores(name, self._partition)  # in on_timer and punctuations
+        if self._produce is _refuse_in_on_assign:
+            raise StateError(
+                f"ctx.store({name!r}) is not available in on_assign: it runs in the "
+                "rebalance callback, outside any transaction and with no current record. "
+                f"Initialise state lazily in process() (ctx.store({name!r}).get(key, "
+                "default)); restored stores already hold their committed contents"
+            )
+        raise StateError(f"ctx.store({name!r}) is only available while processing a record")
 
     def call_on_assign(self, processor: Processor[K, V], partitions: list[TopicPartition]) -> None:
         """Run ``processor.on_assign(partitions, self)`` with ``send`` and ``store`` refused.
