@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
+import time
 
 
 def peak_rss_mib() -> float:
@@ -26,12 +27,14 @@ def peak_rss_mib() -> float:
 
 
 def print_result(first_consumed: float | None, **extra: object) -> None:
-    """Print ``{"first_consumed": unix s, "maxrss_mib": peak RSS, "cpu_s": user+system CPU}``."""
+    """Print ``{"first_consumed": unix s, "maxrss_mib": peak RSS, "cpu_s": user+system CPU,
+    "thread_cpu_s": the calling (main) thread's CPU}``: call it from the main thread."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "first_consumed": first_consumed,
         "maxrss_mib": peak_rss_mib(),
         "cpu_s": usage.ru_utime + usage.ru_stime,
+        "thread_cpu_s": time.thread_time(),
         **extra,
     }
     print(json.dumps(result), flush=True)

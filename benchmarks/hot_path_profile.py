@@ -80,7 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--contender",
         default="eos",
-        choices=("bare", "eos", "eos_alos", "eos_stateful", "eos_windowed", "eos_join", *ASYNC),
+        choices=(
+            "bare",
+            "bare_stateful",
+            "eos",
+            "eos_alos",
+            "eos_stateful",
+            "eos_windowed",
+            "eos_join",
+            *ASYNC,
+        ),
     )
     parser.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="eos_async")
     parser.add_argument("--records", type=int, default=200_000)

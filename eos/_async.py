@@ -121,6 +121,7 @@ class RecordContext(Context[Any, Any]):
         """Refuse sends and stores from now on."""
         self._produce = _closed
         self._stores = _closed_store
+        self._views = None
         self._on_full = None
 
 
@@ -298,6 +299,7 @@ class AsyncRunner:
         ctx._key_serialize = base._key_serialize
         ctx._value_serialize = base._value_serialize
         ctx._stores = base._stores
+        ctx._views = base._views
         ctx._on_full = base._on_full
         ctx._partition = None
         ctx._assigning = None

@@ -321,8 +321,10 @@ class Engine:
             self.committer.stores = stores
             self.rebalance.stores = stores
             if not self.global_specs:
-                # ctx.store() straight to the manager: one call per record fewer.
+                # ctx.store() straight to the manager, or to its open views: a call
+                # or two per record fewer.
                 ctx._stores = stores.get
+                ctx._views = stores.views
         stop.check()
         if isinstance(self.hooks, AsyncHooks):
             self.hooks.setup()

@@ -202,6 +202,7 @@ class Context(Generic[K, V]):
         "_time",
         "_timers",
         "_value_serialize",
+        "_views",
         "application_id",
         "record",
         "sends",
@@ -252,6 +253,9 @@ class Context(Generic[K, V]):
         self._key_serialize = _fast_serializer(key_serde)
         self._value_serialize = _fast_serializer(value_serde)
         self._stores = stores
+        # The store manager's open views by (store, partition), when the engine
+        # hands them out directly (ctx.store's hot path); else None.
+        self._views: dict[tuple[str, int], Any] | None = None
         self._on_full = on_full
         self._partition: int | None = None
         self._assigning: list[TopicPartition] | None = None
@@ -478,9 +482,16 @@ class Context(Generic[K, V]):
             StateError: no such store, or called outside ``process``.
         """
         record = self.record
+        if record is not None:  # processing a record: the hot path
+            views = self._views
+            if views is not None and type(name) is str:
+                view = views.get((name, record.partition))
+                if view is not None:
+                    return view
+            stores = self._stores
+            if stores is not None:
+                return stores(name if isinstance(name, str) else name.name, record.partition)
         stores = self._stores
-        if record is not None and stores is not None:  # processing a record: the hot path
-            return stores(name if isinstance(name, str) else name.name, record.partition)
         if not isinstance(name, str):
             name = name.name
         if record is None and self._partition is not None and stores is not None:

@@ -221,6 +221,13 @@ class StoreManager:
         self._ctx = ctx
 
     @property
+    def views(self) -> dict[StoreKey, Any]:
+        """The views :meth:`get` handed out in this transaction, by ``(store, partition)``:
+        the live dict (emptied, never replaced, at the end of every transaction), for
+        ``ctx.store``'s hot path to read; never written outside this class."""
+        return self._views
+
+    @property
     def open_partitions(self) -> list[StoreKey]:
         """The ``(store, partition)`` pairs open on this instance, sorted."""
         return sorted(self._backends)
@@ -432,7 +439,13 @@ class StoreManager:
             if cache is None:
                 cache = self._caches[key] = {}
         txn = StoreTransaction(
-            backend, key_serde, value_serde, writer, name=f"{name}[{partition}]", cache=cache
+            backend,
+            key_serde,
+            value_serde,
+            writer,
+            name=f"{name}[{partition}]",
+            cache=cache,
+            counter=self._ctx,
         )
         wake = self.wake
         view = self._specs[name].view(
@@ -450,26 +463,24 @@ class StoreManager:
             self._begin(name, partition)
         return self._txns[key]
 
-    def _writer(self, key: StoreKey) -> ChangelogWriter:
-        """A changelog writer for one store partition.
+    def _writer(self, key: StoreKey) -> ChangelogWriter | None:
+        """The changelog writer of one store partition's next transaction.
 
-        On the fast path it only counts the write (the record is produced by
-        :meth:`flush_changelog`); in a careful replay it produces at once,
-        through the attributing produce path, bound to the current producer.
+        None on the fast path: the transaction only counts each write and
+        :meth:`flush_changelog` produces them. In a careful replay a writer that
+        produces at once, through the attributing produce path, bound to the
+        current producer.
         """
         ctx = self._ctx
         if ctx is None:
             raise StateError("stores are only usable while the engine runs")
         outputs = self._outputs
         if not outputs.careful:
+            # No writer: the transaction counts each write in ctx.sends (the engine
+            # decides from it whether a failed record already wrote something, and
+            # then aborts instead of skipping) and flush_changelog produces them.
             self._deferred.add(key)
-
-            def count(_key_bytes: bytes, _value_bytes: bytes | None) -> None:
-                # The engine decides from ctx.sends whether a failed record
-                # already wrote something (then it must abort, not skip).
-                ctx.sends += 1
-
-            return count
+            return None
         produce = outputs.changelog_produce()
         topic = self._topics[key[0]]
         partition = key[1]

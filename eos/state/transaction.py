@@ -12,11 +12,11 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from eos.errors import StateError
 from eos.record import K, V
-from eos.serde import JsonSerde, Serde
+from eos.serde import BytesSerde, JsonSerde, Serde
 from eos.state.base import StateStore
 
 __all__ = ["ChangelogWriter", "StoreTransaction", "TableView", "TransactionState", "codec"]
@@ -25,9 +25,10 @@ ChangelogWriter = Callable[[bytes, bytes | None], None]
 """``changelog(key_bytes, value_bytes_or_None)``: called once per store write,
 before the overlay is updated, inside the caller's Kafka transaction.
 
-``None`` is a tombstone. The store manager's writer either produces the record
-at once (a careful replay) or only counts the write, producing the overlay's
-last values at the commit (:meth:`StoreTransaction.pending`).
+``None`` is a tombstone. The store manager gives one only to a careful replay
+(it produces the record at once); otherwise a transaction has none, counts each
+write on its counter, and the manager produces the overlay's last values at the
+commit (:meth:`StoreTransaction.pending`).
 """
 
 
@@ -63,6 +64,12 @@ _TRANSITIONS: dict[TransactionState, frozenset[TransactionState]] = {
 _D = TypeVar("_D")
 
 
+class _Counter(Protocol):
+    """What counts a deferred write: the engine's context (its ``sends``)."""
+
+    sends: int
+
+
 class StoreTransaction(Generic[K, V]):
     """One store partition as seen by one Kafka transaction.
 
@@ -83,8 +90,9 @@ class StoreTransaction(Generic[K, V]):
     example fixed-width big-endian integers) when numeric ranges matter.
 
     Writes: each ``txn[key] = value`` or ``del txn[key]`` serializes once,
-    calls ``changelog(key_bytes, value_bytes)`` (``None`` for a delete) and
-    records the bytes in the overlay. A value that serializes to ``None``
+    calls ``changelog(key_bytes, value_bytes)`` (``None`` for a delete; without
+    a changelog writer, counts the write instead) and records the bytes in the
+    overlay. A value that serializes to ``None``
     is a delete, as in Kafka Streams.
 
     Lifecycle (engine side): create one per store partition per Kafka
@@ -105,7 +113,11 @@ class StoreTransaction(Generic[K, V]):
         store: The backend partition. Only read until :meth:`commit`.
         key_serde: Serde for keys.
         value_serde: Serde for values.
-        changelog: Called for every write, see :data:`ChangelogWriter`.
+        changelog: Called for every write, see :data:`ChangelogWriter`; or None:
+            the caller produces :meth:`pending` itself before the Kafka commit.
+        counter: Without ``changelog``, ``counter.sends`` is incremented per
+            write (and delete): the engine's context, which tells from it
+            whether a failed record already wrote something.
         name: Label for error messages, for example ``"order-counts[2]"``.
         cache: The store partition's committed-value cache (serialized key ->
             serialized value, None for absent), kept by the store manager
@@ -116,10 +128,13 @@ class StoreTransaction(Generic[K, V]):
     __slots__ = (
         "_cache",
         "_changelog",
+        "_counter",
+        "_json_values",
         "_key_deserialize",
         "_key_serialize",
         "_name",
         "_overlay",
+        "_raw_keys",
         "_readable",
         "_state",
         "_store",
@@ -133,17 +148,24 @@ class StoreTransaction(Generic[K, V]):
         store: StateStore,
         key_serde: Serde,
         value_serde: Serde,
-        changelog: ChangelogWriter,
+        changelog: ChangelogWriter | None,
         *,
         name: str = "store",
         cache: dict[bytes, bytes | None] | None = None,
+        counter: _Counter | None = None,
     ) -> None:
+        if changelog is None and counter is None:
+            raise ValueError("a store transaction without a changelog writer needs a counter")
         self._store = store
         self._cache = cache
         # Bound methods, looked up once: these run on every record.
         self._key_serialize, self._key_deserialize = codec(key_serde)
         self._value_serialize, self._value_deserialize = codec(value_serde)
+        # The serdes get() and [] = take inline (see codec()).
+        self._raw_keys = type(key_serde) is BytesSerde
+        self._json_values = type(value_serde) is JsonSerde
         self._changelog = changelog
+        self._counter = counter
         self._name = name
         self._overlay: dict[bytes, bytes | None] = {}
         self._state = _STARTED
@@ -258,15 +280,26 @@ class StoreTransaction(Generic[K, V]):
     # -- writes --------------------------------------------------------------
 
     def __setitem__(self, key: K, value: V) -> None:
+        # The per-record write, inlined as get() is.
         if not self._writable:
             raise self._refused("write to")
-        key_bytes = self._key_serialize(key)
-        if key_bytes is None:
-            raise StateError(f"store {self._name}: key {key!r} serialized to None")
-        value_bytes = self._value_serialize(value)
-        # Changelog first: if producing fails, the overlay does not claim a
-        # write that the changelog lacks.
-        self._changelog(key_bytes, value_bytes)
+        key_bytes: Any = key
+        if not (self._raw_keys and type(key) is bytes):
+            key_bytes = self._key_serialize(key)
+            if key_bytes is None:
+                raise StateError(f"store {self._name}: key {key!r} serialized to None")
+        number: Any = value
+        if self._json_values and type(number) is int and -_FAST_INT < number < _FAST_INT:
+            value_bytes: bytes | None = b"%d" % number
+        else:
+            value_bytes = self._value_serialize(value)
+        changelog = self._changelog
+        if changelog is None:
+            self._counter.sends += 1  # type: ignore[union-attr]  # produced at the commit
+        else:
+            # Changelog first: if producing fails, the overlay does not claim a
+            # write that the changelog lacks.
+            changelog(key_bytes, value_bytes)
         self._overlay[key_bytes] = value_bytes
 
     def __delitem__(self, key: K) -> None:
@@ -282,7 +315,11 @@ class StoreTransaction(Generic[K, V]):
             present = self._store.get(key_bytes) is not None
         if not present:
             raise KeyError(key)
-        self._changelog(key_bytes, None)
+        changelog = self._changelog
+        if changelog is None:
+            self._counter.sends += 1  # type: ignore[union-attr]
+        else:
+            changelog(key_bytes, None)
         overlay[key_bytes] = None
 
     def apply_raw(self, key_bytes: bytes, value_bytes: bytes | None) -> None:
@@ -326,18 +363,33 @@ class StoreTransaction(Generic[K, V]):
     def get(self, key: K, default: _D) -> V | _D: ...
     def get(self, key: K, default: object = None) -> object:
         """Return the value for ``key``, or ``default`` when absent."""
-        # The per-record read: _lookup inlined (a call fewer).
+        # The per-record read, every step inlined (each call saved is ~0.1 µs):
+        # bytes keys of a bytes serde as they are, the committed cache read
+        # here, and the JSON integer fast path of codec().
         if not self._readable:
             raise self._refused("read from")
-        key_bytes = self._key_serialize(key)
-        if key_bytes is None:
-            raise StateError(f"store {self._name}: key {key!r} serialized to None")
-        value_bytes = self._overlay.get(key_bytes, _MISSING)
-        if value_bytes is _MISSING:
-            value_bytes = self._committed_value(key_bytes)
-        if value_bytes is None:
+        key_bytes: Any = key
+        if not (self._raw_keys and type(key) is bytes):
+            key_bytes = self._key_serialize(key)
+            if key_bytes is None:
+                raise StateError(f"store {self._name}: key {key!r} serialized to None")
+        data: Any = self._overlay.get(key_bytes, _MISSING)
+        if data is _MISSING:
+            cache = self._cache
+            if cache is not None:
+                data = cache.get(key_bytes, _MISSING)
+            if data is _MISSING:
+                data = self._committed_value(key_bytes)
+        if data is None:
             return default
-        return self._value_deserialize(value_bytes)  # type: ignore[arg-type]
+        if (
+            self._json_values
+            and data.isdigit()
+            and len(data) <= _FAST_INT_DIGITS
+            and (data[0] != 0x30 or len(data) == 1)
+        ):
+            return int(data)
+        return self._value_deserialize(data)
 
     def __getitem__(self, key: K) -> V:
         value_bytes = self._lookup(key)
@@ -526,6 +578,7 @@ _Serialize = Callable[[Any], "bytes | None"]
 _Deserialize = Callable[["bytes | None"], Any]
 _FAST_INT_DIGITS = 18
 """Integers of up to this many digits take the JSON fast path."""
+_FAST_INT = 10**_FAST_INT_DIGITS
 
 
 def codec(serde: Serde) -> tuple[_Serialize, _Deserialize]:
@@ -542,7 +595,7 @@ def codec(serde: Serde) -> tuple[_Serialize, _Deserialize]:
         return serde.serialize, serde.deserialize
     serialize = serde.serialize
     deserialize = serde.deserialize
-    limit = 10**_FAST_INT_DIGITS
+    limit = _FAST_INT
 
     def json_serialize(value: object) -> bytes | None:
         # Exactly int (a bool is an int that encodes as true/false); the

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from eos.errors import StateError
+from eos.errors import SerializationError, StateError
 from eos.serde import resolve_serde
 from eos.state import (
     MemoryStore,
@@ -316,3 +317,105 @@ def test_json_keys_iterate_in_serialized_byte_order(base: StateStore, changelog:
     # '"' (0x22) and '-' (0x2d) sort before digits; then b"10" < b"100" < b"2" < b"9".
     assert list(txn.keys()) == ["a", -1, 10, 100, 2, 9]
     assert list(txn.range(10, 9)) == [(10, 10), (100, 100), (2, 2)]
+
+
+# -- the inlined per-record paths (bytes keys, JSON integers, deferred writes) --------
+
+
+class _Counter:
+    sends = 0
+
+
+def _fast_txn(base: StateStore, counter: _Counter) -> StoreTransaction:
+    """Bytes keys, JSON values, no changelog writer: the engine's fast-path transaction."""
+    return StoreTransaction(
+        base,
+        resolve_serde("bytes"),
+        resolve_serde("json"),
+        None,
+        name="fast[0]",
+        cache={},
+        counter=counter,
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 7, -3, 10**17, 10**18, -(10**18), 10**30, True, False, 1.5, "12", [1, 2], {"n": 1}, None],
+)
+def test_json_values_round_trip_through_overlay_cache_and_backend(
+    base: StateStore, value: object
+) -> None:
+    """Whatever path a read takes (the overlay, the committed cache, the backend) and
+    whichever encoding a write takes (the integer fast path or the serde), a JSON value
+    reads back equal and of the same type, and the bytes are the serde's own."""
+    counter = _Counter()
+    txn = _fast_txn(base, counter)
+    txn[b"k"] = value
+    expected = json.loads(json.dumps(value, separators=(",", ":")))
+    stored = txn.pending()[b"k"]
+    assert stored == (None if value is None else json.dumps(value, separators=(",", ":")).encode())
+    if value is None:  # a value serializing to None deletes
+        assert txn.get(b"k", "absent") == "absent"
+        return
+    assert txn.get(b"k") == expected and type(txn.get(b"k")) is type(expected)
+    txn.commit(1)
+    cache: dict[bytes, bytes | None] = {}
+    for _ in range(2):  # from the backend (filling the cache), then from the cache
+        again = StoreTransaction(
+            base, resolve_serde("bytes"), resolve_serde("json"), None, cache=cache, counter=counter
+        )
+        assert again.get(b"k") == expected and type(again.get(b"k")) is type(expected)
+        assert again[b"k"] == expected
+        again.abort()
+
+
+@pytest.mark.parametrize("raw", [b"007", b"-0", b" 1", b"1e3", b"\xd9\xa0", b"0" * 19 + b"1"])
+def test_json_integer_fast_path_leaves_other_bytes_to_the_serde(
+    base: StateStore, raw: bytes
+) -> None:
+    """Bytes that only look like an integer are decoded (or refused) by json, as before."""
+    base.write({b"k": raw}, 1)
+    txn = _fast_txn(base, _Counter())
+    try:
+        expected: object = json.loads(raw)
+    except ValueError:
+        with pytest.raises(SerializationError):
+            txn.get(b"k")
+        return
+    assert txn.get(b"k") == expected
+
+
+def test_bytes_key_fast_path_still_refuses_other_keys(base: StateStore) -> None:
+    """The bytes serde's type check still applies to keys that are not bytes."""
+    txn = _fast_txn(base, _Counter())
+    txn[bytearray(b"k")] = 1  # the serde accepts it, as bytes
+    assert txn.get(b"k") == 1
+    for key in ("k", 1):
+        with pytest.raises(SerializationError):
+            txn[key] = 1
+        with pytest.raises(SerializationError):
+            txn.get(key)
+    with pytest.raises(StateError):
+        txn[None] = 1  # serializes to None
+
+
+def test_deferred_writes_count_on_the_counter_and_wait_for_the_commit(base: StateStore) -> None:
+    """Without a changelog writer every write and delete counts once (the engine's 'this
+    record wrote something'), and pending() holds each key's last value for the commit."""
+    base.write({b"old": b"1"}, 1)
+    counter = _Counter()
+    txn = _fast_txn(base, counter)
+    txn[b"a"] = 1
+    txn[b"a"] = 2
+    del txn[b"old"]
+    assert counter.sends == 3
+    assert txn.pending() == {b"a": b"2", b"old": None}
+    with pytest.raises(KeyError):
+        del txn[b"never"]
+    assert counter.sends == 3
+
+
+def test_a_transaction_needs_a_writer_or_a_counter(base: StateStore) -> None:
+    with pytest.raises(ValueError, match="counter"):
+        StoreTransaction(base, resolve_serde("bytes"), resolve_serde("json"), None)
