@@ -230,16 +230,6 @@ def specs(
     return out
 
 
-def _cpu_us(m: Measurement) -> str:
-    """The contender process's CPU (user + system, all its threads) per output record."""
-    cpu, main = m.extra.get("cpu_s"), m.extra.get("thread_cpu_s")
-    if not isinstance(cpu, (int, float)) or not m.outputs:
-        return "n/a"
-    if not isinstance(main, (int, float)):
-        return f"{1e6 * cpu / m.outputs:.2f}"
-    return f"{1e6 * cpu / m.outputs:.2f} (main thread {1e6 * main / m.outputs:.2f})"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200,000 records, 1 repetition")
@@ -446,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"[{rep + 1}/{repeat}] {m.contender}: {m.records_per_s:,.0f} records/s "
                     f"({m.seconds:.2f} s), latency p50 {_report.ms(m.latency_p50_ms)} ms "
                     f"p99 {_report.ms(m.latency_p99_ms)} ms, peak RSS {m.maxrss_mib:.0f} MiB, "
-                    f"CPU {_cpu_us(m)} µs/output, outputs {m.outputs:,}/{m.expected_outputs:,}"
+                    f"CPU {_report.cpu_per_output(m)} µs/output, "
+                    f"outputs {m.outputs:,}/{m.expected_outputs:,}"
                     + (f", {m.wrong:,} wrong" if m.wrong else ""),
                     flush=True,
                 )

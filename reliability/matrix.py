@@ -338,8 +338,8 @@ def run_cell(
         outputs = read_topic(bootstrap, pipeline.output, timeout=120)
         if pipeline.name == "copy":
             _check_copy(result, inputs, outputs)
-            if result.lost:
-                log(_diagnose_loss(bootstrap, pipeline, inputs, outputs))
+            if result.lost or result.duplicated:
+                log(_diagnose(cluster, pipeline, inputs, outputs))
         else:
             _check_count(result, inputs, outputs)
         if len(inputs) != records:
@@ -420,35 +420,55 @@ _LOG_EVENTS = (
 )  # fmt: skip
 
 
-def _diagnose_loss(
-    bootstrap: str, pipeline: Pipeline, inputs: list[ReadRecord], outputs: list[ReadRecord]
+def _diagnose(
+    cluster: KafkaCluster, pipeline: Pipeline, inputs: list[ReadRecord], outputs: list[ReadRecord]
 ) -> str:
-    """Where the copy's lost records are: which inputs, whether their outputs exist in the
-    log at all (read_uncommitted), where the group committed, and what the instances logged.
-    Printed with the failing cell, so a rare failure can be understood from the run's log."""
+    """Where the copy lost or repeated records: which inputs; for a loss, whether their
+    outputs exist in the log at all (read_uncommitted); for a repeat, where each copy sits
+    and which producer (id, epoch) wrote the batches around it; where the group committed;
+    and what the instances logged. Printed with the failing cell, so a rare failure can be
+    understood from the run's log."""
+    bootstrap = cluster.bootstrap_servers
     produced = {r.value for r in outputs}
     lost = [r for r in inputs if (r.value or b"").upper() not in produced]
-    lines = [f"  copy lost {len(lost)} input(s):"]
-    by_partition: dict[int, list[int]] = defaultdict(list)
-    for record in lost:
-        by_partition[record.partition].append(record.offset)
-    for partition, offsets in sorted(by_partition.items()):
-        lines.append(
-            f"    input[{partition}] offsets {offsets[0]}..{offsets[-1]} ({len(offsets)}): "
-            f"{offsets[:40]}"
+    lines = []
+    if lost:
+        lines += [f"  copy lost {len(lost)} input(s):", *_offset_runs("input", lost)]
+        try:
+            uncommitted = read_topic(
+                bootstrap, pipeline.output, isolation_level="read_uncommitted", timeout=60
+            )
+            where = {r.value: (r.partition, r.offset) for r in uncommitted}
+            seen = [
+                where[(r.value or b"").upper()] for r in lost if (r.value or b"").upper() in where
+            ]
+            lines.append(
+                f"    {len(seen)} of them are in the output log, uncommitted (aborted or open): "
+                f"{seen[:20]}"
+            )
+        except (KafkaException, TimeoutError) as exc:
+            lines.append(f"    reading the output read_uncommitted failed: {exc!r}")
+    copies: dict[bytes | None, list[ReadRecord]] = defaultdict(list)
+    for record in outputs:
+        copies[record.value].append(record)
+    repeated = {value: found for value, found in copies.items() if len(found) > 1}
+    if repeated:
+        source = {(r.value or b"").upper(): r for r in inputs}
+        repeated_inputs = sorted(
+            (source[v] for v in repeated if v in source), key=lambda r: (r.partition, r.offset)
         )
-    try:
-        uncommitted = read_topic(
-            bootstrap, pipeline.output, isolation_level="read_uncommitted", timeout=60
-        )
-        where = {r.value: (r.partition, r.offset) for r in uncommitted}
-        found = [where[(r.value or b"").upper()] for r in lost if (r.value or b"").upper() in where]
-        lines.append(
-            f"    {len(found)} of them are in the output log, uncommitted (aborted or open): "
-            f"{found[:20]}"
-        )
-    except (KafkaException, TimeoutError) as exc:
-        lines.append(f"    reading the output read_uncommitted failed: {exc!r}")
+        lines += [
+            f"  copy wrote {len(repeated)} output(s) more than once; their inputs:",
+            *_offset_runs("input", repeated_inputs),
+            "    the copies (output partition, offset), first 20:",
+        ]
+        for value in list(repeated)[:20]:
+            lines.append(f"      {[(r.partition, r.offset) for r in repeated[value]]}")
+        at: dict[int, list[int]] = defaultdict(list)
+        for both in repeated.values():
+            for record in both:
+                at[record.partition].append(record.offset)
+        lines += _dump_batches(cluster, pipeline.output, at)
     try:
         committed = committed_offsets(bootstrap, pipeline.app_id, pipeline.source, timeout=30)
         lines.append(f"    the group's committed offsets: {dict(sorted(committed.items()))}")
@@ -463,6 +483,79 @@ def _diagnose_loss(
         lines.append(f"    instance {index} ({len(text)} log lines), its events:")
         lines += [f"      {line[:300]}" for line in events[-80:]]
     return "\n".join(lines)
+
+
+def _offset_runs(what: str, records: Sequence[ReadRecord]) -> list[str]:
+    """One line per partition: the offsets of ``records`` there (the first 40)."""
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for record in records:
+        by_partition[record.partition].append(record.offset)
+    return [
+        f"    {what}[{partition}] offsets {offsets[0]}..{offsets[-1]} ({len(offsets)}): "
+        f"{offsets[:40]}"
+        for partition, offsets in sorted(by_partition.items())
+    ]
+
+
+def _dump_batches(cluster: KafkaCluster, topic: str, offsets: dict[int, list[int]]) -> list[str]:
+    """The record batches of ``topic``'s partitions around ``offsets`` as one node's log holds
+    them (Kafka's DumpLogSegments): base and last offset, producer id and epoch, and the
+    transaction markers, so two copies can be told apart by the producer that wrote them."""
+    lines: list[str] = []
+    for partition, where in sorted(offsets.items()):
+        low, high = min(where) - 50, max(where) + 50
+        holders = [
+            node
+            for node in cluster.nodes
+            if (node.directory / "data" / f"{topic}-{partition}").is_dir()
+        ]
+        if not holders:
+            continue
+        node = holders[0]
+        directory = node.directory / "data" / f"{topic}-{partition}"
+        segments = sorted(str(p) for p in directory.glob("*.log"))
+        try:
+            dump = subprocess.run(
+                [
+                    node.java,
+                    "-cp",
+                    node.classpath,
+                    "kafka.tools.DumpLogSegments",
+                    "--deep-iteration",
+                    "--files",
+                    ",".join(segments),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            lines.append(f"    dumping {directory.name} failed: {exc!r}")
+            continue
+        lines.append(f"    {directory.name} batches around offsets {low}..{high}:")
+        keep = False
+        for line in dump.splitlines():
+            if line.startswith("baseOffset:"):
+                fields = line.split()
+                base, last = int(fields[1]), int(fields[3])
+                keep = last >= low and base <= high
+                if keep:
+                    lines.append("      " + _batch_summary(line))
+            elif keep and "endTxnMarker:" in line:  # a control batch's one record
+                lines[-1] += " " + _batch_summary(line)
+    return lines
+
+
+def _batch_summary(line: str) -> str:
+    """The fields of one DumpLogSegments batch line that tell who wrote it."""
+    fields = line.split()
+    keep = ("baseOffset:", "lastOffset:", "count:", "baseSequence:", "producerId:",
+            "producerEpoch:", "isTransactional:", "isControl:", "endTxnMarker:",
+            "coordinatorEpoch:")  # fmt: skip
+    pairs = [f"{fields[i][:-1]}={fields[i + 1]}" for i in range(len(fields) - 1)
+             if fields[i] in keep]  # fmt: skip
+    return " ".join(pairs) or line[:200]
 
 
 def _check_count(result: CellResult, inputs: list[ReadRecord], outputs: list[ReadRecord]) -> None:
