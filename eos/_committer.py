@@ -48,7 +48,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from eos._backoff import AbortBudget
-from eos._batch import Assignment, Batch, Poison, Source
+from eos._batch import TP, Assignment, Batch, Poison, Source
 from eos._guarantee import Guarantee
 from eos._kafka_errors import Cause, cause_of, error_name
 from eos._outputs import Diagnosis, Outputs
@@ -76,6 +76,10 @@ if TYPE_CHECKING:
 __all__ = ["Committer", "Rewound"]
 
 log = logging.getLogger("eos.engine")
+
+
+_SETTLE_TIMEOUT_S = 10.0
+"""How long reading the group's committed offsets after a renewal may take."""
 
 
 class Rewound(Exception):
@@ -122,6 +126,8 @@ class Committer:
         # (False: a failed record aborted the batch instead), cancelled on an abort.
         self.settle: Callable[[], bool] | None = None
         self.reset: Callable[[], None] | None = None
+        # Restores the stores of the given partitions again (the rebalance handler's).
+        self.restore_again: Callable[[list[TP]], None] | None = None
         self._attempts = 0
         self._commits_with_writes = 0
 
@@ -173,6 +179,7 @@ class Committer:
             self.guarantee.commit(
                 batch.positions, self._consumer(), lambda: self.faults.before_commit(attempt)
             )
+            self.faults.commit_returned(attempt)
         except AbortableTransactionError as exc:
             self.batch_failed(exc.kafka_error, f"commit failed: {exc}")
             return False
@@ -403,6 +410,57 @@ class Committer:
         if self.guarantee.transactional:
             self.guarantee.renew()
 
+    def _settle_outcome(self, targets: dict[TP, int]) -> None:
+        """After a renewal: what became of the failed transaction, from the group's offsets.
+
+        A fatal error says nothing of a commit's outcome: librdkafka reports
+        "commit succeeded on the broker but the transaction had already failed
+        locally" as fatal, an abort after a commit that did go through fails
+        fatally, and a retried ``EndTxn`` can meet an epoch bumped after a
+        coordinator moved. The new producer's ``init_transactions`` has
+        resolved the transaction (completed or aborted it), and its offsets
+        went with it. So where the group's committed offset of a partition now
+        lies past where the batch started (``targets``), the transaction
+        committed after all: the partition resumes there instead of redoing the
+        batch (which would write its outputs twice), and its stores, which
+        dropped the batch's writes, are restored again from their changelog
+        (which holds them). If the offsets cannot be read the batch is redone,
+        as before.
+        """
+        consumer = self.consumer
+        tps = [tp for tp in sorted(targets) if self.assignment.ready(tp)]
+        if consumer is None or not tps:
+            return
+        timeout_s = min(self.config.transaction_timeout_ms / 1000.0, _SETTLE_TIMEOUT_S)
+        try:
+            found = consumer.committed(
+                [KafkaTopicPartition(t, p) for t, p in tps], timeout=timeout_s
+            )
+        except KafkaException as exc:
+            log.warning(
+                "reading the group's committed offsets after the renewal failed (%s): "
+                "redoing the batch from where it started",
+                exc,
+            )
+            return
+        moved: dict[TP, int] = {}
+        for part in found:
+            tp = (part.topic, part.partition)
+            if part.error is None and tp in targets and part.offset > targets[tp]:
+                moved[tp] = part.offset
+        if not moved:
+            return  # aborted, as reported: the rewind stands
+        log.warning(
+            "the transaction reported as failed had committed: the group's offsets moved "
+            "past where the batch started (%s); resuming there instead of redoing it",
+            ", ".join(f"{t}[{p}] {targets[(t, p)]}->{o}" for (t, p), o in sorted(moved.items())),
+        )
+        for (topic, partition), offset in sorted(moved.items()):
+            consumer.seek(KafkaTopicPartition(topic, partition, offset))
+            self.assignment.committed[(topic, partition)] = offset
+        if self.stores is not None and self.restore_again is not None:
+            self.restore_again(sorted(moved))
+
     def fatal(self, exc: FatalTransactionError, unprocessed: Sequence[Any] = ()) -> None:
         """The producer failed fatally: recover when no other instance can be involved, else stop.
 
@@ -417,7 +475,9 @@ class Committer:
 
         In the last two cases a new producer with the same transactional.id
         (``init_transactions`` bumps the epoch and resolves what is left) takes
-        over and the batch is redone in process; such a renewal counts towards
+        over and the batch is redone in process, unless the group's committed
+        offsets show that the transaction committed after all
+        (:meth:`_settle_outcome`); such a renewal counts towards
         ``max_aborts_without_progress`` unless it was a timed-out transaction.
 
         Raises:
@@ -470,8 +530,14 @@ class Committer:
                 else "producer_failed"
             )
             self.stats.record_abort(kind)
+            targets = self.batch.rewind_targets(unprocessed)
+            # Only a commit or an abort may have ended the transaction otherwise than
+            # reported; a failure before either left it open, and the renewal aborts it.
+            ended = self.guarantee.ending
             self._drop_batch(unprocessed)
             self.guarantee.renew()
+            if ended:
+                self._settle_outcome(targets)
             self.budget.aborted(f"{kind}: {exc}", counted=not (timed_out or stuck))
             self.stats.consecutive_aborts = self.budget.consecutive
             return

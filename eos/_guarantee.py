@@ -105,6 +105,12 @@ class Guarantee:
         """Seconds the open transaction has been open (0 without one)."""
         return 0.0
 
+    @property
+    def ending(self) -> bool:
+        """Whether the last transaction's commit or abort was called (its outcome then
+        depends on whether that call reached the coordinator)."""
+        return False
+
     def start(self) -> None:
         """Create the producer."""
         self._producer = self._new_producer()
@@ -215,6 +221,10 @@ class ExactlyOnce(Guarantee):
         """Seconds since the last transaction began (open, or just failed)."""
         txn = self._txn
         return time.monotonic() - txn.began_at if txn is not None and txn.began_at else 0.0
+
+    @property
+    def ending(self) -> bool:
+        return self._txn is not None and self._txn.ending
 
     def start(self) -> None:
         """Create the producer and ``init_transactions()`` (fences older incarnations)."""

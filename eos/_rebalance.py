@@ -90,6 +90,9 @@ class RebalanceListener:
         self.consumer: Consumer | None = None
         self.order: TimestampOrder | None = None
         self._lag_checked = 0.0
+        # Partitions restored again in place (restore_again): still assigned, so the
+        # processor's on_assign does not run for them a second time.
+        self._again: set[TP] = set()
 
     # -- callbacks -------------------------------------------------------------
 
@@ -150,6 +153,27 @@ class RebalanceListener:
 
     # -- restore -----------------------------------------------------------------
 
+    def restore_again(self, tps: list[TP]) -> None:
+        """Restore the stores of ``tps`` again from their checkpoints, in place.
+
+        For a transaction reported as failed that had committed: the stores
+        dropped its writes, which its changelog holds. The partitions stay
+        assigned; they are paused until the restore is done, as on assignment.
+        """
+        stores = self.stores
+        consumer = self.consumer
+        tps = [tp for tp in tps if tp in self.assignment.assigned]
+        if stores is None or consumer is None or not tps:
+            return
+        stores.close(tps)
+        restoring = stores.assign(tps)
+        if restoring:
+            consumer.pause([KafkaTopicPartition(t, p) for t, p in restoring])
+            self.assignment.restoring.update(restoring)
+            self._again.update(restoring)
+        log.info("restoring the stores of %s again", _fmt(restoring))
+        self._publish()
+
     @property
     def restoring(self) -> bool:
         """Whether some assigned partition waits for its stores."""
@@ -174,7 +198,11 @@ class RebalanceListener:
         consumer.resume([KafkaTopicPartition(t, p) for t, p in ready])
         log.info("restored the stores of %s; processing them", _fmt(ready))
         self._publish()
-        self._on_assign(ready)
+        again = [tp for tp in ready if tp in self._again]
+        self._again.difference_update(again)
+        if again and self.time is not None:
+            self.time.assigned(again)  # their stream time as the restored stores hold it
+        self._on_assign([tp for tp in ready if tp not in again])
 
     def _publish(self) -> None:
         """Show the assignment in ``app.state`` (and the run state while restoring)."""
@@ -206,6 +234,7 @@ class RebalanceListener:
         """
         if not tps:
             return
+        self._again.difference_update(tps)
         ready = [
             tp
             for tp in tps

@@ -320,6 +320,7 @@ class Engine:
             stores.wake = keeper.wake
             self.committer.stores = stores
             self.rebalance.stores = stores
+            self.committer.restore_again = self.rebalance.restore_again
             if not self.global_specs:
                 # ctx.store() straight to the manager, or to its open views: a call
                 # or two per record fewer.

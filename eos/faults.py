@@ -34,6 +34,13 @@ class Faults:
         block there (or stop the process) to pause it at that moment.
         """
 
+    def commit_returned(self, attempt: int) -> None:
+        """Called right after the commit (``attempt`` counts commit attempts from 1)
+        returned successfully, before anything else. Raise
+        :class:`~eos.errors.FatalTransactionError` to make a commit that went
+        through on the broker fail on the client, as librdkafka reports "commit
+        succeeded on the broker but the transaction had already failed locally"."""
+
     def after_kafka_commit(self, attempt: int) -> None:
         """Called after a commit with store writes succeeded in Kafka, before the
         local store write (step 4): the window in which local state lags the

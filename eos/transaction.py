@@ -138,6 +138,8 @@ class TransactionalProducer:
         self.open = False
         self.dead = False
         self.began_at = 0.0
+        # commit_transaction or abort_transaction was called for the current transaction.
+        self.ending = False
 
     def _fail(self, exc: KafkaException, what: str) -> TransactionError:
         error = classify(exc, what)
@@ -166,6 +168,7 @@ class TransactionalProducer:
         except KafkaException as exc:
             raise self._fail(exc, "begin_transaction") from exc
         self.open = True
+        self.ending = False
         self.began_at = time.monotonic()
 
     def send_offsets(self, offsets: Sequence[KafkaTopicPartition], metadata: object) -> None:
@@ -251,6 +254,7 @@ class TransactionalProducer:
                 did not finish within the grace period: it may or may not have
                 committed. Local stores must not be written.
         """
+        self.ending = True
         self._resume("commit_transaction", self.producer.commit_transaction)
         self.open = False
 
@@ -263,6 +267,7 @@ class TransactionalProducer:
         """
         if not self.open:
             return
+        self.ending = True
         try:
             self._resume("abort_transaction", self.producer.abort_transaction)
         except TransactionOutcomeUnknownError as exc:

@@ -290,8 +290,8 @@ def run_cell(
     for pipeline in pipelines:
         for app in pipeline.instances:
             app.wait_for_current_log("eos.engine: assigned", 120)
-    # Input flows for about 4 s per fault (at least 6 s), the faults spread over it.
-    seconds = max(6.0, 4.0 * faults)
+    # Input flows for about 4 s per fault, the faults spread over it.
+    seconds = 4.0 * max(1, faults)
     feeder = TransactionalInput(bootstrap, source, records, seconds, seed).start()
     injected = 0
     try:

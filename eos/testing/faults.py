@@ -19,7 +19,9 @@ import signal
 import threading
 import time
 
-from eos.errors import AbortableTransactionError
+from confluent_kafka import KafkaError
+
+from eos.errors import AbortableTransactionError, FatalTransactionError
 from eos.faults import Faults
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "FailCommits",
     "HangingClose",
     "HangingSendOffsets",
+    "MisreportCommits",
     "SlowCommits",
     "SlowRestore",
 ]
@@ -48,6 +51,28 @@ class FailCommits(Faults):
             self.failed += 1
             raise AbortableTransactionError(
                 f"injected failure of commit attempt {attempt} (FailCommits)"
+            )
+
+
+class MisreportCommits(Faults):
+    """Commit attempts with these numbers (from 1) go through on the broker and then fail
+    on the client with a fatal error, as librdkafka reports a commit that succeeded on the
+    broker after the transaction had failed locally. The outputs and offsets are committed;
+    the engine must find that out instead of redoing the batch."""
+
+    def __init__(self, *attempts: int) -> None:
+        self.attempts = frozenset(attempts)
+        self.misreported = 0
+
+    def commit_returned(self, attempt: int) -> None:
+        if attempt in self.attempts:
+            self.misreported += 1
+            text = (
+                f"injected: commit attempt {attempt} succeeded on the broker but the "
+                "transaction had already failed locally (MisreportCommits)"
+            )
+            raise FatalTransactionError(
+                text, KafkaError(KafkaError._MSG_TIMED_OUT, text, fatal=True)
             )
 
 
@@ -151,6 +176,10 @@ class Combined(Faults):
     def before_commit(self, attempt: int) -> None:
         for part in self.parts:
             part.before_commit(attempt)
+
+    def commit_returned(self, attempt: int) -> None:
+        for part in self.parts:
+            part.commit_returned(attempt)
 
     def after_kafka_commit(self, attempt: int) -> None:
         for part in self.parts:
