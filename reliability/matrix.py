@@ -342,6 +342,8 @@ def run_cell(
                 log(_diagnose(cluster, pipeline, inputs, outputs))
         else:
             _check_count(result, inputs, outputs)
+            if result.wrong_counts:
+                log(_diagnose_count(cluster, pipeline, inputs, outputs))
         if len(inputs) != records:
             result.notes.append(f"{len(inputs)} committed inputs, {records} intended")
         result.seconds = time.monotonic() - started
@@ -556,6 +558,43 @@ def _batch_summary(line: str) -> str:
     pairs = [f"{fields[i][:-1]}={fields[i + 1]}" for i in range(len(fields) - 1)
              if fields[i] in keep]  # fmt: skip
     return " ".join(pairs) or line[:200]
+
+
+def _diagnose_count(
+    cluster: KafkaCluster, pipeline: Pipeline, inputs: list[ReadRecord], outputs: list[ReadRecord]
+) -> str:
+    """Which keys' counts went wrong and how: each one's emitted counts with where they sit
+    (output partition and offset), the batches around them (producer id, epoch, markers),
+    the changelog's batches likewise, and what the instances logged."""
+    truth = Counter(r.key for r in inputs)
+    emitted: dict[bytes | None, list[ReadRecord]] = defaultdict(list)
+    for record in outputs:
+        emitted[record.key].append(record)
+    lines = ["  count went wrong for:"]
+    at: dict[int, list[int]] = defaultdict(list)
+    for key, n in sorted(truth.items(), key=lambda kv: kv[0] or b""):
+        got = emitted.get(key, [])
+        values = [int(r.value or b"0") for r in got]
+        if values == list(range(1, n + 1)):
+            continue
+        wrong = [r for i, r in enumerate(got) if values[i] != i + 1]
+        first = wrong[0] if wrong else got[-1] if got else None
+        lines.append(
+            f"    key {key!r}: {n} inputs; emitted {len(values)}, from the first wrong one: "
+            + ", ".join(f"{int(r.value or b'0')}@{r.partition}/{r.offset}" for r in wrong[:12])
+        )
+        if first is not None:
+            at[first.partition].append(first.offset)
+    lines += _dump_batches(cluster, pipeline.output, dict(list(at.items())[:2]))
+    for index, app in enumerate(pipeline.instances):
+        try:
+            text = app.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        events = [line for line in text if any(word in line.lower() for word in _LOG_EVENTS)]
+        lines.append(f"    instance {index} ({len(text)} log lines), its events:")
+        lines += [f"      {line[:300]}" for line in events[-60:]]
+    return "\n".join(lines)
 
 
 def _check_count(result: CellResult, inputs: list[ReadRecord], outputs: list[ReadRecord]) -> None:
