@@ -37,6 +37,7 @@ from _harness import BENCH_DIR, DEFAULT_KEYS, Measurement, Spec, measure, prepar
 from _http import HttpService
 from _join import JOIN, measure_join, prepare_join_input
 from _windowed import WINDOWED, measure_windowed, prepare_windowed_input
+from contender_eos import CONTENDERS
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -80,16 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--contender",
         default="eos",
-        choices=(
-            "bare",
-            "bare_stateful",
-            "eos",
-            "eos_alos",
-            "eos_stateful",
-            "eos_windowed",
-            "eos_join",
-            *ASYNC,
-        ),
+        choices=CONTENDERS,
     )
     parser.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="eos_async")
     parser.add_argument("--records", type=int, default=200_000)

@@ -476,14 +476,7 @@ def _diagnose(
         lines.append(f"    the group's committed offsets: {dict(sorted(committed.items()))}")
     except (KafkaException, TimeoutError) as exc:
         lines.append(f"    reading the committed offsets failed: {exc!r}")
-    for index, app in enumerate(pipeline.instances):
-        try:
-            text = app.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        events = [line for line in text if any(word in line.lower() for word in _LOG_EVENTS)]
-        lines.append(f"    instance {index} ({len(text)} log lines), its events:")
-        lines += [f"      {line[:300]}" for line in events[-80:]]
+    lines += _instance_events(pipeline)
     return "\n".join(lines)
 
 
@@ -586,6 +579,13 @@ def _diagnose_count(
         if first is not None:
             at[first.partition].append(first.offset)
     lines += _dump_batches(cluster, pipeline.output, dict(list(at.items())[:2]))
+    lines += _instance_events(pipeline)
+    return "\n".join(lines)
+
+
+def _instance_events(pipeline: Pipeline, last: int = 80) -> list[str]:
+    """Each instance's last ``last`` abort, rewind, rebalance and renewal log lines."""
+    lines: list[str] = []
     for index, app in enumerate(pipeline.instances):
         try:
             text = app.log_path.read_text(errors="replace").splitlines()
@@ -593,8 +593,8 @@ def _diagnose_count(
             continue
         events = [line for line in text if any(word in line.lower() for word in _LOG_EVENTS)]
         lines.append(f"    instance {index} ({len(text)} log lines), its events:")
-        lines += [f"      {line[:300]}" for line in events[-60:]]
-    return "\n".join(lines)
+        lines += [f"      {line[:300]}" for line in events[-last:]]
+    return lines
 
 
 def _check_count(result: CellResult, inputs: list[ReadRecord], outputs: list[ReadRecord]) -> None:
