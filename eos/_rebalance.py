@@ -162,7 +162,10 @@ class RebalanceListener:
         """
         stores = self.stores
         consumer = self.consumer
-        tps = [tp for tp in tps if tp in self.assignment.assigned]
+        # A store partition serves every input topic with its partition number: all of
+        # them are closed, so that it is, and restored again.
+        numbers = {partition for _, partition in tps}
+        tps = sorted(tp for tp in self.assignment.assigned if tp[1] in numbers)
         if stores is None or consumer is None or not tps:
             return
         stores.close(tps)
