@@ -298,6 +298,7 @@ class AsyncRunner:
         ctx._produce = base._produce
         ctx._key_serialize = base._key_serialize
         ctx._value_serialize = base._value_serialize
+        ctx._raw = base._raw
         ctx._stores = base._stores
         ctx._views = base._views
         ctx._on_full = base._on_full

@@ -198,6 +198,7 @@ class Context(Generic[K, V]):
         "_on_full",
         "_partition",
         "_produce",
+        "_raw",
         "_stores",
         "_time",
         "_timers",
@@ -252,10 +253,12 @@ class Context(Generic[K, V]):
         self._produce = produce
         self._key_serialize = _fast_serializer(key_serde)
         self._value_serialize = _fast_serializer(value_serde)
+        # Both serdes pass bytes through: send's shortest path.
+        self._raw = self._key_serialize is None and self._value_serialize is None
         self._stores = stores
-        # The store manager's open views by (store, partition), when the engine
-        # hands them out directly (ctx.store's hot path); else None.
-        self._views: dict[tuple[str, int], Any] | None = None
+        # The store manager's open views by partition, then store name, when the
+        # engine hands them out directly (ctx.store's hot path); else None.
+        self._views: dict[int, dict[str, Any]] | None = None
         self._on_full = on_full
         self._partition: int | None = None
         self._assigning: list[TopicPartition] | None = None
@@ -388,6 +391,20 @@ class Context(Generic[K, V]):
             ProduceError: the producer refused the record.
             StateError: called from ``on_assign`` (outside any transaction).
         """
+        if self._raw and headers is None and partition is None and timestamp is None:
+            # The bytes serdes and nothing but a key: straight to the producer.
+            self.sends += 1
+            try:
+                self._produce(topic, value, key)
+                return
+            except BufferError:
+                pass
+            except EosError:
+                raise
+            except Exception as exc:
+                raise ProduceError(topic, exc) from exc
+            self._emit(topic, value, key, None, None, None)
+            return
         kser = self._key_serialize
         vser = self._value_serialize
         try:
@@ -485,9 +502,11 @@ class Context(Generic[K, V]):
         if record is not None:  # processing a record: the hot path
             views = self._views
             if views is not None and type(name) is str:
-                view = views.get((name, record.partition))
-                if view is not None:
-                    return view
+                named = views.get(record.partition)
+                if named is not None:
+                    view = named.get(name)
+                    if view is not None:
+                        return view
             stores = self._stores
             if stores is not None:
                 return stores(name if isinstance(name, str) else name.name, record.partition)

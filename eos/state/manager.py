@@ -46,6 +46,7 @@ rebalance callbacks run there too).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import time
@@ -201,7 +202,8 @@ class StoreManager:
             for name, spec in self._specs.items()
             if type(spec) is Store and spec.source_topic is None
         )
-        self._views: dict[StoreKey, Any] = {}
+        # The views handed out in this transaction: partition -> store name -> view.
+        self._views: dict[int, dict[str, Any]] = {}
         self.wake: Callable[[int, int], None] | None = None
         """``wake(partition, stream_time)``: a time-driven store has work due then."""
         self._delivered: dict[StoreKey, int] = {}
@@ -221,10 +223,11 @@ class StoreManager:
         self._ctx = ctx
 
     @property
-    def views(self) -> dict[StoreKey, Any]:
-        """The views :meth:`get` handed out in this transaction, by ``(store, partition)``:
-        the live dict (emptied, never replaced, at the end of every transaction), for
-        ``ctx.store``'s hot path to read; never written outside this class."""
+    def views(self) -> dict[int, dict[str, Any]]:
+        """The views :meth:`get` handed out in this transaction, by partition, then by
+        store name: the live dict (emptied, never replaced, at the end of every
+        transaction), for ``ctx.store``'s hot path to read (two lookups, no key tuple to
+        build); never written outside this class."""
         return self._views
 
     @property
@@ -384,8 +387,9 @@ class StoreManager:
         for partition in partitions:
             self._restoring.discard(partition)
             self._restore_started.pop(partition, None)
+        for partition in partitions:
+            self._views.pop(partition, None)
         for key in [k for k in self._txns if k[1] in partitions]:
-            self._views.pop(key, None)
             txn = self._txns.pop(key)
             if txn.dirty:
                 log.warning("dropping uncommitted writes of store %s[%d] on close", *key)
@@ -415,7 +419,8 @@ class StoreManager:
             StateError: Partition ``partition`` is not assigned to this
                 instance, or its store is still restoring.
         """
-        view = self._views.get((name, partition))
+        named = self._views.get(partition)
+        view = None if named is None else named.get(name)
         if view is None:
             view = self._begin(name, partition)
         return view
@@ -452,14 +457,17 @@ class StoreManager:
             txn, _ignore if wake is None else functools.partial(wake, partition)
         )
         self._txns[key] = txn
-        self._views[key] = view
+        named = self._views.get(partition)
+        if named is None:
+            named = self._views[partition] = {}
+        named[name] = view
         return view
 
     def table(self, name: str, partition: int) -> StoreTransaction:
         """The transaction of table ``name`` for ``partition`` (the engine writes its
         source topic's records through :meth:`StoreTransaction.apply_raw`)."""
         key = (name, partition)
-        if key not in self._views:
+        if key not in self._txns:
             self._begin(name, partition)
         return self._txns[key]
 
@@ -545,9 +553,11 @@ class StoreManager:
                 continue
             topic = self._topics[key[0]]
             partition = key[1]
-            *rest, (last_key, last_value) = txn.pending().items()
+            pending = txn.pending()
+            # All but the last as they come (no copy of the items); the last with the report.
+            last_key, last_value = next(reversed(pending.items()))
             try:
-                for key_bytes, value_bytes in rest:
+                for key_bytes, value_bytes in itertools.islice(pending.items(), len(pending) - 1):
                     try:
                         # Positional: about half the cost of keyword arguments.
                         produce(topic, value_bytes, key_bytes, partition)

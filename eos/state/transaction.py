@@ -93,7 +93,12 @@ class StoreTransaction(Generic[K, V]):
     calls ``changelog(key_bytes, value_bytes)`` (``None`` for a delete; without
     a changelog writer, counts the write instead) and records the bytes in the
     overlay. A value that serializes to ``None``
-    is a delete, as in Kafka Streams.
+    is a delete, as in Kafka Streams. One exception, the engine's per-record
+    path: without a changelog writer, a JSON store keeps an integer as it is
+    until :meth:`pending` or :meth:`commit` encodes it (once per key per
+    transaction, with the same bytes the serde writes; an integer cannot fail
+    to encode, so no error moves away from the write that caused it), and a
+    read of it in the same transaction returns it without decoding.
 
     Lifecycle (engine side): create one per store partition per Kafka
     transaction; optionally :meth:`prepare` once the changelog is produced;
@@ -129,6 +134,7 @@ class StoreTransaction(Generic[K, V]):
         "_cache",
         "_changelog",
         "_counter",
+        "_defer_ints",
         "_json_values",
         "_key_deserialize",
         "_key_serialize",
@@ -166,8 +172,12 @@ class StoreTransaction(Generic[K, V]):
         self._json_values = type(value_serde) is JsonSerde
         self._changelog = changelog
         self._counter = counter
+        # Integers wait in the overlay, decoded, until the commit encodes them:
+        # only when the commit produces the changelog (no writer per write).
+        self._defer_ints = self._json_values and changelog is None
         self._name = name
-        self._overlay: dict[bytes, bytes | None] = {}
+        # Serialized values; with _defer_ints also ints not yet encoded (_encoded()).
+        self._overlay: dict[bytes, bytes | int | None] = {}
         self._state = _STARTED
         self._readable = True
         self._writable = True
@@ -240,7 +250,7 @@ class StoreTransaction(Generic[K, V]):
                 unchanged and can be rebuilt from the changelog).
         """
         self._check_transition(_COMPLETE)
-        overlay = self._overlay
+        overlay = self._encoded()
         try:
             self._store.write(overlay, changelog_offset)
         except Exception as exc:
@@ -275,7 +285,16 @@ class StoreTransaction(Generic[K, V]):
     def pending(self) -> dict[bytes, bytes | None]:
         """The writes of this transaction: serialized key -> its last serialized value
         (``None``: deleted), in the order the keys were first written. Not a copy."""
-        return self._overlay
+        return self._encoded()
+
+    def _encoded(self) -> dict[bytes, bytes | None]:
+        """The overlay with every integer still kept decoded encoded, in place."""
+        overlay = self._overlay
+        if self._defer_ints:
+            for key, value in overlay.items():
+                if type(value) is int:
+                    overlay[key] = b"%d" % value  # a value replaced: the iteration holds
+        return overlay  # type: ignore[return-value]
 
     # -- writes --------------------------------------------------------------
 
@@ -289,6 +308,11 @@ class StoreTransaction(Generic[K, V]):
             if key_bytes is None:
                 raise StateError(f"store {self._name}: key {key!r} serialized to None")
         number: Any = value
+        if self._defer_ints and type(number) is int and -_FAST_INT < number < _FAST_INT:
+            # Kept as it is: encoded once at the commit (_encoded), not per write.
+            self._counter.sends += 1  # type: ignore[union-attr]
+            self._overlay[key_bytes] = number
+            return
         if self._json_values and type(number) is int and -_FAST_INT < number < _FAST_INT:
             value_bytes: bytes | None = b"%d" % number
         else:
@@ -343,6 +367,8 @@ class StoreTransaction(Generic[K, V]):
         value = self._overlay.get(key_bytes, _MISSING)
         if value is _MISSING:
             return self._committed_value(key_bytes)
+        if type(value) is int:
+            return b"%d" % value
         return value  # type: ignore[return-value]
 
     def _committed_value(self, key_bytes: bytes) -> bytes | None:
@@ -374,6 +400,8 @@ class StoreTransaction(Generic[K, V]):
             if key_bytes is None:
                 raise StateError(f"store {self._name}: key {key!r} serialized to None")
         data: Any = self._overlay.get(key_bytes, _MISSING)
+        if type(data) is int:
+            return data  # written in this transaction, not encoded yet
         if data is _MISSING:
             cache = self._cache
             if cache is not None:
@@ -477,7 +505,7 @@ class StoreTransaction(Generic[K, V]):
         pending = sorted(
             (
                 item
-                for item in self._overlay.items()
+                for item in self._encoded().items()
                 if (start is None or item[0] >= start) and (end is None or item[0] < end)
             ),
             reverse=reverse,

@@ -416,6 +416,29 @@ def test_deferred_writes_count_on_the_counter_and_wait_for_the_commit(base: Stat
     assert counter.sends == 3
 
 
+def test_integers_written_wait_decoded_until_the_commit_encodes_them(base: StateStore) -> None:
+    """On the engine's path (no changelog writer) a JSON integer is kept as it is: every
+    read of this transaction sees it (get, [], in, ordered scans), pending() and the
+    commit encode it to the serde's own bytes, once; other values are encoded at once."""
+    counter = _Counter()
+    txn = _fast_txn(base, counter)
+    txn[b"n"] = 41
+    txn[b"n"] = txn.get(b"n", 0) + 1
+    txn[b"big"] = 10**30  # beyond the fast path: the serde encodes it at the write
+    txn[b"s"] = "x"
+    assert counter.sends == 4
+    assert txn.get(b"n") == 42 and txn[b"n"] == 42 and b"n" in txn
+    assert dict(txn.items()) == {b"big": 10**30, b"n": 42, b"s": "x"}
+    assert txn.pending() == {b"n": b"42", b"big": b"1" + b"0" * 30, b"s": b'"x"'}
+    txn.commit(3)
+    assert base.get(b"n") == b"42" and base.changelog_offset() == 3
+    again = _fast_txn(base, counter)
+    assert again.get(b"n") == 42
+    again[b"m"] = 5
+    again.commit(4)  # commit() encodes what pending() was not asked for
+    assert base.get(b"m") == b"5"
+
+
 def test_a_transaction_needs_a_writer_or_a_counter(base: StateStore) -> None:
     with pytest.raises(ValueError, match="counter"):
         StoreTransaction(base, resolve_serde("bytes"), resolve_serde("json"), None)
