@@ -152,6 +152,8 @@ def render(
     versions: str,
     broker: str,
     quix_note: str,
+    close_repeat: int = 0,
+    close_pairs: Sequence[str] = (),
     command: str,
     kafka_streams_note: str = "",
 ) -> str:
@@ -172,8 +174,15 @@ def render(
         f"Input: {records:,} records of ~100 bytes over 4 partitions, {keys:,} distinct "
         f"keys, produced once and read by every contender (fresh consumer group and output "
         f"topic each, each in a fresh process). Commit interval {commit_interval_ms} ms for "
-        f"all. {repeat} repetition(s), order alternating; figures are medians over the "
-        "repetitions, peak RSS the highest.",
+        f"all. {repeat} repetition(s)"
+        + (
+            f" ({close_repeat} for {', '.join(close_pairs)}: their ratios are close to their "
+            "targets, and one short run apiece on a shared machine is not steady enough)"
+            if close_repeat > repeat
+            else ""
+        )
+        + ", order alternating; figures are medians over the repetitions, peak RSS the "
+        "highest.",
         "",
     ]
     windowed = any(s.contender in WINDOWED for s in summaries)

@@ -62,7 +62,8 @@ a run of them alone replaces only that section of an existing ``--output``.
 Usage::
 
     python benchmarks/run.py                     # 1,000,000 records, 2 repetitions
-    python benchmarks/run.py --quick             # 200,000 records, 1 repetition, not published
+    python benchmarks/run.py --quick             # 200,000 records, 1 repetition (3 for the
+                                                 # close pairs), not published
     python benchmarks/run.py --records 2000 --skip-quix --output /tmp/b.md   # smoke
     python benchmarks/run.py --contenders eos_sync,eos_async   # the async section only
     python benchmarks/run.py --contenders bare_pg,eos_pg       # the PostgreSQL section only
@@ -104,6 +105,14 @@ from _postgres import PG, PgInput, measure_pg, pg_spec, postgres, prepare_pg_inp
 from _windowed import WINDOWED, WindowedInput, measure_windowed, prepare_windowed_input
 
 QUIX_VENV = BENCH_DIR / ".venv-quix"
+CLOSE_PAIRS = ("bare", "eos", "bare_stateful", "eos_stateful")
+"""The contenders of the RATIO line's first two ratios, eos/bare and
+eos_stateful/bare_stateful: close to their targets, unlike the others (several
+times apart), so a quick run measures them :data:`QUICK_CLOSE_REPEAT` times."""
+QUICK_CLOSE_REPEAT = 3
+"""A quick run's repetitions of :data:`CLOSE_PAIRS` (the rest run once): on this 2-core
+machine one pair of 2-second runs put the same code's eos_stateful/bare_stateful anywhere
+from 0.66 to 1.14 within an hour; the median of three, in alternating order, is steadier."""
 QUICK_DIR = LOG_DIR / "quick"
 """Where a ``--quick`` run writes its report and charts (``benchmarks/out/`` is git-ignored)."""
 QUIX_REQUIREMENT = "quixstreams>=3,<4"
@@ -232,7 +241,11 @@ def specs(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200,000 records, 1 repetition")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="200,000 records, 1 repetition (3 for bare, eos, bare_stateful, eos_stateful)",
+    )
     parser.add_argument("--records", type=int, help="default 1,000,000 (--quick: 200,000)")
     parser.add_argument("--repeat", type=int, help="default 2 (--quick: 1)")
     parser.add_argument("--commit-interval-ms", type=int, default=100)
@@ -279,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     records = args.records or (200_000 if args.quick else 1_000_000)
     pg_records = args.pg_records or (20_000 if args.quick else 100_000)
     repeat = args.repeat or (1 if args.quick else 2)
+    close_repeat = max(repeat, QUICK_CLOSE_REPEAT if args.quick and not args.repeat else 0)
     latency_seconds = args.latency_seconds or min(10.0, max(1.0, records / 20_000))
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = set(names) - set(ORDER)
@@ -371,76 +385,90 @@ def main(argv: list[str] | None = None) -> int:
         run_id = uuid.uuid4().hex[:6]
         if args.warm_up and topic:
             warm_up(bootstrap, topic, records, args.commit_interval_ms, run_id)
-        for rep in range(repeat):
-            for spec in runs if rep % 2 == 0 else list(reversed(runs)):
-                if spec.name in ASYNC:
-                    assert service is not None
-                    sync = spec.name == "eos_sync"
-                    m = measure_async(
-                        spec,
-                        bootstrap=bootstrap,
-                        topic=sync_topic if sync else topic,
-                        records=sync_records if sync else records,
-                        service_url=service.url,
-                        max_in_flight=1 if sync else MAX_IN_FLIGHT,
-                        commit_interval_ms=args.commit_interval_ms,
-                        # eos_sync's capacity (~190/s) is below the paced rate.
-                        latency_seconds=0 if sync else latency_seconds,
-                        run_id=f"{run_id}-{rep}",
-                    )
-                elif spec.name in WINDOWED:
-                    assert windowed is not None
-                    m = measure_windowed(
-                        spec,
-                        bootstrap=bootstrap,
-                        workload=windowed,
-                        commit_interval_ms=args.commit_interval_ms,
-                        run_id=f"{run_id}-{rep}",
-                        timeout_s=max(120.0, records / 2000),
-                    )
-                elif spec.name in PG:
-                    assert pg_input is not None
-                    m = measure_pg(
-                        spec,
-                        bootstrap=bootstrap,
-                        dsn=dsn,
-                        workload=pg_input,
-                        commit_interval_ms=args.commit_interval_ms,
-                        run_id=f"{run_id}-{rep}",
-                        timeout_s=max(120.0, pg_records / 200),
-                        profile_dir=Path(args.pg_profile) if args.pg_profile else None,
-                    )
-                elif spec.name in JOIN:
-                    assert join is not None
-                    m = measure_join(
-                        spec,
-                        bootstrap=bootstrap,
-                        workload=join,
-                        commit_interval_ms=args.commit_interval_ms,
-                        run_id=f"{run_id}-{rep}",
-                        timeout_s=max(120.0, records / 2000),
-                    )
-                else:
-                    m = measure(
-                        spec,
-                        bootstrap=bootstrap,
-                        backlog_topic=topic,
-                        records=records,
-                        commit_interval_ms=args.commit_interval_ms,
-                        latency_seconds=latency_seconds,
-                        run_id=f"{run_id}-{rep}",
-                        timeout_s=max(120.0, records / 2000),
-                    )
-                results.append(m)
-                print(
-                    f"[{rep + 1}/{repeat}] {m.contender}: {m.records_per_s:,.0f} records/s "
-                    f"({m.seconds:.2f} s), latency p50 {_report.ms(m.latency_p50_ms)} ms "
-                    f"p99 {_report.ms(m.latency_p99_ms)} ms, peak RSS {m.maxrss_mib:.0f} MiB, "
-                    f"CPU {_report.cpu_per_output(m)} µs/output, "
-                    f"outputs {m.outputs:,}/{m.expected_outputs:,}"
-                    + (f", {m.wrong:,} wrong" if m.wrong else ""),
-                    flush=True,
+
+        def measure_one(spec: Spec, rep: int) -> Measurement:
+            if spec.name in ASYNC:
+                assert service is not None
+                sync = spec.name == "eos_sync"
+                return measure_async(
+                    spec,
+                    bootstrap=bootstrap,
+                    topic=sync_topic if sync else topic,
+                    records=sync_records if sync else records,
+                    service_url=service.url,
+                    max_in_flight=1 if sync else MAX_IN_FLIGHT,
+                    commit_interval_ms=args.commit_interval_ms,
+                    # eos_sync's capacity (~190/s) is below the paced rate.
+                    latency_seconds=0 if sync else latency_seconds,
+                    run_id=f"{run_id}-{rep}",
                 )
+            elif spec.name in WINDOWED:
+                assert windowed is not None
+                return measure_windowed(
+                    spec,
+                    bootstrap=bootstrap,
+                    workload=windowed,
+                    commit_interval_ms=args.commit_interval_ms,
+                    run_id=f"{run_id}-{rep}",
+                    timeout_s=max(120.0, records / 2000),
+                )
+            elif spec.name in PG:
+                assert pg_input is not None
+                return measure_pg(
+                    spec,
+                    bootstrap=bootstrap,
+                    dsn=dsn,
+                    workload=pg_input,
+                    commit_interval_ms=args.commit_interval_ms,
+                    run_id=f"{run_id}-{rep}",
+                    timeout_s=max(120.0, pg_records / 200),
+                    profile_dir=Path(args.pg_profile) if args.pg_profile else None,
+                )
+            elif spec.name in JOIN:
+                assert join is not None
+                return measure_join(
+                    spec,
+                    bootstrap=bootstrap,
+                    workload=join,
+                    commit_interval_ms=args.commit_interval_ms,
+                    run_id=f"{run_id}-{rep}",
+                    timeout_s=max(120.0, records / 2000),
+                )
+            else:
+                return measure(
+                    spec,
+                    bootstrap=bootstrap,
+                    backlog_topic=topic,
+                    records=records,
+                    commit_interval_ms=args.commit_interval_ms,
+                    latency_seconds=latency_seconds,
+                    run_id=f"{run_id}-{rep}",
+                    timeout_s=max(120.0, records / 2000),
+                )
+
+        # (rep, spec) in the order they run: the repetitions alternate the order; a quick
+        # run repeats the close pairs (see CLOSE_PAIRS) alone, after the rest.
+        schedule = [
+            (rep, spec)
+            for rep in range(repeat)
+            for spec in (runs if rep % 2 == 0 else list(reversed(runs)))
+        ]
+        close = [spec for spec in runs if spec.name in CLOSE_PAIRS]
+        for rep in range(repeat, close_repeat):
+            schedule += [(rep, spec) for spec in (close if rep % 2 == 0 else close[::-1])]
+        for rep, spec in schedule:
+            m = measure_one(spec, rep)
+            results.append(m)
+            runs_of = close_repeat if spec.name in CLOSE_PAIRS else repeat
+            print(
+                f"[{rep + 1}/{runs_of}] {m.contender}: {m.records_per_s:,.0f} records/s "
+                f"({m.seconds:.2f} s), latency p50 {_report.ms(m.latency_p50_ms)} ms "
+                f"p99 {_report.ms(m.latency_p99_ms)} ms, peak RSS {m.maxrss_mib:.0f} MiB, "
+                f"CPU {_report.cpu_per_output(m)} µs/output, "
+                f"outputs {m.outputs:,}/{m.expected_outputs:,}"
+                + (f", {m.wrong:,} wrong" if m.wrong else ""),
+                flush=True,
+            )
         if run_sweep:
             assert service is not None
             sweep_points = sweep(
@@ -514,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
             latency_seconds=latency_seconds,
             latency_rate=LATENCY_RATE,
             repeat=repeat,
+            close_repeat=close_repeat,
+            close_pairs=CLOSE_PAIRS,
             versions=versions(),
             broker=broker,
             quix_note=quix_note,

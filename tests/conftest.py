@@ -22,6 +22,26 @@ from eos.testing.postgres import postgres, postgres_dsn  # noqa: F401 - fixtures
 log = logging.getLogger("tests")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep tests together where they share a broker they change (pytest-xdist's
+    ``--dist loadgroup``, which scripts/test.sh runs with two workers).
+
+    The tests of the 3-node cluster share one worker: one cluster is started, and its
+    node faults never overlap another test on it. A module whose fixture is
+    module-scoped (the security cluster, one PostgreSQL server) runs on one worker,
+    so that fixture starts once. Everything else is spread over the workers.
+    """
+    for item in items:
+        if "kafka_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        module = getattr(item, "module", None)
+        defs = info.name2fixturedefs if info is not None else {}
+        if module is not None and any(d and d[-1].scope == "module" for d in defs.values()):
+            item.add_marker(pytest.mark.xdist_group(module.__name__))
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaCluster | ExternalCluster]:
     """A single-node real Kafka (KRaft) for the whole session."""

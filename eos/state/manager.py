@@ -196,7 +196,7 @@ class StoreManager:
         # key-value stores only: tables and time-driven stores change their
         # backend outside a transaction's commit). Dropped when the partition
         # closes; a partition is restored only right after it opened.
-        self._caches: dict[StoreKey, dict[bytes, bytes | None]] = {}
+        self._caches: dict[StoreKey, dict[bytes, bytes | int | None]] = {}
         self._cached = frozenset(
             name
             for name, spec in self._specs.items()

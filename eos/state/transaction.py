@@ -125,7 +125,8 @@ class StoreTransaction(Generic[K, V]):
             whether a failed record already wrote something.
         name: Label for error messages, for example ``"order-counts[2]"``.
         cache: The store partition's committed-value cache (serialized key ->
-            serialized value, None for absent), kept by the store manager
+            serialized value, None for absent; for a JSON store, an integer a
+            transaction wrote as the ``int`` itself), kept by the store manager
             across transactions: reads consult it before the backend and fill
             it, a commit updates it after the backend write. None: no cache.
     """
@@ -135,6 +136,7 @@ class StoreTransaction(Generic[K, V]):
         "_changelog",
         "_counter",
         "_defer_ints",
+        "_ints",
         "_json_values",
         "_key_deserialize",
         "_key_serialize",
@@ -157,7 +159,7 @@ class StoreTransaction(Generic[K, V]):
         changelog: ChangelogWriter | None,
         *,
         name: str = "store",
-        cache: dict[bytes, bytes | None] | None = None,
+        cache: dict[bytes, bytes | int | None] | None = None,
         counter: _Counter | None = None,
     ) -> None:
         if changelog is None and counter is None:
@@ -178,6 +180,8 @@ class StoreTransaction(Generic[K, V]):
         self._name = name
         # Serialized values; with _defer_ints also ints not yet encoded (_encoded()).
         self._overlay: dict[bytes, bytes | int | None] = {}
+        # The ints _encoded() encoded, still the keys' values: the cache keeps them decoded.
+        self._ints: dict[bytes, int] = {}
         self._state = _STARTED
         self._readable = True
         self._writable = True
@@ -263,8 +267,10 @@ class StoreTransaction(Generic[K, V]):
             raise StateError(f"committing store {self._name} failed: {exc}") from exc
         cache = self._cache
         if cache is not None and overlay:
-            # The backend now holds these values: so does the cache.
+            # The backend now holds these values: so does the cache (integers decoded).
             cache.update(overlay)
+            if self._ints:
+                cache.update(self._ints)
             _trim(cache)
         self._overlay = {}
         self._transition(_COMPLETE)
@@ -291,8 +297,10 @@ class StoreTransaction(Generic[K, V]):
         """The overlay with every integer still kept decoded encoded, in place."""
         overlay = self._overlay
         if self._defer_ints:
+            ints = self._ints
             for key, value in overlay.items():
                 if type(value) is int:
+                    ints[key] = value
                     overlay[key] = b"%d" % value  # a value replaced: the iteration holds
         return overlay  # type: ignore[return-value]
 
@@ -317,6 +325,8 @@ class StoreTransaction(Generic[K, V]):
             value_bytes: bytes | None = b"%d" % number
         else:
             value_bytes = self._value_serialize(value)
+        if self._ints:
+            self._ints.pop(key_bytes, None)  # no longer the key's value
         changelog = self._changelog
         if changelog is None:
             self._counter.sends += 1  # type: ignore[union-attr]  # produced at the commit
@@ -339,6 +349,8 @@ class StoreTransaction(Generic[K, V]):
             present = self._store.get(key_bytes) is not None
         if not present:
             raise KeyError(key)
+        if self._ints:
+            self._ints.pop(key_bytes, None)
         changelog = self._changelog
         if changelog is None:
             self._counter.sends += 1  # type: ignore[union-attr]
@@ -354,6 +366,8 @@ class StoreTransaction(Generic[K, V]):
         """
         if not self._writable:
             raise self._refused("write to")
+        if self._ints:
+            self._ints.pop(key_bytes, None)
         self._overlay[key_bytes] = value_bytes
 
     # -- point reads ---------------------------------------------------------
@@ -381,6 +395,8 @@ class StoreTransaction(Generic[K, V]):
             value = cache[key_bytes] = self._store.get(key_bytes)
             if len(cache) > CACHE_ENTRIES:
                 del cache[next(iter(cache))]
+        if type(value) is int:
+            return b"%d" % value
         return value  # type: ignore[return-value]
 
     @overload
@@ -406,6 +422,8 @@ class StoreTransaction(Generic[K, V]):
             cache = self._cache
             if cache is not None:
                 data = cache.get(key_bytes, _MISSING)
+                if type(data) is int:
+                    return data  # committed by an earlier transaction, kept decoded
             if data is _MISSING:
                 data = self._committed_value(key_bytes)
         if data is None:
@@ -593,7 +611,7 @@ value, about 100-200 bytes each with their dict slot): the oldest entries go fir
 _MISSING = object()
 
 
-def _trim(cache: dict[bytes, bytes | None]) -> None:
+def _trim(cache: dict[bytes, bytes | int | None]) -> None:
     """Drop the oldest entries beyond :data:`CACHE_ENTRIES`."""
     excess = len(cache) - CACHE_ENTRIES
     if excess > 0:

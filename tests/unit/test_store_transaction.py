@@ -439,6 +439,38 @@ def test_integers_written_wait_decoded_until_the_commit_encodes_them(base: State
     assert base.get(b"m") == b"5"
 
 
+def test_the_committed_cache_keeps_integers_decoded_and_drops_overwritten_ones(
+    base: StateStore,
+) -> None:
+    """A commit leaves a written integer in the cache as the int itself, which the next
+    transaction reads without decoding; a key encoded early (a range scan) and then
+    overwritten with another kind of value, or deleted, is cached as what it became."""
+    cache: dict[bytes, bytes | int | None] = {}
+    counter = _Counter()
+
+    def txn() -> StoreTransaction:
+        return StoreTransaction(
+            base, resolve_serde("bytes"), resolve_serde("json"), None, cache=cache, counter=counter
+        )
+
+    first = txn()
+    first[b"a"] = 1
+    first[b"b"] = 2
+    first[b"c"] = 3
+    assert list(first.range()) == [(b"a", 1), (b"b", 2), (b"c", 3)]  # encodes a, b, c early
+    first[b"a"] = 10  # an int again
+    first[b"b"] = "two"  # no longer an int
+    del first[b"c"]
+    first.commit(1)
+    assert cache == {b"a": 10, b"b": b'"two"', b"c": None}
+    assert base.get(b"a") == b"10" and base.get(b"b") == b'"two"' and base.get(b"c") is None
+    second = txn()
+    assert second.get(b"a") == 10 and second[b"a"] == 10 and b"a" in second
+    assert second.get(b"b") == "two" and second.get(b"c", "gone") == "gone"
+    assert second.get(b"d", 0) == 0
+    second.abort()
+
+
 def test_a_transaction_needs_a_writer_or_a_counter(base: StateStore) -> None:
     with pytest.raises(ValueError, match="counter"):
         StoreTransaction(base, resolve_serde("bytes"), resolve_serde("json"), None)
