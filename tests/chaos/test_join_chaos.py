@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
@@ -50,6 +51,8 @@ CUSTOMERS = 24
 REGIONS = ("north", "south", "east", "west")
 TIERS = ("bronze", "silver", "gold")
 STEP_MS = 10
+HELD_BACK = 240
+"""Events at the end of a feed kept for the crash phases (see _wait_for_the_crash_hook)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,46 +100,63 @@ def events(*, orders: int, updates: int, preload: bool, seed: int) -> list[Event
 
 class Feeder:
     """Produces events in timestamp order, in ``chunks`` chunks over ``seconds``; within a
-    chunk the customer updates are delivered before the orders."""
+    chunk the customer updates are delivered before the orders.
+
+    ``held_back`` events at the end are not fed on the clock: :meth:`release` produces
+    them a few at a time once the feed is over (still in timestamp order), for a test
+    that needs input at a moment of its own; :meth:`join` produces what is left.
+    """
 
     def __init__(
-        self, bootstrap: str, topics: dict[str, str], items: Sequence[Event], seconds: float
+        self,
+        bootstrap: str,
+        topics: dict[str, str],
+        items: Sequence[Event],
+        seconds: float,
+        held_back: int = 0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.items = list(items)
+        self.fed = self.items[: len(self.items) - held_back]
+        self.held = self.items[len(self.fed) :]
         self.seconds = seconds
         self.sent = 0
         self.flowing = True
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        producer = Producer(
+    def _producer(self) -> Producer:
+        return Producer(
             {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5}
         )
+
+    def _send(self, producer: Producer, chunk: Sequence[Event]) -> None:
+        for kind in ("customers", "orders"):
+            for e in chunk:
+                if e.topic == kind:
+                    producer.produce(
+                        self.topics[kind],
+                        json.dumps(e.value),
+                        e.key,
+                        e.partition,
+                        timestamp=e.timestamp,
+                    )
+            if producer.flush(30):
+                raise TimeoutError("feeder: records not delivered in 30 s")
+        self.sent += len(chunk)
+
+    def _run(self) -> None:
+        producer = self._producer()
         chunks = max(1, int(self.seconds * 10))
-        per = -(-len(self.items) // chunks)
+        per = -(-len(self.fed) // chunks)
         started = time.monotonic()
         try:
-            for n, start in enumerate(range(0, len(self.items), per)):
+            for n, start in enumerate(range(0, len(self.fed), per)):
                 delay = started + n * self.seconds / chunks - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)  # pacing the load, not synchronizing
-                chunk = self.items[start : start + per]
-                for kind in ("customers", "orders"):
-                    for e in chunk:
-                        if e.topic == kind:
-                            producer.produce(
-                                self.topics[kind],
-                                json.dumps(e.value),
-                                e.key,
-                                e.partition,
-                                timestamp=e.timestamp,
-                            )
-                    if producer.flush(30):
-                        raise TimeoutError("feeder: records not delivered in 30 s")
-                self.sent += len(chunk)
+                self._send(producer, self.fed[start : start + per])
             self.flowing = False
         except BaseException as exc:  # handed to the test thread
             self.errors.append(exc)
@@ -145,10 +165,19 @@ class Feeder:
         self.thread.start()
         return self
 
+    def release(self, count: int) -> int:
+        """Once the feed is over, produce the next ``count`` held-back events; how many."""
+        if self.flowing or not self.held:
+            return 0
+        chunk, self.held = self.held[:count], self.held[count:]
+        self._send(self._producer(), chunk)
+        return len(chunk)
+
     def join(self, timeout: float = 120.0) -> None:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "feeder did not finish"
         assert not self.errors, self.errors
+        self.release(len(self.held))
         assert self.sent == len(self.items)
 
 
@@ -252,6 +281,20 @@ class JoinRun:
         return AppProcess(args, log_path=self.tmp_path / "join.log")
 
 
+def _wait_for_the_crash_hook(crashing: AppProcess, feeder: Feeder, timeout: float = 90) -> int:
+    """The exit code of ``crashing``, which dies after its Nth Kafka commit with store
+    writes: commits need input, so once the timed feed is over (a slow machine gets there
+    first) the held-back events come a few at a time until it has crashed."""
+    assert crashing.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return crashing.proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            feeder.release(HELD_BACK // 8)
+    return crashing.wait(0.1)  # raises TimeoutExpired, with its threads' stacks in the log
+
+
 def _kill_while_feeding(run: JoinRun, app: AppProcess, feeder: Feeder, seed: int) -> str:
     """SIGKILL ``app`` at 5 random moments while ``feeder`` feeds and twice right after a
     Kafka commit (before the local store write); then wait until it caught up."""
@@ -275,7 +318,7 @@ def _kill_while_feeding(run: JoinRun, app: AppProcess, feeder: Feeder, seed: int
                 )
                 crashing.starts = app.starts
                 crashing.start()
-                code = crashing.wait(90)
+                code = _wait_for_the_crash_hook(crashing, feeder)
                 app.starts = crashing.starts
                 assert code == -9, f"exit {code}, expected the crash hook:\n{app.log_tail()}"
             app.start()
@@ -299,7 +342,8 @@ def test_join_with_a_loaded_table_exact_under_sigkill(bootstrap: str, tmp_path: 
     items = events(orders=3_000, updates=60, preload=True, seed=5)
     preload = [e for e in items if e.topic == "customers"]
     Feeder(bootstrap, run.topics, preload, seconds=0.1).start().join()
-    feeder = Feeder(bootstrap, run.topics, [e for e in items if e.topic == "orders"], 15.0)
+    orders = [e for e in items if e.topic == "orders"]
+    feeder = Feeder(bootstrap, run.topics, orders, 15.0, held_back=HELD_BACK)
     kills = _kill_while_feeding(run, run.app(), feeder, seed=5)
     print(f"{kills}; {check(run)}; seconds={time.monotonic() - started:.1f}")
 
@@ -312,6 +356,6 @@ def test_join_with_interleaved_updates_exact_under_sigkill(bootstrap: str, tmp_p
     started = time.monotonic()
     run = JoinRun(bootstrap, tmp_path)
     items = events(orders=3_000, updates=600, preload=False, seed=9)
-    feeder = Feeder(bootstrap, run.topics, items, seconds=15.0)
+    feeder = Feeder(bootstrap, run.topics, items, seconds=15.0, held_back=HELD_BACK)
     kills = _kill_while_feeding(run, run.app("--max-task-idle-ms", "200"), feeder, seed=9)
     print(f"{kills}; {check(run)}; seconds={time.monotonic() - started:.1f}")
