@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import shlex
 import subprocess
@@ -80,6 +81,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -402,12 +404,17 @@ def main(argv: list[str] | None = None) -> int:
                     latency_seconds=0 if sync else latency_seconds,
                     run_id=f"{run_id}-{rep}",
                 )
-            elif spec.name in WINDOWED:
-                assert windowed is not None
-                return measure_windowed(
+            elif spec.name in WINDOWED or spec.name in JOIN:
+                # Each with a workload of its own, measured the same way.
+                if spec.name in WINDOWED:
+                    assert windowed is not None
+                    measure_workload: Any = functools.partial(measure_windowed, workload=windowed)
+                else:
+                    assert join is not None
+                    measure_workload = functools.partial(measure_join, workload=join)
+                return measure_workload(  # type: ignore[no-any-return]
                     spec,
                     bootstrap=bootstrap,
-                    workload=windowed,
                     commit_interval_ms=args.commit_interval_ms,
                     run_id=f"{run_id}-{rep}",
                     timeout_s=max(120.0, records / 2000),
@@ -423,16 +430,6 @@ def main(argv: list[str] | None = None) -> int:
                     run_id=f"{run_id}-{rep}",
                     timeout_s=max(120.0, pg_records / 200),
                     profile_dir=Path(args.pg_profile) if args.pg_profile else None,
-                )
-            elif spec.name in JOIN:
-                assert join is not None
-                return measure_join(
-                    spec,
-                    bootstrap=bootstrap,
-                    workload=join,
-                    commit_interval_ms=args.commit_interval_ms,
-                    run_id=f"{run_id}-{rep}",
-                    timeout_s=max(120.0, records / 2000),
                 )
             else:
                 return measure(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from eos.processor import Context, _wrap
+from eos.processor import Context
 from eos.record import Headers, K, V
 
 __all__ = ["LINEAGE_HEADER", "LineageContext", "with_lineage"]
@@ -64,17 +64,8 @@ class LineageContext(Context[K, V]):
             )
             return
         # Context.send's serialization, then straight to _emit (a send with headers
-        # goes there anyway): one call less per stamped send.
-        kser = self._key_serialize
-        vser = self._value_serialize
-        try:
-            kb = key if kser is None else kser(key)
-        except Exception as exc:
-            raise _wrap(exc, "key", topic) from exc
-        try:
-            vb = value if vser is None else vser(value)
-        except Exception as exc:
-            raise _wrap(exc, "value", topic) from exc
+        # goes there anyway).
+        kb, vb = (key, value) if self._raw else self._serialized(topic, key, value)
         self.sends += 1
         self._emit(topic, vb, kb, stamped, partition, timestamp)
         self._lineage_n += 1

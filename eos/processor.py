@@ -391,30 +391,8 @@ class Context(Generic[K, V]):
             ProduceError: the producer refused the record.
             StateError: called from ``on_assign`` (outside any transaction).
         """
-        if self._raw and headers is None and partition is None and timestamp is None:
-            # The bytes serdes and nothing but a key: straight to the producer.
-            self.sends += 1
-            try:
-                self._produce(topic, value, key)
-                return
-            except BufferError:
-                pass
-            except EosError:
-                raise
-            except Exception as exc:
-                raise ProduceError(topic, exc) from exc
-            self._emit(topic, value, key, None, None, None)
-            return
-        kser = self._key_serialize
-        vser = self._value_serialize
-        try:
-            kb = key if kser is None else kser(key)
-        except Exception as exc:
-            raise _wrap(exc, "key", topic) from exc
-        try:
-            vb = value if vser is None else vser(value)
-        except Exception as exc:
-            raise _wrap(exc, "value", topic) from exc
+        # With the bytes serdes the key and value go to the producer as they are.
+        kb, vb = (key, value) if self._raw else self._serialized(topic, key, value)
         self.sends += 1
         if headers is None and partition is None and timestamp is None:
             try:
@@ -427,6 +405,24 @@ class Context(Generic[K, V]):
             except Exception as exc:
                 raise ProduceError(topic, exc) from exc
         self._emit(topic, vb, kb, headers, partition, timestamp)
+
+    def _serialized(self, topic: str, key: object, value: object) -> tuple[object, object]:
+        """``(key, value)`` serialized with the application's serdes for ``topic``.
+
+        Raises:
+            SerializationError: the key or value cannot be serialized.
+        """
+        kser = self._key_serialize
+        vser = self._value_serialize
+        try:
+            kb = key if kser is None else kser(key)
+        except Exception as exc:
+            raise _wrap(exc, "key", topic) from exc
+        try:
+            vb = value if vser is None else vser(value)
+        except Exception as exc:
+            raise _wrap(exc, "value", topic) from exc
+        return kb, vb
 
     def send_raw(
         self,
