@@ -53,6 +53,9 @@ TIERS = ("bronze", "silver", "gold")
 STEP_MS = 10
 HELD_BACK = 240
 """Events at the end of a feed kept for the crash phases (see _wait_for_the_crash_hook)."""
+RELEASE = 10
+"""How many of them come per second of a crash phase: a commit or two each, so both phases
+get their commits from what is held back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +294,7 @@ def _wait_for_the_crash_hook(crashing: AppProcess, feeder: Feeder, timeout: floa
         try:
             return crashing.proc.wait(1.0)
         except subprocess.TimeoutExpired:
-            feeder.release(HELD_BACK // 8)
+            feeder.release(RELEASE)
     return crashing.wait(0.1)  # raises TimeoutExpired, with its threads' stacks in the log
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import json
 import random
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -57,6 +58,11 @@ DELAY_MS = 5_000
 """A key's stream-time timer is due this long after its first record (since its last timer)."""
 STEP_MS = 100
 """How far each partition's event-time front moves per record."""
+HELD_BACK = 240
+"""Records at the end of a feed kept for the crash phases (see _run_crashing)."""
+RELEASE = 10
+"""How many of them come per second of a crash phase: a commit or two each, so both phases
+get their commits from what is held back."""
 FAR_MS = 30 * 60_000
 """The last record of each partition is this far ahead of the start: everything comes due."""
 SESSION_MS = "6000"
@@ -126,7 +132,10 @@ class Feeder:
     The last record of each partition (the one far ahead) waits for ``finish`` to be
     set, so a test decides when every window and timer comes due. A ``wall:`` record
     gets ``"wall"`` = the wall-clock time it is produced + ``wall_delay_ms`` (drawn
-    from the range): its wall-clock timer is due then.
+    from the range): its wall-clock timer is due then. ``held_back`` records at the end
+    of the rest are not fed on the clock: :meth:`release` produces them a few at a time
+    once the timed feed is over (in order), for a test that needs input at a moment of
+    its own; :meth:`join` produces what is left, then the far-ahead ones.
     """
 
     def __init__(
@@ -138,10 +147,15 @@ class Feeder:
         *,
         wall_delay_ms: tuple[int, int] = (2_000, 8_000),
         seed: int = 0,
+        held_back: int = 0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.records = list(records)
+        self.lasts = [r for r in self.records if r.key.startswith("end-")]
+        body = [r for r in self.records if not r.key.startswith("end-")]
+        self.body = body[: len(body) - held_back]
+        self.held = body[len(self.body) :]
         self.seconds = seconds
         self.wall_delay_ms = wall_delay_ms
         self.rng = random.Random(seed)
@@ -156,8 +170,7 @@ class Feeder:
         producer = Producer(
             {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5}
         )
-        lasts = [r for r in self.records if r.key.startswith("end-")]
-        body = [r for r in self.records if not r.key.startswith("end-")]
+        body = self.body
         # Small chunks close together: the app always has a transaction open, so a kill
         # lands in one (with outputs) more often than between two.
         chunks = max(1, int(self.seconds * 10))
@@ -172,7 +185,7 @@ class Feeder:
             self.flowing = False
             if not self.finish.wait(300):
                 raise TimeoutError("feeder: never told to finish")
-            self._produce(producer, lasts)
+            self._produce(producer, self.lasts)
         except BaseException as exc:  # handed to the test thread
             self.errors.append(exc)
 
@@ -194,7 +207,20 @@ class Feeder:
         self.thread.start()
         return self
 
+    def release(self, count: int) -> int:
+        """Once the timed feed is over, produce the next ``count`` held-back records."""
+        if self.flowing or not self.held:
+            return 0
+        chunk, self.held = self.held[:count], self.held[count:]
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+        self._produce(producer, chunk)
+        return len(chunk)
+
     def join(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.flowing and self.thread.is_alive() and time.monotonic() < deadline:
+            self.thread.join(0.1)  # the timed feed first: the held-back records come after it
+        self.release(len(self.held))
         self.finish.set()
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "feeder did not finish"
@@ -424,17 +450,31 @@ def _wait_assigned(app: AppProcess, timeout: float = 90.0) -> None:
     assert app.alive(), f"{app.log_path} exited:\n{app.log_tail()}"
 
 
-def _run_crashing(app: AppProcess, n: int, timeout: float = 60.0) -> None:
+def _run_crashing(
+    app: AppProcess, n: int, timeout: float = 60.0, feeder: Feeder | None = None
+) -> None:
     """Run ``app``'s instance once with ``--crash-after-kafka-commit n`` (same state, log
     and instance id): it SIGKILLs itself on its n-th commit with store writes, after the
-    Kafka commit and before the local store write. Returns when it has."""
+    Kafka commit and before the local store write. Returns when it has. Commits need
+    input: once ``feeder``'s timed feed is over (a slow machine gets there first), its
+    held-back records come a few at a time until the instance has crashed."""
     crashing = AppProcess(
         [*app.args[1:], "--crash-after-kafka-commit", str(n)], log_path=app.log_path
     )
     crashing.starts = app.starts
     crashing.start()
+    assert crashing.proc is not None
+    deadline = time.monotonic() + timeout
     try:
-        code = crashing.wait(timeout)
+        while True:
+            try:
+                code = crashing.proc.wait(1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    code = crashing.wait(0.1)  # raises, with its threads' stacks in the log
+                if feeder is not None:
+                    feeder.release(RELEASE)
     finally:
         app.starts = crashing.starts
     assert code == -9, f"exit code {code}, expected the crash hook's SIGKILL:\n{app.log_tail()}"
@@ -457,7 +497,7 @@ def _kill_repeatedly(
         app.kill()
         delays.append(round(delay, 2))
         if number in crash_after:
-            _run_crashing(app, rng.randint(2, 6))
+            _run_crashing(app, rng.randint(2, 6), feeder=feeder)
             flowing += feeder.flowing
         app.start()
     return delays, flowing
@@ -493,7 +533,7 @@ def _kill_while_feeding(run: TimeRun, app: AppProcess, app_id: str, sink: str, s
     moments and have it SIGKILL itself twice right after a Kafka commit; then let the
     far-ahead records through, wait until it caught up, stop it cleanly."""
     records = event_input(records=3_000, keys=4, seed=seed)
-    feeder = Feeder(run.bootstrap, run.source, records, seconds=20.0)
+    feeder = Feeder(run.bootstrap, run.source, records, seconds=20.0, held_back=HELD_BACK)
     try:
         app.start()
         _wait_assigned(app)
