@@ -64,7 +64,10 @@ def test_join_leave_and_crash_mid_stream_is_exactly_once(bootstrap, tmp_path, st
         time.sleep(1.0)
         apps["c"].kill()
         sent = feed.join()
-        wait_caught_up(bootstrap, app_id, source, timeout=60)
+        # The killed instance's open transaction holds its offsets pending until the broker
+        # aborts it: transaction.timeout.ms (60 s) after its last use, plus the broker's
+        # abort check (every 10 s); the survivor cannot start those partitions before.
+        wait_caught_up(bootstrap, app_id, source, timeout=150)
         caught_up = time.monotonic() - started
         # The crashed instance comes back: init_transactions() aborts the transaction
         # it left open (else read_committed readers wait for transaction.timeout.ms).
