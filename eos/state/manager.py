@@ -531,8 +531,8 @@ class StoreManager:
     def flush_changelog(self) -> None:
         """Produce the changelog of this transaction's writes: per store partition one
         record per key written, with its last value (``None``: a tombstone), the last
-        record with a delivery report; then freeze those transactions (a write after
-        this raises instead of missing the changelog).
+        record with a delivery report. Those transactions are frozen first (a write
+        after this raises instead of missing the changelog).
 
         Call before the offsets join the Kafka transaction: (1) of the commit sequence.
 
@@ -548,8 +548,8 @@ class StoreManager:
             txn = txns.get(key)
             if txn is None or txn.state is not TransactionState.STARTED:
                 continue
+            txn.prepare()  # frozen first: what is produced below is all it will hold
             if not txn.dirty:
-                txn.prepare()
                 continue
             topic = self._topics[key[0]]
             partition = key[1]
@@ -570,7 +570,6 @@ class StoreManager:
                 raise
             except Exception as exc:
                 raise ProduceError(topic, exc) from exc
-            txn.prepare()
         deferred.clear()
 
     def _produce_when_room(

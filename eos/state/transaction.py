@@ -136,12 +136,12 @@ class StoreTransaction(Generic[K, V]):
         "_changelog",
         "_counter",
         "_defer_ints",
-        "_ints",
         "_json_values",
         "_key_deserialize",
         "_key_serialize",
         "_name",
         "_overlay",
+        "_prepared",
         "_raw_keys",
         "_readable",
         "_state",
@@ -178,10 +178,11 @@ class StoreTransaction(Generic[K, V]):
         # only when the commit produces the changelog (no writer per write).
         self._defer_ints = self._json_values and changelog is None
         self._name = name
-        # Serialized values; with _defer_ints also ints not yet encoded (_encoded()).
+        # Serialized values; with _defer_ints also ints kept decoded (_encoded()).
         self._overlay: dict[bytes, bytes | int | None] = {}
-        # The ints _encoded() encoded, still the keys' values: the cache keeps them decoded.
-        self._ints: dict[bytes, int] = {}
+        # The encoded overlay once writes are refused (prepared): made once for the
+        # changelog and the commit.
+        self._prepared: dict[bytes, bytes | None] | None = None
         self._state = _STARTED
         self._readable = True
         self._writable = True
@@ -268,11 +269,10 @@ class StoreTransaction(Generic[K, V]):
         cache = self._cache
         if cache is not None and overlay:
             # The backend now holds these values: so does the cache (integers decoded).
-            cache.update(overlay)
-            if self._ints:
-                cache.update(self._ints)
+            cache.update(self._overlay)
             _trim(cache)
         self._overlay = {}
+        self._prepared = None
         self._transition(_COMPLETE)
 
     def abort(self) -> None:
@@ -287,22 +287,29 @@ class StoreTransaction(Generic[K, V]):
             return
         self._transition(_FAILED)
         self._overlay = {}
+        self._prepared = None
 
     def pending(self) -> dict[bytes, bytes | None]:
         """The writes of this transaction: serialized key -> its last serialized value
-        (``None``: deleted), in the order the keys were first written. Not a copy."""
+        (``None``: deleted), in the order the keys were first written. Do not modify it."""
         return self._encoded()
 
     def _encoded(self) -> dict[bytes, bytes | None]:
-        """The overlay with every integer still kept decoded encoded, in place."""
+        """The overlay with its integers (kept decoded) encoded: the overlay itself
+        when none can be there, else a copy; made once after the transaction is
+        prepared (no write can change it then)."""
         overlay = self._overlay
-        if self._defer_ints:
-            ints = self._ints
-            for key, value in overlay.items():
-                if type(value) is int:
-                    ints[key] = value
-                    overlay[key] = b"%d" % value  # a value replaced: the iteration holds
-        return overlay  # type: ignore[return-value]
+        if not self._defer_ints:
+            return overlay  # type: ignore[return-value]
+        encoded = self._prepared
+        if encoded is None:
+            encoded = {
+                key: b"%d" % value if type(value) is int else value  # type: ignore[misc]
+                for key, value in overlay.items()
+            }
+            if not self._writable:
+                self._prepared = encoded
+        return encoded
 
     # -- writes --------------------------------------------------------------
 
@@ -325,8 +332,6 @@ class StoreTransaction(Generic[K, V]):
             value_bytes: bytes | None = b"%d" % number
         else:
             value_bytes = self._value_serialize(value)
-        if self._ints:
-            self._ints.pop(key_bytes, None)  # no longer the key's value
         changelog = self._changelog
         if changelog is None:
             self._counter.sends += 1  # type: ignore[union-attr]  # produced at the commit
@@ -349,8 +354,6 @@ class StoreTransaction(Generic[K, V]):
             present = self._store.get(key_bytes) is not None
         if not present:
             raise KeyError(key)
-        if self._ints:
-            self._ints.pop(key_bytes, None)
         changelog = self._changelog
         if changelog is None:
             self._counter.sends += 1  # type: ignore[union-attr]
@@ -366,8 +369,6 @@ class StoreTransaction(Generic[K, V]):
         """
         if not self._writable:
             raise self._refused("write to")
-        if self._ints:
-            self._ints.pop(key_bytes, None)
         self._overlay[key_bytes] = value_bytes
 
     # -- point reads ---------------------------------------------------------

@@ -471,6 +471,30 @@ def test_the_committed_cache_keeps_integers_decoded_and_drops_overwritten_ones(
     second.abort()
 
 
+def test_a_prepared_transaction_encodes_once_for_the_changelog_and_the_commit(
+    base: StateStore,
+) -> None:
+    """The engine's commit: prepare, pending() for the changelog, commit(). The encoded
+    writes are made once and are exactly what the backend gets; the cache keeps the
+    integers decoded; a write after prepare() is refused and changes nothing."""
+    cache: dict[bytes, bytes | int | None] = {}
+    txn = StoreTransaction(
+        base, resolve_serde("bytes"), resolve_serde("json"), None, cache=cache, counter=_Counter()
+    )
+    txn[b"n"] = 7
+    txn[b"s"] = "x"
+    txn.prepare()
+    pending = txn.pending()
+    assert pending == {b"n": b"7", b"s": b'"x"'}
+    assert txn.pending() is pending
+    with pytest.raises(StateError, match="prepared"):
+        txn[b"n"] = 8
+    assert txn.get(b"n") == 7
+    txn.commit(5)
+    assert base.get(b"n") == b"7" and base.get(b"s") == b'"x"' and base.changelog_offset() == 5
+    assert cache == {b"n": 7, b"s": b'"x"'}
+
+
 def test_a_transaction_needs_a_writer_or_a_counter(base: StateStore) -> None:
     with pytest.raises(ValueError, match="counter"):
         StoreTransaction(base, resolve_serde("bytes"), resolve_serde("json"), None)
