@@ -26,7 +26,9 @@
 3. Prints a markdown table and the ``RATIO`` line
    (``eos_restore/bare_restore=``, ``eos_restore/quixstreams_restore=``) and
    writes the table to ``--output`` (default ``docs/benchmarks-restore.md``),
-   followed, with ``--memory``, by the memory benchmark's table (``memory.py``).
+   followed, with ``--memory``, by the memory benchmark's table (``memory.py``),
+   and refreshes the copy of that report at the end of ``docs/benchmarks.md``
+   (``run.py`` copies it there too when it writes that page).
 
 Quix Streams (``--quix``) and the memory benchmark (``--memory``) are opt-in:
 the first may create a virtualenv, the second takes minutes. The published
@@ -763,9 +765,27 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report)
     if args.output != "-":
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(report)
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report)
+        _copy_into_benchmarks_page(output, report)
     return status
+
+
+def _copy_into_benchmarks_page(output: Path, report: str) -> None:
+    """Refresh the copy of this report at the end of run.py's page beside it, if any."""
+    import _report
+
+    if output.name != _report.RESTORE_REPORT:
+        return
+    page = output.with_name("benchmarks.md")
+    if page.exists():
+        section = _report.restore_section(report)
+        text = _report.replace_section(
+            page.read_text(), section, _report.RESTORE_BEGIN, _report.RESTORE_END
+        )
+        page.write_text(text)
+        print(f"copied into {page.name}", flush=True)
 
 
 if __name__ == "__main__":

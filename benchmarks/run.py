@@ -558,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
             table += "\n" + latency
         for text, _, _ in sections:
             table += "\n" + text
+        restore = Path(args.output).with_name(_report.RESTORE_REPORT)
+        if args.output != "-" and restore.exists():
+            table += "\n" + _report.restore_section(restore.read_text())
     print()
     print(table)
     if args.output != "-":
