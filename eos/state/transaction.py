@@ -523,9 +523,9 @@ class StoreTransaction(Generic[K, V]):
             return base
         pending = sorted(
             (
-                item
-                for item in self._encoded().items()
-                if (start is None or item[0] >= start) and (end is None or item[0] < end)
+                (key, b"%d" % value if isinstance(value, int) else value)  # ints kept decoded
+                for key, value in self._overlay.items()
+                if (start is None or key >= start) and (end is None or key < end)
             ),
             reverse=reverse,
         )
