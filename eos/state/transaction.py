@@ -304,6 +304,7 @@ class StoreTransaction(Generic[K, V]):
         encoded = self._prepared
         if encoded is None:
             encoded = {
+                # _stored(), inlined: this runs for every key at every commit.
                 key: b"%d" % value if type(value) is int else value  # type: ignore[misc]
                 for key, value in overlay.items()
             }
@@ -382,9 +383,7 @@ class StoreTransaction(Generic[K, V]):
         value = self._overlay.get(key_bytes, _MISSING)
         if value is _MISSING:
             return self._committed_value(key_bytes)
-        if type(value) is int:
-            return b"%d" % value
-        return value  # type: ignore[return-value]
+        return _stored(value)  # type: ignore[arg-type]
 
     def _committed_value(self, key_bytes: bytes) -> bytes | None:
         """The committed value of ``key_bytes``: from the cache, else the backend (cached)."""
@@ -396,9 +395,7 @@ class StoreTransaction(Generic[K, V]):
             value = cache[key_bytes] = self._store.get(key_bytes)
             if len(cache) > CACHE_ENTRIES:
                 del cache[next(iter(cache))]
-        if type(value) is int:
-            return b"%d" % value
-        return value  # type: ignore[return-value]
+        return _stored(value)  # type: ignore[arg-type]
 
     @overload
     def get(self, key: K) -> V | None: ...
@@ -523,7 +520,7 @@ class StoreTransaction(Generic[K, V]):
             return base
         pending = sorted(
             (
-                (key, b"%d" % value if isinstance(value, int) else value)  # ints kept decoded
+                (key, _stored(value))
                 for key, value in self._overlay.items()
                 if (start is None or key >= start) and (end is None or key < end)
             ),
@@ -610,6 +607,12 @@ CACHE_ENTRIES = 10_000
 """Most committed values a store partition keeps decoded-free in memory (serialized key and
 value, about 100-200 bytes each with their dict slot): the oldest entries go first."""
 _MISSING = object()
+
+
+def _stored(value: bytes | int | None) -> bytes | None:
+    """A value as the overlay or the cache holds it, as the backend stores it: an
+    integer kept decoded is encoded (the JSON serde's own bytes)."""
+    return b"%d" % value if type(value) is int else value  # type: ignore[return-value]
 
 
 def _trim(cache: dict[bytes, bytes | int | None]) -> None:
