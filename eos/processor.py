@@ -391,12 +391,14 @@ class Context(Generic[K, V]):
             ProduceError: the producer refused the record.
             StateError: called from ``on_assign`` (outside any transaction).
         """
-        # With the bytes serdes the key and value go to the producer as they are.
-        kb, vb = (key, value) if self._raw else self._serialized(topic, key, value)
+        if not self._raw:
+            key, value = self._serialized(topic, key, value)
+        # Else the bytes serdes: key and value go to the producer as they are (no
+        # tuple made and taken apart: ~0.1 µs a record on the hot path).
         self.sends += 1
         if headers is None and partition is None and timestamp is None:
             try:
-                self._produce(topic, vb, kb)
+                self._produce(topic, value, key)
                 return
             except BufferError:
                 pass
@@ -404,7 +406,7 @@ class Context(Generic[K, V]):
                 raise
             except Exception as exc:
                 raise ProduceError(topic, exc) from exc
-        self._emit(topic, vb, kb, headers, partition, timestamp)
+        self._emit(topic, value, key, headers, partition, timestamp)
 
     def _serialized(self, topic: str, key: object, value: object) -> tuple[object, object]:
         """``(key, value)`` serialized with the application's serdes for ``topic``.
