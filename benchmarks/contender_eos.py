@@ -164,6 +164,48 @@ STORE = "counts"
 """The store of ``eos_stateful`` (and the name ``bare_stateful``'s changelog is named after)."""
 
 
+def count_handler(
+    produce: Callable[..., None],
+    wait: Callable[[], None],
+    positions: dict[tuple[str, int], int],
+    dirty: dict[int, dict[bytes, bytes]],
+    database: Callable[[int], Any],
+    output: str,
+) -> BatchHandler:
+    """``bare_stateful``'s per-record work, a batch at a time: per record the count
+    from the partition's ``dirty`` dict, else from ``database(partition).get``; the
+    new count (``b"%d"``) into the dict; the output produced (``wait()`` while the
+    queue is full); the partition's next offset into ``positions``."""
+
+    def handle(messages: list[Any]) -> None:
+        current = -1
+        counts: dict[bytes, bytes] = {}
+        db: Any = None
+        for msg in messages:
+            if msg.error() is not None:
+                raise SystemExit(f"consume failed: {msg.error()}")
+            partition = msg.partition()
+            if partition != current:
+                current = partition
+                counts = dirty.setdefault(partition, {})
+                db = database(partition)
+            key = msg.key()
+            old = counts.get(key)
+            if old is None:
+                old = db.get(key)
+            value = b"%d" % (int(old) + 1 if old is not None else 1)
+            counts[key] = value
+            while True:
+                try:
+                    produce(output, value, key)
+                    break
+                except BufferError:
+                    wait()
+            positions[(msg.topic(), partition)] = msg.offset() + 1
+
+    return handle
+
+
 def run_bare_stateful(args: argparse.Namespace) -> float | None:
     """``bare`` counting per key in RocksDB, as a careful hand-written loop would.
 
@@ -210,36 +252,10 @@ def run_bare_stateful(args: argparse.Namespace) -> float | None:
         return db
 
     def make_handler(producer: Any, positions: dict[tuple[str, int], int]) -> BatchHandler:
-        produce = producer.produce
         producers.append(producer)
-
-        def handle(messages: list[Any]) -> None:
-            current = -1
-            counts: dict[bytes, bytes] = {}
-            db: Any = None
-            for msg in messages:
-                if msg.error() is not None:
-                    raise SystemExit(f"consume failed: {msg.error()}")
-                partition = msg.partition()
-                if partition != current:
-                    current = partition
-                    counts = dirty.setdefault(partition, {})
-                    db = database(partition)
-                key = msg.key()
-                old = counts.get(key)
-                if old is None:
-                    old = db.get(key)
-                value = b"%d" % (int(old) + 1 if old is not None else 1)
-                counts[key] = value
-                while True:
-                    try:
-                        produce(output, value, key)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-                positions[(msg.topic(), partition)] = msg.offset() + 1
-
-        return handle
+        return count_handler(
+            producer.produce, lambda: producer.poll(0.05), positions, dirty, database, output
+        )
 
     def before_commit() -> None:
         produce = producers[0].produce
