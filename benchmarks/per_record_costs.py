@@ -14,6 +14,11 @@ librdkafka's threads on the same cores, and they say where
   ``process`` that does nothing (the checks, a ``Record`` per message);
 - ``engine + count``: ``Engine._process`` running ``eos_stateful``'s ``Count``
   over a store transaction (``ctx.store``, ``get``, ``[] =``, ``ctx.send``);
+- ``one call per run of a partition``: NOT an eos API, what a batch-shaped
+  one could cost: the count over the same store transactions (``get``,
+  ``[] =``) and the same produce, called once per run of one partition with
+  its keys (no ``Record``, no ``process``, ``ctx.store`` or ``ctx.send`` per
+  record, none of the engine's per-record checks);
 - then single operations with ``timeit``: a ``Record``, a plain tuple of the
   same fields, and each Processor API call.
 
@@ -88,6 +93,15 @@ class Count(eos.Processor):
         ctx.send(OUTPUT, b"%d" % n, key=key)
 
 
+def count_runs(keys: list[Any], counts: StoreTransaction[Any, Any]) -> None:
+    """The count of one run of a partition, called once for the run's keys."""
+    get = counts.get
+    for key in keys:
+        n = get(key, 0) + 1
+        counts[key] = n
+        _NOOP_PRODUCE(OUTPUT, b"%d" % n, key)
+
+
 def _context() -> Context:
     ctx = Context(
         application_id="per-record",
@@ -148,6 +162,34 @@ def hand_seconds(batch: list[Any]) -> float:
     return seconds
 
 
+def runs_seconds(batch: list[Any]) -> float:
+    """CPU seconds of :func:`count_runs` over ``batch``: per run of one partition its
+    keys into a list, then one call with the partition's store transaction."""
+    views = _context()._views or {}
+    txns = {p: named[STORE] for p, named in views.items()}
+    gc.collect()
+    started = time.thread_time()
+    for start in range(0, len(batch), RUN):
+        current = -1
+        keys: list[Any] = []
+        for msg in batch[start : start + RUN]:
+            if msg.error() is not None:
+                raise SystemExit(f"per_record_costs: a message with an error: {msg.error()}")
+            partition = msg.partition()
+            if partition != current:
+                if keys:
+                    count_runs(keys, txns[current])
+                current = partition
+                keys = []
+            keys.append(msg.key())
+        if keys:
+            count_runs(keys, txns[current])
+    seconds = time.thread_time() - started
+    total = sum(n for txn in txns.values() for _, n in txn.items())
+    _check(total == len(batch), f"the per-run counts add up to {total}")
+    return seconds
+
+
 def _check(holds: bool, what: str) -> None:
     if not holds:
         raise SystemExit(f"per_record_costs: {what}, not one per record: the measurement is void")
@@ -198,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             ("hand loop (bare_stateful's per-record work)", lambda: hand_seconds(batch)),
             ("engine, no-op processor", lambda: engine_seconds(Nothing(), batch)),
             ("engine + count (eos_stateful's processor)", lambda: engine_seconds(Count(), batch)),
+            ("one call per run of a partition (not an eos API)", lambda: runs_seconds(batch)),
         ):
             per_record.setdefault(label, []).append(run() / len(batch) * 1e6)
     print(f"{args.records:,} records, min of {args.repeat}; produce is a no-op C call")
