@@ -24,6 +24,7 @@ from eos.config import DEFAULT_MAX_BATCH_RECORDS
 RATIOS = (
     ("eos", "bare"),
     ("eos_stateful", "bare_stateful"),
+    ("eos_stateful_batch", "bare_stateful"),
     ("eos", "quixstreams"),
     ("eos", "kafka_streams"),
     ("eos_stateful", "quixstreams_stateful"),
@@ -51,6 +52,8 @@ DESCRIPTIONS = {
     "bare_stateful": "`bare` counting per key in RocksDB, a WriteBatch per commit, the same "
     "outputs and changelog records in the transaction (the stateful limit)",
     "eos_stateful": "eos, exactly_once_v2, count per key (RocksDB store)",
+    "eos_stateful_batch": "`eos_stateful` as an `eos.BatchProcessor`: one `process_batch` per "
+    "run of a partition's records",
     "quixstreams_stateful": "quixstreams, exactly-once, count per key (State API, RocksDB)",
     "kafka_streams": "Kafka Streams (Java), exactly_once_v2, `mapValues` (the reference "
     "implementation)",

@@ -10,6 +10,8 @@
 ``eos``           eos, exactly_once_v2
 ``eos_alos``      eos, at_least_once
 ``eos_stateful``  eos, exactly_once_v2, count per key in a RocksDB store
+``eos_stateful_batch`` eos_stateful's count as an ``eos.BatchProcessor``: one
+                  ``process_batch`` per run of a partition's records
 ``eos_windowed``  eos, exactly_once_v2, the DSL's tumbling-window count with
                   ``.final()`` (RocksDB window store)
 ``eos_join``      eos, exactly_once_v2, the DSL's stream-table join of the orders
@@ -50,6 +52,7 @@ CONTENDERS = (
     "eos",
     "eos_alos",
     "eos_stateful",
+    "eos_stateful_batch",
     "eos_windowed",
     "eos_join",
     "eos_sync",
@@ -317,6 +320,23 @@ def run_eos(args: argparse.Namespace) -> float | None:
             counts[key] = n
             ctx.send(output, b"%d" % n, key=key)
 
+    class CountBatch(eos.BatchProcessor):
+        stores = (eos.Store(STORE, key_serde="bytes", value_serde="json"),)
+
+        def process_batch(self, batch: eos.RecordBatch, ctx: eos.Context) -> None:
+            if not first:
+                first.append(time.time())
+            counts = ctx.store(STORE)
+            send = ctx.send
+            for key in batch.keys:
+                n = counts.get(key, 0) + 1  # type: ignore[operator]
+                counts[key] = n
+                send(output, b"%d" % n, key=key)
+
+    processors: dict[str, Callable[[], eos.Processor]] = {
+        "eos_stateful": Count,
+        "eos_stateful_batch": CountBatch,
+    }
     registry = None
     if args.metrics:
         from prometheus_client import CollectorRegistry
@@ -326,7 +346,7 @@ def run_eos(args: argparse.Namespace) -> float | None:
         application_id=args.group,
         bootstrap_servers=args.bootstrap_servers,
         input_topics=args.inputs.split(","),
-        processor=Count() if args.contender == "eos_stateful" else Upper(),
+        processor=processors.get(args.contender, Upper)(),
         processing_guarantee="at_least_once" if args.contender == "eos_alos" else "exactly_once_v2",
         commit_interval_ms=args.commit_interval_ms,
         state_dir=args.state_dir,

@@ -14,11 +14,11 @@ librdkafka's threads on the same cores, and they say where
   ``process`` that does nothing (the checks, a ``Record`` per message);
 - ``engine + count``: ``Engine._process`` running ``eos_stateful``'s ``Count``
   over a store transaction (``ctx.store``, ``get``, ``[] =``, ``ctx.send``);
-- ``one call per run of a partition``: NOT an eos API, what a batch-shaped
-  one could cost: the count over the same store transactions (``get``,
-  ``[] =``) and the same produce, called once per run of one partition with
-  its keys (no ``Record``, no ``process``, ``ctx.store`` or ``ctx.send`` per
-  record, none of the engine's per-record checks);
+- ``engine + count as a BatchProcessor``: ``Engine._process`` running the same
+  count as an ``eos.BatchProcessor`` (``eos_stateful_batch``'s): one
+  ``process_batch`` per run of one partition, over the same store
+  transactions (no ``Record``, no ``process`` or ``ctx.store`` per record,
+  none of the engine's per-record checks);
 - then single operations with ``timeit``: a ``Record``, a plain tuple of the
   same fields, and each Processor API call.
 
@@ -93,13 +93,16 @@ class Count(eos.Processor):
         ctx.send(OUTPUT, b"%d" % n, key=key)
 
 
-def count_runs(keys: list[Any], counts: StoreTransaction[Any, Any]) -> None:
-    """The count of one run of a partition, called once for the run's keys."""
-    get = counts.get
-    for key in keys:
-        n = get(key, 0) + 1
-        counts[key] = n
-        _NOOP_PRODUCE(OUTPUT, b"%d" % n, key)
+class CountBatch(eos.BatchProcessor):
+    """``eos_stateful_batch``'s processor (benchmarks/contender_eos.py)."""
+
+    def process_batch(self, batch: eos.RecordBatch, ctx: eos.Context) -> None:
+        counts = ctx.store(STORE)
+        send = ctx.send
+        for key in batch.keys:
+            n = counts.get(key, 0) + 1  # type: ignore[operator]
+            counts[key] = n
+            send(OUTPUT, b"%d" % n, key=key)
 
 
 def _context() -> Context:
@@ -110,10 +113,12 @@ def _context() -> Context:
         value_serde=BytesSerde(),
     )
     # The store views the store manager hands out, one transaction per partition.
-    ctx._views = {  # type: ignore[assignment]
+    views = {
         p: {STORE: StoreTransaction(MemoryStore(), BytesSerde(), JsonSerde(), None, counter=ctx)}
         for p in range(PARTITIONS)
     }
+    ctx._views = views  # type: ignore[assignment]
+    ctx._stores = lambda name, partition: views[partition][name]
     return ctx
 
 
@@ -138,7 +143,7 @@ def engine_seconds(processor: eos.Processor, batch: list[Any]) -> float:
     seconds = time.thread_time() - started
     # What was timed did the work: every message processed, and the counts add up.
     _check(engine.batch.records == len(batch), f"engine processed {engine.batch.records}")
-    if isinstance(processor, Count):
+    if isinstance(processor, (Count, CountBatch)):
         views = ctx._views or {}
         total = sum(n for named in views.values() for _, n in named[STORE].items())
         _check(total == len(batch), f"the engine's counts add up to {total}")
@@ -159,34 +164,6 @@ def hand_seconds(batch: list[Any]) -> float:
     seconds = time.thread_time() - started
     total = sum(int(n) for counts in dirty.values() for n in counts.values())
     _check(total == len(batch), f"the hand loop's counts add up to {total}")
-    return seconds
-
-
-def runs_seconds(batch: list[Any]) -> float:
-    """CPU seconds of :func:`count_runs` over ``batch``: per run of one partition its
-    keys into a list, then one call with the partition's store transaction."""
-    views = _context()._views or {}
-    txns = {p: named[STORE] for p, named in views.items()}
-    gc.collect()
-    started = time.thread_time()
-    for start in range(0, len(batch), RUN):
-        current = -1
-        keys: list[Any] = []
-        for msg in batch[start : start + RUN]:
-            if msg.error() is not None:
-                raise SystemExit(f"per_record_costs: a message with an error: {msg.error()}")
-            partition = msg.partition()
-            if partition != current:
-                if keys:
-                    count_runs(keys, txns[current])
-                current = partition
-                keys = []
-            keys.append(msg.key())
-        if keys:
-            count_runs(keys, txns[current])
-    seconds = time.thread_time() - started
-    total = sum(n for txn in txns.values() for _, n in txn.items())
-    _check(total == len(batch), f"the per-run counts add up to {total}")
     return seconds
 
 
@@ -240,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             ("hand loop (bare_stateful's per-record work)", lambda: hand_seconds(batch)),
             ("engine, no-op processor", lambda: engine_seconds(Nothing(), batch)),
             ("engine + count (eos_stateful's processor)", lambda: engine_seconds(Count(), batch)),
-            ("one call per run of a partition (not an eos API)", lambda: runs_seconds(batch)),
+            (
+                "engine + count as a BatchProcessor (eos_stateful_batch's)",
+                lambda: engine_seconds(CountBatch(), batch),
+            ),
         ):
             per_record.setdefault(label, []).append(run() / len(batch) * 1e6)
     print(f"{args.records:,} records, min of {args.repeat}; produce is a no-op C call")

@@ -7,6 +7,7 @@ enriched with their customer's tier from a customers table):
 - ``bare``: a minimal hand-written exactly-once loop on confluent-kafka
   (consume a batch, produce, send offsets, commit every commit interval);
 - ``eos`` (exactly_once_v2), ``eos_alos`` (at_least_once), ``eos_stateful``,
+  ``eos_stateful_batch`` (the same count as an ``eos.BatchProcessor``),
   ``eos_windowed``, ``eos_join`` (stream-table join);
 - ``quixstreams``, ``quixstreams_stateful``, ``quixstreams_windowed``,
   ``quixstreams_join`` (``join_asof``) (exactly-once), installed into their own
@@ -107,10 +108,11 @@ from _postgres import PG, PgInput, measure_pg, pg_spec, postgres, prepare_pg_inp
 from _windowed import WINDOWED, WindowedInput, measure_windowed, prepare_windowed_input
 
 QUIX_VENV = BENCH_DIR / ".venv-quix"
-CLOSE_PAIRS = ("bare", "eos", "bare_stateful", "eos_stateful")
-"""The contenders of the RATIO line's first two ratios, eos/bare and
-eos_stateful/bare_stateful: close to their targets, unlike the others (several
-times apart), so a quick run measures them :data:`QUICK_CLOSE_REPEAT` times."""
+CLOSE_PAIRS = ("bare", "eos", "bare_stateful", "eos_stateful", "eos_stateful_batch")
+"""The contenders of the RATIO line's first three ratios, eos/bare,
+eos_stateful/bare_stateful and eos_stateful_batch/bare_stateful: close to their
+targets, unlike the others (several times apart), so a quick run measures them
+:data:`QUICK_CLOSE_REPEAT` times."""
 QUICK_CLOSE_REPEAT = 3
 """A quick run's repetitions of :data:`CLOSE_PAIRS` (the rest run once): on this 2-core
 machine one pair of 2-second runs put the same code's eos_stateful/bare_stateful anywhere
@@ -124,6 +126,7 @@ EOS_CONTENDERS = (
     "eos",
     "eos_alos",
     "eos_stateful",
+    "eos_stateful_batch",
     "eos_windowed",
     "eos_join",
 )
@@ -141,6 +144,7 @@ ORDER = (
     "kafka_streams",
     "bare_stateful",
     "eos_stateful",
+    "eos_stateful_batch",
     "quixstreams_stateful",
     "kafka_streams_stateful",
     "eos_windowed",
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="200,000 records, 1 repetition (3 for bare, eos, bare_stateful, eos_stateful)",
+        help="200,000 records, 1 repetition (3 for bare, eos and the stateful ones)",
     )
     parser.add_argument("--records", type=int, help="default 1,000,000 (--quick: 200,000)")
     parser.add_argument("--repeat", type=int, help="default 2 (--quick: 1)")

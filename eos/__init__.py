@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from eos import errors
 from eos._dsl_windows import WindowedGroupedStream, WindowedTable
 from eos.app import Application
+from eos.batching import BatchProcessor, RecordBatch
 from eos.config import Config
 from eos.dsl import GlobalTable, GroupedStream, Stream, StreamBuilder, Table
 from eos.errors import (
@@ -43,6 +44,7 @@ __all__ = [
     "AppState",
     "Application",
     "AsyncProcessor",
+    "BatchProcessor",
     "BytesSerde",
     "Config",
     "ConfigError",
@@ -57,6 +59,7 @@ __all__ = [
     "Processor",
     "ProducerFencedError",
     "Record",
+    "RecordBatch",
     "RecordTimeout",
     "Serde",
     "SerializationError",

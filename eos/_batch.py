@@ -19,10 +19,13 @@ while a dead former owner's transactional offsets are pending).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["TP", "Assignment", "Batch", "Poison", "Source"]
+__all__ = ["TP", "Assignment", "Batch", "Poison", "Source", "redelivered"]
+
+log = logging.getLogger("eos.engine")
 
 TP = tuple[str, int]
 """An input ``(topic, partition)``."""
@@ -171,3 +174,17 @@ class Poison:
         if self.records and gone:
             for source in [s for s in self.records if s[:2] in gone]:
                 del self.records[source]
+
+
+def redelivered(tp: TP, offset: int, floor: int) -> None:
+    """Log that the consumer handed out ``tp`` from ``offset``, below ``floor`` (what this
+    instance already processed or committed): the records below it are skipped."""
+    log.warning(
+        "the consumer handed out %s[%d] from offset %d, below %d, which this instance "
+        "already processed: the records below %d are skipped, not processed twice",
+        tp[0],
+        tp[1],
+        offset,
+        floor,
+        floor,
+    )

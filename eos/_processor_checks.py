@@ -7,7 +7,8 @@ anything is consumed and raises a :class:`~eos.errors.ConfigError` that says
 what to write instead. The ``Application`` and the ``TestDriver`` both call it.
 
 Checked: the processor is an ``eos.Processor`` instance (not its class), it
-implements ``process``, its hooks are plain functions (eos never awaits a
+implements ``process`` (an ``eos.BatchProcessor``: ``process_batch``, and not
+``process``, which is its batch of one), its hooks are plain functions (eos never awaits a
 coroutine), ``stores`` is a sequence of ``eos.Store`` with no name reserved
 for eos's own stores, and every
 ``ctx.store("name")`` with a literal name in the class's source names a
@@ -24,6 +25,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 
 from eos._time_store import RESERVED_PREFIX
+from eos.batching import BatchProcessor
 from eos.errors import ConfigError
 from eos.processor import AsyncProcessor, Processor
 from eos.state.base import Store
@@ -31,7 +33,7 @@ from eos.state.global_table import GlobalStore
 
 __all__ = ["check_processor"]
 
-_HOOKS = ("process", "on_assign", "on_revoke", "on_timer", "close")
+_HOOKS = ("process", "process_batch", "on_assign", "on_revoke", "on_timer", "close")
 
 
 def check_processor(processor: object) -> None:
@@ -52,6 +54,21 @@ def check_processor(processor: object) -> None:
         )
     cls = type(processor)
     name = cls.__name__
+    if isinstance(processor, BatchProcessor):
+        if type(processor).process_batch is BatchProcessor.process_batch:
+            raise ConfigError(
+                f"{name} does not implement process_batch(self, batch, ctx); eos calls it once "
+                "per run of one partition's records (an eos.BatchProcessor's process is that "
+                "call for one record)",
+                "processor",
+            )
+        if cls.process is not BatchProcessor.process:
+            raise ConfigError(
+                f"{name} is an eos.BatchProcessor and overrides process: eos calls "
+                "process_batch, and process(record) only as process_batch of that one record, "
+                "so the two would disagree. Put the logic in process_batch alone",
+                "processor",
+            )
     if cls.process in (Processor.process, AsyncProcessor.process):
         prefix = "async " if isinstance(processor, AsyncProcessor) else ""
         raise ConfigError(

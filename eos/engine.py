@@ -65,7 +65,8 @@ from confluent_kafka.admin import AdminClient
 
 from eos._admin import KafkaLog, check_topics
 from eos._async import AsyncHooks, AsyncRunner, is_async
-from eos._batch import TP, Assignment, Batch, Poison
+from eos._batch import TP, Assignment, Batch, Poison, redelivered
+from eos._batch_runs import BatchRuns
 from eos._committer import Committer, Rewound
 from eos._engine_time import EngineTime, wall_clock_ms
 from eos._guarantee import Guarantee, for_config
@@ -78,6 +79,7 @@ from eos._stop import StopSignal
 from eos._tables import Tables
 from eos._time import TimeKeeper, uses_time
 from eos._time_store import NEVER, TIME_STORE, time_store
+from eos.batching import BatchProcessor
 from eos.config import Config
 from eos.dsl import input_serdes_for, internal_topics_for
 from eos.errors import ConfigError, FatalTransactionError
@@ -226,6 +228,30 @@ class Engine:
         # An async processor's records in flight, and its hooks as plain calls (at start).
         self.runner: AsyncRunner | None = None
         self.hooks: Processor = processor
+        # A BatchProcessor gets its records a run of one partition at a time, unless
+        # lineage headers need the one input record each output came from, or the
+        # guarantee does not rewind (at_most_once: a failed batch cannot be replayed
+        # to find its record).
+        self.batch_runs: BatchRuns | None = None
+        if (
+            isinstance(processor, BatchProcessor)
+            and not config.lineage_headers
+            and self.guarantee.rewinds
+        ):
+            self.batch_runs = BatchRuns(
+                processor,
+                decoders=(self._kdes, self._vdes, self._topic_des),
+                batch=self.batch,
+                assignment=self.assignment,
+                guarantee=self.guarantee,
+                outputs=self.outputs,
+                committer=self.committer,
+                records=self.records,
+                stats=self.stats,
+                admit=self._admit,
+                consumer_error=self._consumer_error,
+                one_at_a_time=self._process_records,
+            )
         if is_async(processor):
             config.check_async()
         self.committer.order = self.tables.order
@@ -596,6 +622,21 @@ class Engine:
 
     def _process(self, messages: Sequence[Any]) -> None:
         """Process ``messages`` in order. Raises Rewound after an abort."""
+        if (
+            self.batch_runs is not None
+            and self.runner is None
+            and not (self.time is not None and self.time.active)
+            and not self.tables.sources
+            and not self.poison.records
+            and not self.outputs.careful
+        ):
+            self.batch_runs.process(messages, self.ctx)
+        else:
+            self._process_records(messages)
+
+    def _process_records(self, messages: Sequence[Any]) -> None:
+        """Process ``messages`` one ``process`` call per record. Raises Rewound after
+        an abort."""
         ctx = self.ctx
         if ctx is None:
             raise RuntimeError("engine not started")
@@ -666,7 +707,7 @@ class Engine:
                         table = tables.get(topic)
                     floor = max(positions.get(run_tp, -1), committed.get(run_tp, -1))
                     if offset < floor:
-                        _redelivered(run_tp, offset, floor)
+                        redelivered(run_tp, offset, floor)
                     ok = admitted.get(run_tp)  # type: ignore[assignment]
                     if ok is None:
                         ok = admitted[run_tp] = self._admit(run_tp, max(offset, floor))
@@ -819,18 +860,6 @@ def _consumer_denied(config: Config, topic: str | None, error: KafkaError) -> st
     if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
         return f"consuming {where} failed: it does not exist ({name})"
     return f"consuming {where} as group {group!r} failed: {name}"
-
-
-def _redelivered(tp: TP, offset: int, floor: int) -> None:
-    log.warning(
-        "the consumer handed out %s[%d] from offset %d, below %d, which this instance "
-        "already processed: the records below %d are skipped, not processed twice",
-        tp[0],
-        tp[1],
-        offset,
-        floor,
-        floor,
-    )
 
 
 def _from(messages: Sequence[Any], msg: Any) -> Sequence[Any]:

@@ -127,10 +127,12 @@ class CountRun:
         *,
         backend: str = "rocksdb",
         faults: list[str] | None = None,
+        batch: bool = False,
         **flags: str,
     ) -> AppProcess:
         """An unstarted count_per_key.py process; ``flags`` become ``--flag-name value``;
-        ``faults`` are fault_app.py options (the process then runs through it)."""
+        ``faults`` are fault_app.py options (the process then runs through it); ``batch``:
+        the count as an eos.BatchProcessor (``--batch``)."""
         prefix = [FAULT_APP, "count_per_key", *faults, "--"] if faults else [EXAMPLE]
         args = [
             *prefix,
@@ -144,6 +146,8 @@ class CountRun:
         ]  # fmt: skip
         for key, value in flags.items():
             args += [f"--{key.replace('_', '-')}", value]
+        if batch:
+            args.append("--batch")
         return AppProcess(args, log_path=self.tmp_path / f"app-{instance}.log")
 
     def feeder(self, total: int, keys: int, seconds: float, seed: int) -> Feeder:
@@ -308,11 +312,15 @@ def _kill_and_count(
     backend: str,
     seed: int,
     commit_interval_ms: str = "100",
+    batch: bool = False,
 ) -> tuple[Counter[str], AppProcess]:
     rng = random.Random(seed)
     # A small batch limit bounds what one restart may have to replay.
     app = run.app(
-        backend=backend, max_batch_records="2000", commit_interval_ms=commit_interval_ms
+        backend=backend,
+        batch=batch,
+        max_batch_records="2000",
+        commit_interval_ms=commit_interval_ms,
     ).start()
     feeder = run.feeder(records, keys, seconds=15.0, seed=seed).start()
     started = time.monotonic()
@@ -352,6 +360,30 @@ def test_sigkill_10x_rocksdb_counts_and_store_exact(bootstrap: str, tmp_path: Pa
     restored = _restored_per_start(app)
     assert restored[0] == 0
     assert all(n <= 2000 for n in restored), restored
+    local = run.local_store()
+    from_changelog = run.changelog_store()
+    print(f"local store keys={len(local)} changelog keys={len(from_changelog)}")
+    assert local == dict(truth)
+    assert from_changelog == dict(truth)
+
+
+def test_sigkill_5x_batch_processor_counts_and_store_exact(bootstrap: str, tmp_path: Path) -> None:
+    """The count as an eos.BatchProcessor (count_per_key.py --batch), 30,000 records over
+    500 keys, SIGKILLed at 5 random moments: every key's counts are emitted exactly 1..N
+    in order, and the local stores and the changelog both end at the true counts."""
+    run = CountRun(bootstrap, tmp_path)
+    # A longer commit interval keeps a transaction open most of the time, so the kills
+    # leave open transactions (and batches in them) behind.
+    truth, _app = _kill_and_count(
+        run,
+        records=30_000,
+        keys=500,
+        kills=5,
+        backend="rocksdb",
+        seed=17,
+        batch=True,
+        commit_interval_ms="500",
+    )
     local = run.local_store()
     from_changelog = run.changelog_store()
     print(f"local store keys={len(local)} changelog keys={len(from_changelog)}")

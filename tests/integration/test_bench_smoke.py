@@ -12,7 +12,7 @@ import pytest
 
 from eos.testing.helpers import unique_name
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(210)]
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "restore.py"
 
@@ -41,8 +41,8 @@ RUN = BENCHMARK.parent / "run.py"
 
 def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     """benchmarks/run.py --records 2000 --skip-quix runs bare, bare_stateful, eos,
-    eos_stateful, eos_windowed, eos_join and the HTTP pair (eos_sync, eos_async) to
-    completion with exact outputs, writes its table with the latency section (and
+    eos_stateful, eos_stateful_batch, eos_windowed, eos_join and the HTTP pair (eos_sync,
+    eos_async) to completion with exact outputs, writes its table with the latency section (and
     chart, when matplotlib is installed) and ends with the RATIO line, its ratios
     numbers where both contenders ran and n/a elsewhere."""
     import importlib.util
@@ -55,14 +55,14 @@ def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     args += ["--no-warm-up"]
     # eos_async_sleep runs in the benchmark only: the smoke checks the HTTP pair.
     # eos_alos is eos's own contender with another guarantee: the benchmark runs it.
-    contenders = ("bare", "bare_stateful", "eos", "eos_stateful")
+    contenders = ("bare", "bare_stateful", "eos", "eos_stateful", "eos_stateful_batch")
     contenders += ("eos_windowed", "eos_join")
     contenders += ("eos_sync", "eos_async")
     args += ["--contenders", ",".join(contenders)]
     args += ["--bootstrap-servers", bootstrap, "--output", str(output)]
     args += ["--chart", str(chart) if chart else "-"]
     proc = subprocess.run(
-        args, capture_output=True, text=True, timeout=120, env={**os.environ}, cwd=tmp_path
+        args, capture_output=True, text=True, timeout=160, env={**os.environ}, cwd=tmp_path
     )
     print(proc.stdout[-3000:])
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
@@ -70,7 +70,7 @@ def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     assert last.startswith("RATIO "), last
     ratios = dict(item.split("=", 1) for item in last.split()[1:])
     assert all(re.fullmatch(r"n/a|\d+\.\d\d", v) for v in ratios.values()), last
-    ran = {"eos/bare", "eos_stateful/bare_stateful"}
+    ran = {"eos/bare", "eos_stateful/bare_stateful", "eos_stateful_batch/bare_stateful"}
     ran |= {"eos_async/eos_sync", "eos_async/ideal"}
     assert {k for k, v in ratios.items() if v != "n/a"} == ran, last
     assert {"eos/quixstreams", "eos_stateful/quixstreams_stateful", "eos_pg/bare_pg"} <= set(
@@ -80,7 +80,7 @@ def test_run_benchmark_smoke(bootstrap: str, tmp_path: Path) -> None:
     for contender in contenders:
         assert re.search(rf"^\| {contender} \| .*\| yes \|$", table, re.MULTILINE), contender
     assert "## Latency at low load" in table
-    for contender in ("bare", "bare_stateful", "eos", "eos_stateful"):
+    for contender in ("bare", "bare_stateful", "eos", "eos_stateful", "eos_stateful_batch"):
         row = rf"^\| {contender} \| \d+ \| \d+ \| \d+ \| (yes|NO) \| [\d,/]+ \|$"
         assert re.search(row, table, re.MULTILINE), contender
     assert "outputs not exactly one per input" not in proc.stderr

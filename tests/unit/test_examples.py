@@ -30,14 +30,16 @@ def _load(name: str) -> ModuleType:
 count_per_key = _load("count_per_key")
 
 
+@pytest.mark.parametrize("form", ["CountPerKey", "CountPerKeyBatch"])
 @pytest.mark.parametrize("backend", ["rocksdb", "memory"])
-def test_count_per_key_emits_running_counts_and_stores_totals(backend: str) -> None:
-    """CountPerKey sends 1..n per key in input order and its store ends at the true counts."""
+def test_count_per_key_emits_running_counts_and_stores_totals(backend: str, form: str) -> None:
+    """CountPerKey (and its BatchProcessor form, --batch) sends 1..n per key in input order
+    and its store ends at the true counts."""
     rng = random.Random(3)
     keys = [f"k{rng.randrange(50)}" for _ in range(2_000)]
     started = time.perf_counter()
     driver = TestDriver(
-        count_per_key.CountPerKey("counts-out", backend),
+        getattr(count_per_key, form)("counts-out", backend),
         key_serde="string",
         value_serde="string",
         partitions=4,

@@ -11,8 +11,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "per_record_costs.
 
 def test_per_record_costs_reports_each_path_and_operation() -> None:
     """A small run exits 0 and prints a figure for the hand loop, the engine with a
-    no-op processor, the engine with the count, the count called once per run of a
-    partition, and each single operation."""
+    no-op processor, the engine with the count as a Processor and as a BatchProcessor,
+    and each single operation."""
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--records", "10000", "--repeat", "1"],
         capture_output=True,
@@ -26,7 +26,7 @@ def test_per_record_costs_reports_each_path_and_operation() -> None:
         "hand loop",
         "engine, no-op processor",
         "engine + count",
-        "one call per run",
+        "as a BatchProcessor",
         "ctx.send",
     ):
         assert any(label in line for line in lines), proc.stdout
