@@ -20,6 +20,7 @@ while a dead former owner's transactional offsets are pending).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -61,6 +62,13 @@ class Batch:
 
     def __repr__(self) -> str:
         return f"Batch(records={self.records}, positions={self.positions})"
+
+    def starting(self, sends: int, in_transaction: bool) -> None:
+        """Records are about to be processed: if no batch is open (no position yet and
+        no transaction), note that one starts now, with ``sends`` sends before it."""
+        if not self.positions and not in_transaction:
+            self.started = time.monotonic()
+            self.sends_at_start = sends
 
     def clear(self) -> None:
         """Forget everything (after a commit or an abort)."""

@@ -11,7 +11,6 @@ batch was aborted; an entry goes when a record past it arrives.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -101,9 +100,7 @@ class BatchRuns:
         committed = self.assignment.committed
         singly = self._singly
         ctx._produce = self.outputs.produce_for_batch()
-        if not positions and not self.guarantee.in_transaction:
-            batch.started = time.monotonic()
-            batch.sends_at_start = ctx.sends
+        batch.starting(ctx.sends, self.guarantee.in_transaction)
         admitted: dict[TP, bool] = {}
         processed = 0
         run_tp: TP = ("", -1)

@@ -653,9 +653,7 @@ class Engine:
         poison = self.poison.records
         records = self.records
         ctx._produce = self.outputs.produce_for_batch()
-        if not positions and not self.guarantee.in_transaction:
-            batch.started = time.monotonic()
-            batch.sends_at_start = ctx.sends
+        batch.starting(ctx.sends, self.guarantee.in_transaction)
         # Time costs nothing per record unless the processor uses it.
         keeper = self.time
         timing = self.timing
