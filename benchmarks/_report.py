@@ -259,6 +259,13 @@ def render(
         "no restore, no cache, so eos_stateful/bare_stateful is the cost of eos's stateful "
         "path (store transaction, serdes, changelog checkpoint, error handling) over the work "
         "any durable exactly-once stateful loop must do.",
+        "- `eos_stateful_batch` is `eos_stateful`'s count written as an `eos.BatchProcessor`: "
+        "one `process_batch` per run of one partition's records (their keys in a list, "
+        "`ctx.store` once per run), over the same store transaction, changelog and commit. "
+        "eos_stateful_batch/bare_stateful is the cost of eos's stateful path alone; "
+        "eos_stateful/bare_stateful adds the per-record Processor API's (a `Record`, a "
+        "`process` call and a `ctx.store` call per record; see "
+        "[state.md](state.md#cost-per-record)).",
         f"- quixstreams: {quix_note}.",
         *([f"- Kafka Streams: {kafka_streams_note}."] if kafka_streams_note else []),
         "",

@@ -63,7 +63,7 @@ a run of them alone replaces only that section of an existing ``--output``.
 Usage::
 
     python benchmarks/run.py                     # 1,000,000 records, 2 repetitions
-    python benchmarks/run.py --quick             # 200,000 records, 1 repetition (3 for the
+    python benchmarks/run.py --quick             # 200,000 records, 1 repetition (5 for the
                                                  # close pairs), not published
     python benchmarks/run.py --records 2000 --skip-quix --output /tmp/b.md   # smoke
     python benchmarks/run.py --contenders eos_sync,eos_async   # the async section only
@@ -113,10 +113,12 @@ CLOSE_PAIRS = ("bare", "eos", "bare_stateful", "eos_stateful", "eos_stateful_bat
 eos_stateful/bare_stateful and eos_stateful_batch/bare_stateful: close to their
 targets, unlike the others (several times apart), so a quick run measures them
 :data:`QUICK_CLOSE_REPEAT` times."""
-QUICK_CLOSE_REPEAT = 3
+QUICK_CLOSE_REPEAT = 5
 """A quick run's repetitions of :data:`CLOSE_PAIRS` (the rest run once): on this 2-core
 machine one pair of 2-second runs put the same code's eos_stateful/bare_stateful anywhere
-from 0.66 to 1.14 within an hour; the median of three, in alternating order, is steadier."""
+from 0.66 to 1.14 within an hour, and one contender's 2-second runs minutes apart differ by
+up to a third (``bare_stateful``: 101,689 to 139,654 records/s in one quick run); the median
+of five, in alternating order, is steadier than one run or three."""
 QUICK_DIR = LOG_DIR / "quick"
 """Where a ``--quick`` run writes its report and charts (``benchmarks/out/`` is git-ignored)."""
 QUIX_REQUIREMENT = "quixstreams>=3,<4"
