@@ -61,27 +61,24 @@ def test_batch_counts_are_exactly_once_across_a_restart(bootstrap, app_threads) 
     source = create_topic(bootstrap, unique_name("in"), 3)
     sink = create_topic(bootstrap, unique_name("out"), 3)
     app_id = unique_name("batch-count")
-    produce(bootstrap, source, [(f"k{i % 11}", f"v{i:05d}") for i in range(3000)])
-    first = CountBatches(sink)
-    runner = AppThread(application(bootstrap, app_id, source, first, key_serde="string")).start()
-    app_threads.append(runner)
-    wait_committed(bootstrap, app_id, source, thread=runner)
-    runner.stop()
-    produce(bootstrap, source, [(f"k{i % 11}", f"w{i:05d}") for i in range(2000)])
-    second = CountBatches(sink)
-    runner = AppThread(application(bootstrap, app_id, source, second, key_serde="string")).start()
-    app_threads.append(runner)
-    wait_committed(bootstrap, app_id, source, thread=runner)
-    runner.stop()
+    expected: dict[bytes, int] = defaultdict(int)
+    runs: list[CountBatches] = []
+    for prefix, n in (("v", 3000), ("w", 2000)):  # the second run restores the store
+        produce(bootstrap, source, [(f"k{i % 11}", f"{prefix}{i:05d}") for i in range(n)])
+        for i in range(n):
+            expected[f"k{i % 11}".encode()] += 1
+        processor = CountBatches(sink)
+        runs.append(processor)
+        app = application(bootstrap, app_id, source, processor, key_serde="string")
+        runner = AppThread(app).start()
+        app_threads.append(runner)
+        wait_committed(bootstrap, app_id, source, thread=runner)
+        runner.stop()
+    first, second = runs
 
     per_key: dict[bytes | None, list[int]] = defaultdict(list)
     for record in read_topic(bootstrap, sink):
         per_key[record.key].append(int(record.value or b"0"))
-    expected = defaultdict(int)
-    for i in range(3000):
-        expected[f"k{i % 11}".encode()] += 1
-    for i in range(2000):
-        expected[f"k{i % 11}".encode()] += 1
     print(
         f"keys={len(per_key)} outputs={sum(map(len, per_key.values()))} batches="
         f"{len(first.sizes)}+{len(second.sizes)} largest={max(first.sizes + second.sizes)}"
