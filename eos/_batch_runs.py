@@ -109,6 +109,7 @@ class BatchRuns:
         run_values: list[Any] = []
         run_messages: list[Any] = []
         floor = -1
+        after = -1  # the offset after the run's last record taken: only ever goes up
         ok = False
         mark = -1
 
@@ -148,7 +149,7 @@ class BatchRuns:
                 run_tp = (topic, partition)
                 if topic_des:
                     kdes, vdes = topic_des.get(topic, default_des)
-                floor = max(positions.get(run_tp, -1), committed.get(run_tp, -1))
+                after = floor = max(positions.get(run_tp, -1), committed.get(run_tp, -1))
                 if offset < floor:
                     redelivered(run_tp, offset, floor)
                 ok = admitted.get(run_tp)  # type: ignore[assignment]
@@ -158,8 +159,13 @@ class BatchRuns:
             if not ok:
                 self.assignment.held_back(run_tp, offset)
                 continue
-            if offset < floor:
+            if offset < after:
+                if offset >= floor:
+                    # Handed out again inside the run (a fetch reset of librdkafka's own).
+                    redelivered(run_tp, offset, after)
+                    floor = after
                 continue
+            after = offset + 1
             if offset <= mark:
                 # Replayed after a batch failed with output in the transaction: alone.
                 if run_messages:

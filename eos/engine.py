@@ -678,8 +678,9 @@ class Engine:
         run_next = -1
         ok = False
         processed = 0
-        # Offsets below what this instance already processed (in this batch) or
-        # committed are never processed again, whatever the consumer hands out.
+        # Offsets below what this instance already processed (in this batch or this
+        # run) or committed are never processed again, whatever the consumer hands out:
+        # ``run_next`` starts a run at that floor and only moves up.
         committed = self.assignment.committed
         floor = -1
         try:
@@ -692,18 +693,18 @@ class Engine:
                 partition = msg.partition()
                 offset = msg.offset()
                 if partition != run_partition or topic != run_topic:
-                    if ok and run_next >= 0:
+                    if ok and run_next > floor:
                         positions[run_tp] = run_next  # type: ignore[index]
                     run_tp = (topic, partition)
                     run_topic = topic
                     run_partition = partition
-                    run_next = -1
                     if topic_des:
                         # Per run of one partition, not per record.
                         kdes, vdes = topic_des.get(topic, default_des)
                     if tables:
                         table = tables.get(topic)
                     floor = max(positions.get(run_tp, -1), committed.get(run_tp, -1))
+                    run_next = floor
                     if offset < floor:
                         redelivered(run_tp, offset, floor)
                     ok = admitted.get(run_tp)  # type: ignore[assignment]
@@ -712,7 +713,12 @@ class Engine:
                 if not ok:
                     self.assignment.held_back(run_tp, offset)  # type: ignore[arg-type]
                     continue
-                if offset < floor:
+                if offset < run_next:
+                    if offset >= floor:
+                        # Handed out again inside the run (a fetch reset of librdkafka's
+                        # own): the run so far counts, and its end is the new floor.
+                        redelivered(run_tp, offset, run_next)  # type: ignore[arg-type]
+                        positions[run_tp] = floor = run_next  # type: ignore[index]
                     continue
                 if poison and (topic, partition, offset) in poison:
                     # Kept until a commit moves past it: the transaction that applies the policy
@@ -783,7 +789,7 @@ class Engine:
         finally:
             ctx.record = None
         # Only on normal completion: after an abort the batch was cleared.
-        if ok and run_next >= 0:
+        if ok and run_next > floor:
             positions[run_tp] = run_next  # type: ignore[index]
         batch.records += processed
         if processed:

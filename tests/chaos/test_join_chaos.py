@@ -241,8 +241,11 @@ def check(run: JoinRun) -> str:
         per_region[r.key.decode()].append(json.loads(r.value)["n"])
     totals = Counter(region for _t, _v, region in expected.values())
     for region, n in totals.items():
-        assert sorted(per_region[region]) == list(range(1, n + 1)), (
-            f"region {region}: counts {sorted(per_region[region])[:10]}... of {n} orders"
+        counts = sorted(per_region[region])
+        assert counts == list(range(1, n + 1)), (
+            f"region {region}: {len(counts)} count updates, from {counts[:1]} to "
+            f"{counts[-1:]}, {len(counts) - len(set(counts))} repeated, for {n} orders; "
+            f"{_repartitioned(run)[region]} records of the region in the repartition topic"
         )
     assert set(per_region) == set(totals)
     versions = Counter(v for _t, v, _r in expected.values())
@@ -252,6 +255,13 @@ def check(run: JoinRun) -> str:
         f"{sum(n for v, n in versions.items() if v is not None and v > 1)}; "
         f"regions={dict(totals)}"
     )
+
+
+def _repartitioned(run: JoinRun) -> Counter[str]:
+    """Committed records per region in the repartition topic (for a failure message: it
+    tells a count that read a record twice from a record written twice)."""
+    records = read_topic(run.bootstrap, run.repartition)
+    return Counter(r.key.decode() for r in records if r.key is not None)
 
 
 class JoinRun:
@@ -267,6 +277,7 @@ class JoinRun:
         self.enriched = create_topic(bootstrap, unique_name("enriched"), PARTITIONS)
         self.counts = create_topic(bootstrap, unique_name("region-counts"), PARTITIONS)
         self.app_id = unique_name("join")
+        self.repartition = f"{self.app_id}-orders-per-region-repartition"
 
     def app(self, *extra: str) -> AppProcess:
         args = [
@@ -327,8 +338,7 @@ def _kill_while_feeding(run: JoinRun, app: AppProcess, feeder: Feeder, seed: int
             app.start()
         feeder.join()
         # The counts come from the repartition topic, one step behind the orders.
-        repartition = f"{run.app_id}-orders-per-region-repartition"
-        for topic in [*run.topics.values(), repartition]:
+        for topic in [*run.topics.values(), run.repartition]:
             wait_caught_up(run.bootstrap, run.app_id, topic, timeout=120)
         assert app.terminate() == 0, app.log_tail()
     finally:

@@ -41,6 +41,24 @@ class Count(eos.Processor):
         ctx.send(self.output, str(n), key=record.key)
 
 
+class CountBatches(eos.BatchProcessor):
+    """Counts records per key (changelog-backed) and sends each new count; notes batch sizes."""
+
+    stores = [eos.Store("counts", key_serde="string", value_serde="json")]
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.sizes: list[int] = []
+
+    def process_batch(self, batch: eos.RecordBatch, ctx: eos.Context) -> None:
+        self.sizes.append(len(batch))
+        counts = ctx.store("counts")
+        for key in batch.keys:
+            n = counts.get(key, 0) + 1  # type: ignore[operator]
+            counts[key] = n
+            ctx.send(self.output, str(n), key=key)
+
+
 def application(
     bootstrap: str, app_id: str, source: str, processor: eos.Processor, **kw: object
 ) -> eos.Application:

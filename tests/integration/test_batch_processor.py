@@ -7,31 +7,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-from apprunner import AppThread, application, not_poison, wait_committed
+from apprunner import AppThread, CountBatches, application, not_poison, wait_committed
 
 import eos
 from eos.testing.helpers import create_topic, produce, read_topic, unique_name
 from eos.testing.verify import verify_exactly_once
 
 pytestmark = pytest.mark.integration
-
-
-class CountBatches(eos.BatchProcessor):
-    """Counts records per key (changelog-backed) and sends each new count; notes batch sizes."""
-
-    stores = [eos.Store("counts", key_serde="string", value_serde="json")]
-
-    def __init__(self, output: str) -> None:
-        self.output = output
-        self.sizes: list[int] = []
-
-    def process_batch(self, batch: eos.RecordBatch, ctx: eos.Context) -> None:
-        self.sizes.append(len(batch))
-        counts = ctx.store("counts")
-        for key in batch.keys:
-            n = counts.get(key, 0) + 1  # type: ignore[operator]
-            counts[key] = n
-            ctx.send(self.output, str(n), key=key)
 
 
 class UpperBatches(eos.BatchProcessor):

@@ -350,20 +350,25 @@ class PostgresEngine(SinkEngine):
             partition = msg.partition()
             offset = msg.offset()
             if partition != run_partition or topic != run_topic:
-                if ok and run_next >= 0:
+                if ok and run_next > floor:
                     positions[run_tp] = run_next  # type: ignore[index]
                 run_tp = (topic, partition)
                 run_topic = topic
                 run_partition = partition
-                run_next = -1
                 if topic_des:
                     kdes, vdes = topic_des.get(topic, default_des)
                 ok = partitions.ready(run_tp)
                 floor = max(positions.get(run_tp, -1), committed.get(run_tp, -1))
+                run_next = floor
                 if ok and run_tp not in first_seen:
                     first_seen[run_tp] = max(offset, floor)
-            if not ok or offset < floor:
-                continue  # paused, fenced, or fetched before the seek to the committed position
+            if not ok or offset < run_next:
+                # Paused, fenced, fetched before the seek to the committed position, or
+                # handed out again inside the run (a fetch reset of librdkafka's own):
+                # the run so far counts, and its end is the new floor.
+                if ok and offset >= floor:
+                    positions[run_tp] = floor = run_next  # type: ignore[index]
+                continue
             raw_key = msg.key()
             raw_value = msg.value()
             try:
@@ -389,7 +394,7 @@ class PostgresEngine(SinkEngine):
                     self._record_failed(msg, exc)
             run_next = offset + 1
             processed += 1
-        if ok and run_next >= 0:
+        if ok and run_next > floor:
             positions[run_tp] = run_next  # type: ignore[index]
         batch.records += processed
         if processed:
