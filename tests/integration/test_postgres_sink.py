@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 import eos
 from eos.errors import ConfigError, ProcessingError, SinkUnavailableError
 from eos.sinks.postgres import PostgresProcessor
+from eos.sinks.postgres._engine import PostgresEngine
 from eos.sinks.postgres._offsets import OffsetsTable
 from eos.testing.helpers import (
     committed_offsets,
@@ -147,6 +148,40 @@ def test_rows_and_offsets_commit_together_and_a_restart_trusts_only_the_table(
     assert _rows(postgres_dsn, table) == dict.fromkeys(range(260), 1)
     epochs = {p: e for p, (_n, e) in _offsets(postgres_dsn, app_id).items()}
     assert all(e >= 2 for e in epochs.values()), epochs  # every assignment bumped the epoch
+
+
+def test_records_handed_out_again_inside_one_batch_are_written_once(
+    bootstrap, postgres_dsn, app_threads, monkeypatch
+) -> None:
+    """The first polled batch of 20 or more records is processed as those records followed
+    by the same records again (librdkafka can hand a partition out again from its start in
+    the middle of a poll): each order is still one row."""
+    topic = create_topic(bootstrap, unique_name("orders"), 1)
+    table = unique_name("orders").replace("-", "_")
+    produce(bootstrap, topic, _orders(range(200)))
+    doubled: list[int] = []
+    process = PostgresEngine._process
+
+    def twice(engine: PostgresEngine, messages: Any) -> None:
+        records = [m for m in messages if m.error() is None]
+        if not doubled and len(records) >= 20:
+            doubled.append(len(records))
+            messages = [*messages, *records]
+        process(engine, messages)
+
+    monkeypatch.setattr(PostgresEngine, "_process", twice)
+    app = _app(bootstrap, topic, SaveOrders(postgres_dsn, table))
+    thread = AppThread(app).start()
+    app_threads.append(thread)
+    _wait(lambda: len(_rows(postgres_dsn, table)) == 200, "200 rows", thread)
+    ends = {p: high for p, (_low, high) in watermarks(bootstrap, topic).items()}
+    app_id = app.config.application_id
+    _wait(lambda: committed_offsets(bootstrap, app_id, topic) == ends, "the offsets", thread)
+    app.stop()
+    thread.thread.join(60)
+    assert thread.error is None
+    assert doubled, "no polled batch had 20 records"
+    assert _rows(postgres_dsn, table) == dict.fromkeys(range(200), 1)
 
 
 def test_a_refused_row_is_dead_lettered_alone_with_the_database_message(
