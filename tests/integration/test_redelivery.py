@@ -49,14 +49,11 @@ class SeekBackOnce(Engine):
             self.sought.set()
 
 
-def test_records_handed_out_again_are_skipped(
-    bootstrap: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    source = create_topic(bootstrap, unique_name("redeliver-in"), 1)
-    sink = create_topic(bootstrap, unique_name("redeliver-out"), 1)
-    produce(bootstrap, source, ((f"k{i}", f"v{i}") for i in range(50)))
-    app = application(bootstrap, unique_name("redeliver"), source, Upper(sink))
-    engine = type("Engine", (SeekBackOnce,), {"seek_after": 50, "sought": threading.Event()})
+def _start_caught_up(
+    bootstrap: str, app: eos.Application, engine: type[Engine], source: str
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``app`` with ``engine`` on a thread; return it and what it raised (a list it
+    fills), once the app caught up on ``source``."""
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -66,12 +63,24 @@ def test_records_handed_out_again_are_skipped(
             failure.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_caught_up(bootstrap, app.config.application_id, source, timeout=60)
+    finally:
+        assert not failure, failure
+    return thread, failure
+
+
+def test_records_handed_out_again_are_skipped(
+    bootstrap: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = create_topic(bootstrap, unique_name("redeliver-in"), 1)
+    sink = create_topic(bootstrap, unique_name("redeliver-out"), 1)
+    produce(bootstrap, source, ((f"k{i}", f"v{i}") for i in range(50)))
+    app = application(bootstrap, unique_name("redeliver"), source, Upper(sink))
+    engine = type("Engine", (SeekBackOnce,), {"seek_after": 50, "sought": threading.Event()})
     with caplog.at_level(logging.WARNING, logger="eos.engine"):
-        thread.start()
-        try:
-            wait_caught_up(bootstrap, app.config.application_id, source, timeout=60)
-        finally:
-            assert not failure, failure
+        thread, failure = _start_caught_up(bootstrap, app, engine, source)
         produce(bootstrap, source, ((f"k{i}", f"v{i}") for i in range(50, 60)))
         assert engine.sought.wait(60), "the app never processed the second records"
         # The consumer hands the partition out again from offset 0: wait until eos saw it.
@@ -122,21 +131,8 @@ def test_records_handed_out_again_inside_one_batch_are_counted_once(
         state_dir=str(tmp_path / "state"),
     )
     engine = type("Engine", (HandedOutTwice,), {"at_least": 20, "doubled": threading.Event()})
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            app._run(engine)
-        except BaseException as exc:  # handed to the test thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
     with caplog.at_level(logging.WARNING, logger="eos.engine"):
-        thread.start()
-        try:
-            wait_caught_up(bootstrap, app.config.application_id, source, timeout=60)
-        finally:
-            assert not failure, failure
+        thread, failure = _start_caught_up(bootstrap, app, engine, source)
         app.stop()
         thread.join(60)
     assert not failure, failure
