@@ -128,9 +128,9 @@ def prepare_join_input(bootstrap: str, records: int) -> tuple[JoinInput, bool, f
         if existing:
             delete_topics(bootstrap, existing)
             time.sleep(2.0)
-        # Timestamps are hours old: time-based retention must not delete them.
+        # Timestamps are hours old: create_topic turns time-based retention off.
         create_topic(bootstrap, customers, PARTITIONS, config={"cleanup.policy": "compact"})
-        create_topic(bootstrap, orders, PARTITIONS, config={"retention.ms": "-1"})
+        create_topic(bootstrap, orders, PARTITIONS)
         _produce(bootstrap, orders, customers, records)
         for topic, count in want.items():
             held = sum((_end_offsets(bootstrap, topic) or {}).values())

@@ -29,6 +29,10 @@ __all__ = [
 ]
 
 
+KEEP_EVERY_RECORD: Mapping[str, str] = {"retention.ms": "-1"}
+"""Topic settings of :func:`create_topic` unless overridden: no time retention."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReadRecord:
     """One record read back from a topic."""
@@ -55,10 +59,17 @@ def create_topic(
     config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
 ) -> str:
-    """Create ``name`` and wait until its leaders are known; return the name."""
+    """Create ``name`` and wait until its leaders are known; return the name.
+
+    The topic keeps its records whatever their timestamps (``retention.ms=-1``
+    unless ``config`` sets it): tests produce fixed timestamps in the past, and
+    the broker's time retention deletes such records at its next check (every
+    five minutes by default), before the application or the test read them.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    settings = {**KEEP_EVERY_RECORD, **(config or {})}
     futures = admin.create_topics(
-        [NewTopic(name, partitions, replication_factor, config=dict(config or {}))],
+        [NewTopic(name, partitions, replication_factor, config=settings)],
         operation_timeout=timeout,
     )
     for future in futures.values():

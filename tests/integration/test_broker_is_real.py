@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from eos.testing.helpers import read_topic, watermarks
+from eos.testing.helpers import create_topic, read_topic, unique_name, watermarks
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +71,18 @@ def test_second_producer_with_same_transactional_id_fences_the_first(bootstrap, 
     assert b"zombie" in [
         r.value for r in read_topic(bootstrap, topic, isolation_level="read_uncommitted")
     ]
+
+
+def test_test_topics_keep_records_whatever_their_timestamps(bootstrap) -> None:
+    """Tests produce fixed past timestamps; with the broker's default seven days of time
+    retention its next check (every five minutes) deletes them before they are read.
+    ``create_topic`` turns time retention off unless the caller sets it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    kept = create_topic(bootstrap, unique_name("kept"))
+    own = create_topic(bootstrap, unique_name("own"), config={"retention.ms": "3600000"})
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in (kept, own)]
+    found = {
+        resource.name: future.result(30)["retention.ms"].value
+        for resource, future in admin.describe_configs(resources).items()
+    }
+    assert found == {kept: "-1", own: "3600000"}
