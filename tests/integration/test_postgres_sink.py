@@ -151,11 +151,12 @@ def test_rows_and_offsets_commit_together_and_a_restart_trusts_only_the_table(
 
 
 def test_records_handed_out_again_inside_one_batch_are_written_once(
-    bootstrap, postgres_dsn, app_threads, monkeypatch
+    bootstrap, postgres_dsn, app_threads, monkeypatch, caplog
 ) -> None:
     """The first polled batch of 20 or more records is processed as those records followed
     by the same records again (librdkafka can hand a partition out again from its start in
-    the middle of a poll): each order is still one row."""
+    the middle of a poll): each order is still one row, and the step back is logged."""
+    caplog.set_level(logging.WARNING, logger="eos.engine")
     topic = create_topic(bootstrap, unique_name("orders"), 1)
     table = unique_name("orders").replace("-", "_")
     produce(bootstrap, topic, _orders(range(200)))
@@ -182,6 +183,7 @@ def test_records_handed_out_again_inside_one_batch_are_written_once(
     assert thread.error is None
     assert doubled, "no polled batch had 20 records"
     assert _rows(postgres_dsn, table) == dict.fromkeys(range(200), 1)
+    assert any("already processed" in r.getMessage() for r in caplog.records)
 
 
 def test_a_refused_row_is_dead_lettered_alone_with_the_database_message(

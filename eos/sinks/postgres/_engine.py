@@ -52,7 +52,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from eos._admin import KafkaLog, check_topics
 from eos._backoff import AbortBudget
-from eos._batch import TP, Batch
+from eos._batch import TP, Batch, redelivered
 from eos._dsl_topology import input_serdes_for
 from eos._lifecycle import run_engine
 from eos._records import decode_error, where
@@ -367,6 +367,7 @@ class PostgresEngine(SinkEngine):
                 # handed out again inside the run (a fetch reset of librdkafka's own):
                 # the run so far counts, and its end is the new floor.
                 if ok and offset >= floor:
+                    redelivered(run_tp, offset, run_next)  # type: ignore[arg-type]
                     positions[run_tp] = floor = run_next  # type: ignore[index]
                 continue
             raw_key = msg.key()
